@@ -1,0 +1,137 @@
+"""The `steadyloop` command: run an app by role, run the demo, probe a server."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Keep FastAPI/Starlette backends responsive: run, demo, probe.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+class RoleChoice(StrEnum):
+    api = "api"
+    worker = "worker"
+    all = "all"
+
+
+class ServerChoice(StrEnum):
+    uvicorn = "uvicorn"
+    hypercorn = "hypercorn"
+
+
+def _serve(
+    target: str,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    server: ServerChoice,
+    factory: bool,
+) -> None:
+    if server is ServerChoice.uvicorn:
+        import uvicorn
+
+        uvicorn.run(target, host=host, port=port, workers=workers, factory=factory)
+        return
+    try:
+        from hypercorn.config import Config
+        from hypercorn.run import run as hypercorn_run
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        raise typer.BadParameter(
+            "hypercorn is not installed: pip install steadyloop[hypercorn]"
+        ) from exc
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.workers = workers
+    config.application_path = target
+    if factory:
+        raise typer.BadParameter("--factory is not supported with hypercorn; expose an app object")
+    hypercorn_run(config)
+
+
+@app.command()
+def run(
+    target: Annotated[str, typer.Argument(help="The ASGI app as module:attribute.")],
+    role: Annotated[RoleChoice, typer.Option(help="What this process runs.")] = RoleChoice.all,
+    workers: Annotated[int, typer.Option(min=1, help="Server worker processes.")] = 1,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
+    server: Annotated[ServerChoice, typer.Option(help="ASGI server.")] = ServerChoice.uvicorn,
+    factory: Annotated[bool, typer.Option(help="TARGET is a function returning the app.")] = False,
+) -> None:
+    """Serve an app with steadyloop's role set (WORKER_ROLE) for every worker process."""
+    if ":" not in target:
+        raise typer.BadParameter(
+            "expected module:attribute, e.g. myapp.main:app", param_hint="TARGET"
+        )
+    os.environ["WORKER_ROLE"] = role.value  # worker processes inherit the environment
+    _serve(target, host=host, port=port, workers=workers, server=server, factory=factory)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path("./data"),
+) -> None:
+    """Run mediahub, the reference app, on embedded defaults (SQLite, no other service)."""
+    os.environ["DEMO_DATA_DIR"] = str(data_dir.resolve())
+    typer.echo(f"mediahub demo: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    _serve(
+        "steadyloop.demo.app:create_app",
+        host=host,
+        port=port,
+        workers=1,
+        server=ServerChoice.uvicorn,
+        factory=True,
+    )
+
+
+@app.command()
+def probe(
+    base_url: Annotated[
+        str, typer.Argument(help="The server to probe, e.g. http://127.0.0.1:8000")
+    ],
+    slow: Annotated[str, typer.Option(help="Path of the slow endpoint to keep busy.")],
+    fast: Annotated[str, typer.Option(help="Path of the fast endpoint to sample.")],
+    slow_concurrency: Annotated[int, typer.Option(min=1, help="Slow calls kept in flight.")] = 60,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds of each phase.")] = 10.0,
+    interval: Annotated[
+        float, typer.Option(min=0.001, help="Seconds between fast samples.")
+    ] = 0.02,
+    max_ratio: Annotated[
+        float, typer.Option(min=1, help="Fail when loaded p99 / unloaded p99 exceeds this.")
+    ] = 3.0,
+) -> None:
+    """Check that a fast endpoint still answers while slow calls run (exit 1 if not)."""
+    from steadyloop.probe import ProbeConfig, render_report, run_probe
+
+    report = run_probe(
+        ProbeConfig(
+            base_url=base_url,
+            slow_path=slow,
+            fast_path=fast,
+            slow_concurrency=slow_concurrency,
+            duration=duration,
+            interval=interval,
+            max_ratio=max_ratio,
+        )
+    )
+    typer.echo(render_report(report))
+    raise typer.Exit(0 if report.passed else 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,519 @@
+"""Bulkheads: blocking work runs in threads, with a separate concurrency limit per domain.
+
+`await run_blocking("drive", fn, *args)` runs `fn` in a thread without blocking the event loop.
+Each domain ("drive", "fs", "catalog", ...) has its own slot limit, so sixty slow Drive calls
+cannot take the threads a fast `os.stat` needs: Starlette's single shared pool of 40 threads is
+exactly what lets one slow domain starve all others.
+
+Design notes:
+- Slots are counted on the event loop (a FIFO limiter, like anyio's CapacityLimiter); a call
+  is submitted to a thread only once it holds a slot, so threads never queue work out of sight.
+- A cancelled caller returns at once, but its slot stays taken until its thread really
+  finishes: Python cannot stop a running thread, and freeing the slot early would let more
+  calls run than the limit allows.
+- Shared domains run on one thread pool that grows to the sum of their limits (the limiter,
+  not the pool, bounds each domain). A dedicated domain owns named threads that nothing else
+  uses: thread-affine handles (a camera, a serial port) stay on the threads that opened them.
+- The caller's context variables (the request id) are copied into the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import multiprocessing
+import os
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from steadyloop import metrics
+
+if TYPE_CHECKING:
+    from steadyloop.settings import Settings
+
+__all__ = [
+    "Bulkhead",
+    "BulkheadFull",
+    "BulkheadStatistics",
+    "Bulkheads",
+    "blocking",
+    "current_bulkheads",
+    "iterate_in_thread",
+    "run_blocking",
+    "run_cpu",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+logger = logging.getLogger("steadyloop.offload")
+
+_DOMAIN_NAME = re.compile(r"^[a-z0-9_]{1,40}$")
+#: Domains are metric labels and thread pools: a bounded number, chosen by the application.
+MAX_DOMAINS = 64
+CPU_DOMAIN = "cpu"
+
+
+class BulkheadFull(Exception):
+    """A call waited the domain's max wait without getting a slot.
+
+    The web layer answers it with 503 `application/problem+json` and `Retry-After`.
+    """
+
+    def __init__(self, domain: str, max_wait: float, limit: int, waiting: int) -> None:
+        self.domain = domain
+        self.max_wait = max_wait
+        self.limit = limit
+        self.waiting = waiting
+        #: Seconds a client should wait before retrying: at least one max wait, rounded up.
+        self.retry_after = max(1, int(max_wait + 0.999))
+        super().__init__(
+            f"bulkhead {domain!r} is full: {limit} calls running, {waiting} waiting, "
+            f"no slot within {max_wait:g}s"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadStatistics:
+    """A snapshot of one domain, readable at any time (cheap: no locks)."""
+
+    domain: str
+    limit: int
+    in_flight: int
+    waiting: int
+    rejected: int
+    dedicated: bool
+    max_wait: float | None
+
+
+class Bulkhead:
+    """One domain: a FIFO slot limiter in front of an executor."""
+
+    def __init__(
+        self,
+        domain: str,
+        limit: int,
+        executor: Executor,
+        *,
+        max_wait: float | None = None,
+        dedicated: bool = False,
+        copy_context: bool = True,
+        wait_warn_seconds: float = 0.5,
+    ) -> None:
+        if limit < 1:
+            raise ValueError(f"bulkhead {domain!r}: limit must be at least 1, got {limit}")
+        if max_wait is not None and max_wait <= 0:
+            raise ValueError(f"bulkhead {domain!r}: max_wait must be positive, got {max_wait}")
+        self.domain = domain
+        self.limit = limit
+        self.max_wait = max_wait
+        self.dedicated = dedicated
+        self._executor = executor
+        self._copy_context = copy_context
+        self._wait_warn_seconds = wait_warn_seconds
+        self._held = 0  # slots taken, including those handed to a waiter not yet resumed
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._rejected = 0
+        self._m_in_flight = metrics.bulkhead_in_flight.labels(domain)
+        self._m_waiting = metrics.bulkhead_waiting.labels(domain)
+        self._m_wait = metrics.bulkhead_wait_seconds.labels(domain)
+        self._m_run = metrics.bulkhead_run_seconds.labels(domain)
+        self._m_rejected = metrics.bulkhead_rejected_total.labels(domain)
+        metrics.bulkhead_limit.labels(domain).set(limit)
+
+    def statistics(self) -> BulkheadStatistics:
+        return BulkheadStatistics(
+            domain=self.domain,
+            limit=self.limit,
+            in_flight=self._held,
+            waiting=len(self._waiters),
+            rejected=self._rejected,
+            dedicated=self.dedicated,
+            max_wait=self.max_wait,
+        )
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run `fn(*args, **kwargs)` in this domain's threads once a slot is free."""
+        loop = asyncio.get_running_loop()
+        waited = await self._acquire(loop)
+        self._m_wait.observe(waited)
+        if waited > self._wait_warn_seconds:
+            logger.warning(
+                "bulkhead %s: call to %s waited %.0f ms for a slot (limit %d, %d waiting)",
+                self.domain,
+                _name_of(fn),
+                waited * 1000,
+                self.limit,
+                len(self._waiters),
+            )
+        self._m_in_flight.inc()
+        try:
+            if self._copy_context:
+                ctx = contextvars.copy_context()
+                future = self._executor.submit(ctx.run, self._call, fn, args, kwargs)
+            else:
+                future = self._executor.submit(fn, *args, **kwargs)
+        except BaseException:
+            self._finish()
+            raise
+        try:
+            return await asyncio.wrap_future(future, loop=loop)
+        finally:
+            if future.done():
+                self._finish()
+            else:
+                # Cancelled while the thread runs: keep the slot until the thread is done.
+                future.add_done_callback(functools.partial(self._finish_from_thread, loop))
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if debug:
+            logger.debug("bulkhead %s: start %s", self.domain, _name_of(fn))
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            elapsed = time.perf_counter() - started
+            self._m_run.observe(elapsed)
+            if debug:
+                logger.debug(
+                    "bulkhead %s: end %s in %.1f ms", self.domain, _name_of(fn), elapsed * 1000
+                )
+
+    async def _acquire(self, loop: asyncio.AbstractEventLoop) -> float:
+        """Take a slot; return the seconds waited. FIFO: a new caller never overtakes a waiter."""
+        if self._held < self.limit and not self._waiters:
+            self._held += 1
+            return 0.0
+        started = time.perf_counter()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        self._m_waiting.inc()
+        try:
+            if self.max_wait is None:
+                await waiter
+            else:
+                try:
+                    async with asyncio.timeout(self.max_wait):
+                        await waiter
+                except TimeoutError:
+                    if not (waiter.done() and not waiter.cancelled()):
+                        self._rejected += 1
+                        self._m_rejected.inc()
+                        raise BulkheadFull(
+                            self.domain, self.max_wait, self.limit, len(self._waiters) - 1
+                        ) from None
+                    # The slot arrived together with the timeout: keep it.
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot but not going to use it: pass it on
+            raise
+        finally:
+            self._m_waiting.dec()
+            if not waiter.done():
+                waiter.cancel()
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+        return time.perf_counter() - started
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot moves to the waiter; _held is unchanged
+                return
+        self._held -= 1
+
+    def _finish(self) -> None:
+        self._m_in_flight.dec()
+        self._release()
+
+    def _finish_from_thread(self, loop: asyncio.AbstractEventLoop, _: Future[Any]) -> None:
+        try:
+            loop.call_soon_threadsafe(self._finish)
+        except RuntimeError:  # the loop is closed: nobody is left to hand the slot to
+            pass
+
+
+class Bulkheads:
+    """The domains of one runtime, created on first use from settings."""
+
+    def __init__(
+        self,
+        *,
+        default_limit: int = 8,
+        default_max_wait: float | None = None,
+        limits: dict[str, int] | None = None,
+        max_waits: dict[str, float] | None = None,
+        dedicated: dict[str, int] | None = None,
+        wait_warn_seconds: float = 0.5,
+        cpu_workers: int = 0,
+    ) -> None:
+        self._default_limit = default_limit
+        self._default_max_wait = default_max_wait
+        self._limits = dict(limits or {})
+        self._max_waits = dict(max_waits or {})
+        self._dedicated = dict(dedicated or {})
+        self._initializers: dict[str, Callable[[], object]] = {}
+        self._wait_warn_seconds = wait_warn_seconds
+        self._cpu_workers = cpu_workers or os.cpu_count() or 1
+        self._domains: dict[str, Bulkhead] = {}
+        self._executors: list[Executor] = []
+        self._shared: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()  # domains may be created from several threads
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Bulkheads:
+        return cls(
+            default_limit=settings.blocking_default_concurrency,
+            default_max_wait=settings.blocking_default_max_wait,
+            limits={
+                name: cfg.concurrency
+                for name, cfg in settings.bulkheads.items()
+                if cfg.concurrency is not None
+            },
+            max_waits={
+                name: cfg.max_wait
+                for name, cfg in settings.bulkheads.items()
+                if cfg.max_wait is not None
+            },
+            dedicated=settings.dedicated_threads(),
+            wait_warn_seconds=settings.blocking_wait_warn_ms / 1000,
+            cpu_workers=settings.cpu_workers,
+        )
+
+    def configure(
+        self,
+        domain: str,
+        *,
+        limit: int | None = None,
+        max_wait: float | None = None,
+        threads: int | None = None,
+        thread_initializer: Callable[[], object] | None = None,
+    ) -> Bulkhead:
+        """Set a domain up before its first call (code-level defaults; env still wins).
+
+        `threads` makes the domain dedicated; `thread_initializer` runs once in each of its
+        threads (open a device handle that must stay on one thread).
+        """
+        _check_domain(domain)
+        with self._lock:
+            if domain in self._domains:
+                raise RuntimeError(f"bulkhead {domain!r} is already in use; configure it first")
+            if limit is not None:
+                self._limits.setdefault(domain, limit)
+            if max_wait is not None:
+                self._max_waits.setdefault(domain, max_wait)
+            if threads is not None:
+                self._dedicated.setdefault(domain, threads)
+            if thread_initializer is not None:
+                if domain not in self._dedicated:
+                    raise ValueError(
+                        f"bulkhead {domain!r}: a thread initializer needs dedicated threads"
+                    )
+                self._initializers[domain] = thread_initializer
+        return self.get(domain)
+
+    def get(self, domain: str) -> Bulkhead:
+        bulkhead = self._domains.get(domain)
+        if bulkhead is not None:
+            return bulkhead
+        _check_domain(domain)
+        with self._lock:
+            bulkhead = self._domains.get(domain)
+            if bulkhead is None:
+                bulkhead = self._create(domain)
+                self._domains[domain] = bulkhead
+            return bulkhead
+
+    def statistics(self) -> list[BulkheadStatistics]:
+        return [b.statistics() for b in list(self._domains.values())]
+
+    def shutdown(self, *, wait: bool = False) -> None:
+        """Stop accepting work; running threads finish on their own (they cannot be killed)."""
+        with self._lock:
+            self._closed = True
+            executors, self._executors = self._executors, []
+            self._domains.clear()
+            self._shared = None
+        for executor in executors:
+            executor.shutdown(wait=wait, cancel_futures=True)
+
+    def _create(self, domain: str) -> Bulkhead:
+        if self._closed:
+            raise RuntimeError("bulkheads are shut down")
+        if len(self._domains) >= MAX_DOMAINS:
+            raise ValueError(
+                f"too many bulkhead domains (max {MAX_DOMAINS}): domains are a fixed set of "
+                "names like 'drive' or 'fs', not per-request values"
+            )
+        max_wait = self._max_waits.get(domain, self._default_max_wait)
+        if domain == CPU_DOMAIN:
+            executor: Executor = ProcessPoolExecutor(
+                max_workers=self._cpu_workers, mp_context=_process_context()
+            )
+            self._executors.append(executor)
+            return Bulkhead(
+                domain,
+                self._limits.get(domain, self._cpu_workers),
+                executor,
+                max_wait=max_wait,
+                dedicated=True,
+                copy_context=False,  # contexts do not cross process boundaries
+                wait_warn_seconds=self._wait_warn_seconds,
+            )
+        threads = self._dedicated.get(domain)
+        if threads is not None:
+            limit = self._limits.get(domain, threads)
+            if limit > threads:
+                raise ValueError(
+                    f"bulkhead {domain!r}: concurrency {limit} exceeds its {threads} dedicated "
+                    "threads; raise BLOCKING_"
+                    f"{domain.upper()}_THREADS or lower BLOCKING_{domain.upper()}_CONCURRENCY"
+                )
+            initializer = self._initializers.get(domain)
+            executor = ThreadPoolExecutor(
+                max_workers=threads,
+                thread_name_prefix=f"steadyloop-{domain}",
+                initializer=initializer,
+            )
+            self._executors.append(executor)
+            return Bulkhead(
+                domain,
+                limit,
+                executor,
+                max_wait=max_wait,
+                dedicated=True,
+                wait_warn_seconds=self._wait_warn_seconds,
+            )
+        if self._shared is None:
+            # Threads start lazily and are reused; the per-domain limiters keep the number of
+            # busy threads at or below the sum of the shared domains' limits.
+            self._shared = ThreadPoolExecutor(
+                max_workers=MAX_DOMAINS * 10_000, thread_name_prefix="steadyloop-blocking"
+            )
+            self._executors.append(self._shared)
+        return Bulkhead(
+            domain,
+            self._limits.get(domain, self._default_limit),
+            self._shared,
+            max_wait=max_wait,
+            wait_warn_seconds=self._wait_warn_seconds,
+        )
+
+
+def _check_domain(domain: str) -> None:
+    if not isinstance(domain, str) or not _DOMAIN_NAME.match(domain):
+        raise ValueError(
+            f"invalid bulkhead domain {domain!r}: use 1-40 characters of a-z, 0-9 and _"
+        )
+
+
+def _process_context() -> Any:
+    # Forking a process that runs threads (bulkheads, the watchdog) can deadlock the child.
+    method = "forkserver" if sys.platform != "win32" else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+# --- the current runtime's domains ------------------------------------------------------------
+_current: Bulkheads | None = None
+_current_lock = threading.Lock()
+
+
+def current_bulkheads() -> Bulkheads:
+    """The domains of the started runtime, or a default set read from the environment."""
+    global _current
+    if _current is None:
+        with _current_lock:
+            if _current is None:
+                from steadyloop.settings import Settings
+
+                _current = Bulkheads.from_settings(Settings())
+    return _current
+
+
+def set_current_bulkheads(bulkheads: Bulkheads | None) -> Bulkheads | None:
+    """Make `bulkheads` the target of `run_blocking`; return the previous set."""
+    global _current
+    with _current_lock:
+        previous, _current = _current, bulkheads
+    return previous
+
+
+async def run_blocking(domain: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a blocking function in a thread of `domain`'s bulkhead and await its result.
+
+    Raises `BulkheadFull` when the domain has a max wait and no slot frees up within it.
+    """
+    return await current_bulkheads().get(domain).run(fn, *args, **kwargs)
+
+
+def blocking(domain: str) -> Callable[[Callable[P, T]], Callable[P, Awaitable[T]]]:
+    """Turn a sync function into an awaitable one that runs in `domain`'s bulkhead.
+
+    The original function stays reachable as `.sync` for code already running in a thread.
+    """
+
+    def decorate(fn: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+        _check_domain(domain)
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return await current_bulkheads().get(domain).run(fn, *args, **kwargs)
+
+        wrapper.sync = fn  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+_EXHAUSTED = object()
+
+
+def _next_or_sentinel(iterator: Iterator[T]) -> T | object:
+    # StopIteration cannot travel through a future, so the end is a sentinel value.
+    return next(iterator, _EXHAUSTED)
+
+
+async def iterate_in_thread(domain: str, iterable: Iterable[T]) -> AsyncIterator[T]:
+    """Iterate a blocking iterable (file chunks, a streaming body, `os.walk`) off the loop.
+
+    Each `next()` runs in `domain`'s bulkhead, so a slow source holds a slot only while it
+    produces an item. The iterator is closed in a thread when iteration stops early.
+    """
+    bulkhead = current_bulkheads().get(domain)
+    iterator: Iterator[T] = await bulkhead.run(iter, iterable)
+    try:
+        while True:
+            item = await bulkhead.run(_next_or_sentinel, iterator)
+            if item is _EXHAUSTED:
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            await asyncio.shield(bulkhead.run(close))
+
+
+async def run_cpu(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a CPU-bound function in a worker process (the `cpu` domain), beyond the GIL.
+
+    `fn` and its arguments must be picklable (a module-level function).
+    """
+    return await current_bulkheads().get(CPU_DOMAIN).run(fn, *args, **kwargs)

@@ -1,0 +1,88 @@
+"""The runtime: builds every component from settings and starts and stops them in order.
+
+Startup order: settings -> bulkheads -> loop watch. Shutdown is the reverse. Both are
+idempotent, so an app that is started twice (tests, reloaders, nested lifespans) is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from steadyloop.loopwatch import LoopWatch
+from steadyloop.offload import Bulkheads, set_current_bulkheads
+from steadyloop.settings import Role, Settings
+
+__all__ = ["Runtime"]
+
+T = TypeVar("T")
+logger = logging.getLogger("steadyloop.runtime")
+
+
+class Runtime:
+    """Owns steadyloop's components for one process."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.role: Role = self.settings.worker_role
+        self.bulkheads = Bulkheads.from_settings(self.settings)
+        self.loop_watch: LoopWatch | None = None
+        if self.settings.loop_watch_enabled:
+            self.loop_watch = LoopWatch(
+                threshold=self.settings.loop_stall_threshold_ms / 1000,
+                interval=self.settings.loop_lag_interval_ms / 1000,
+                measure_gc=self.settings.loop_watch_gc,
+            )
+        self.started_at: float | None = None
+        self._previous_bulkheads: Bulkheads | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self.started_at is not None
+
+    async def start(self, role: Role | None = None) -> None:
+        """Start every component for `role` (default: the `WORKER_ROLE` setting)."""
+        async with self._lock:
+            if self.started:
+                return
+            if role is not None:
+                self.role = role
+            self._previous_bulkheads = set_current_bulkheads(self.bulkheads)
+            if self.loop_watch is not None:
+                self.loop_watch.start()
+            self.started_at = time.time()
+            logger.info("steadyloop started (role %s)", self.role)
+
+    async def stop(self) -> None:
+        """Stop in reverse order; safe to call when not started or twice."""
+        async with self._lock:
+            if not self.started:
+                return
+            self.started_at = None
+            if self.loop_watch is not None:
+                self.loop_watch.stop()
+            set_current_bulkheads(self._previous_bulkheads)
+            self._previous_bulkheads = None
+            self.bulkheads.shutdown(wait=False)
+            logger.info("steadyloop stopped")
+
+    async def run_blocking(self, domain: str, fn: Callable[..., T], /, *a: Any, **kw: Any) -> T:
+        """Run a blocking call in this runtime's `domain` bulkhead."""
+        return await self.bulkheads.get(domain).run(fn, *a, **kw)
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,215 @@
+"""Every setting steadyloop reads, from the environment and an optional `.env` file.
+
+One field per environment variable; the field's description is the documentation, and
+`.env.example` is generated from this module (`python -m steadyloop.settings`), so the two
+cannot drift (a test compares them).
+
+Per-domain bulkhead settings follow the pattern `BLOCKING_<DOMAIN>_<KNOB>`: the domain is any
+name the application passes to `run_blocking`, so they cannot be fixed fields. They are
+collected from the environment and the `.env` file into `Settings.bulkheads`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["api", "worker", "all"]
+
+_DOMAIN_VAR = re.compile(
+    r"^BLOCKING_(?P<domain>[A-Z0-9_]+?)_(?P<knob>CONCURRENCY|MAX_WAIT|THREADS)$"
+)
+_DOMAIN_NAME = re.compile(r"^[a-z0-9_]{1,40}$")
+
+
+class BulkheadSettings(BaseModel):
+    """Overrides for one domain, from `BLOCKING_<DOMAIN>_CONCURRENCY|MAX_WAIT|THREADS`."""
+
+    concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    max_wait: float | None = Field(default=None, gt=0)
+    threads: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class Settings(BaseSettings):
+    """steadyloop's configuration. Every field maps to the upper-case environment variable."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # --- roles -------------------------------------------------------------------------------
+    worker_role: Role = Field(
+        default="all",
+        description="What this process runs: api (HTTP only), worker (jobs and periodic "
+        "loops), or all (both, for one process).",
+    )
+
+    # --- bulkheads (offload.py) --------------------------------------------------------------
+    blocking_default_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="Concurrent blocking calls allowed in a domain without its own "
+        "BLOCKING_<DOMAIN>_CONCURRENCY.",
+    )
+    blocking_default_max_wait: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a call may wait for a slot before BulkheadFull (HTTP 503); "
+        "empty waits forever. Per domain: BLOCKING_<DOMAIN>_MAX_WAIT.",
+    )
+    blocking_wait_warn_ms: float = Field(
+        default=500.0,
+        ge=0,
+        description="A call that waited longer than this for a slot is logged as a warning.",
+    )
+    blocking_dedicated_domains: str = Field(
+        default="camera:2",
+        description="Domains that run on their own named threads, as name:threads pairs "
+        "separated by commas (thread-affine device handles). BLOCKING_<DOMAIN>_THREADS "
+        "also makes a domain dedicated.",
+    )
+    cpu_workers: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Processes in the run_cpu pool; 0 means one per CPU core.",
+    )
+
+    # --- loop watch (loopwatch.py) -----------------------------------------------------------
+    loop_watch_enabled: bool = Field(
+        default=True, description="Measure event-loop lag and report stalls."
+    )
+    loop_stall_threshold_ms: float = Field(
+        default=100.0,
+        gt=0,
+        description="A loop that has not turned for this long is stalled: its stack is logged "
+        "once, naming the application frame that blocked it.",
+    )
+    loop_lag_interval_ms: float = Field(
+        default=25.0,
+        gt=0,
+        description="How often the loop's lag is sampled (and how often it proves it is alive).",
+    )
+    loop_watch_gc: bool = Field(default=True, description="Measure garbage-collector pauses.")
+
+    # --- web ---------------------------------------------------------------------------------
+    health_path: str = Field(
+        default="/api/health", description="Liveness endpoint; answers from memory."
+    )
+
+    # --- demo --------------------------------------------------------------------------------
+    demo_data_dir: Path = Field(
+        default=Path("./data"), description="Where the demo app keeps its files and database."
+    )
+
+    bulkheads: dict[str, BulkheadSettings] = Field(
+        default_factory=dict,
+        exclude=True,
+        description="Collected from BLOCKING_<DOMAIN>_* variables; not an environment variable.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_domain_variables(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "bulkheads" in data:
+            return data
+        env_file = cls.model_config.get("env_file")
+        sources: list[Mapping[str, str | None]] = []
+        if isinstance(env_file, str) and Path(env_file).is_file():
+            sources.append(dotenv_values(env_file))
+        sources.append(os.environ)  # the environment wins over the file
+        data = dict(data)
+        data["bulkheads"] = collect_bulkhead_variables(*sources)
+        return data
+
+    def dedicated_threads(self) -> dict[str, int]:
+        """Domains that own their threads, and how many: the list plus any `_THREADS` override."""
+        dedicated: dict[str, int] = {}
+        for item in filter(None, (p.strip() for p in self.blocking_dedicated_domains.split(","))):
+            name, _, count = item.partition(":")
+            name = name.strip().lower()
+            if not _DOMAIN_NAME.match(name):
+                raise ValueError(f"BLOCKING_DEDICATED_DOMAINS: invalid domain name {name!r}")
+            try:
+                dedicated[name] = int(count) if count else 1
+            except ValueError as exc:
+                raise ValueError(
+                    f"BLOCKING_DEDICATED_DOMAINS: {item!r} is not name:threads"
+                ) from exc
+            if dedicated[name] < 1:
+                raise ValueError(f"BLOCKING_DEDICATED_DOMAINS: {item!r} needs at least 1 thread")
+        for name, override in self.bulkheads.items():
+            if override.threads is not None:
+                dedicated[name] = override.threads
+        return dedicated
+
+
+def collect_bulkhead_variables(*sources: Mapping[str, str | None]) -> dict[str, dict[str, str]]:
+    """Group `BLOCKING_<DOMAIN>_<KNOB>` variables by domain; later sources override earlier ones.
+
+    The `DEFAULT` domain is the fixed field `BLOCKING_DEFAULT_*`, not a domain of its own.
+    """
+    found: dict[str, dict[str, str]] = {}
+    for source in sources:
+        for key, value in source.items():
+            match = _DOMAIN_VAR.match(key.upper())
+            if match is None or value is None or value == "":
+                continue
+            domain = match["domain"].lower()
+            if domain == "default":
+                continue
+            found.setdefault(domain, {})[match["knob"].lower()] = value
+    return found
+
+
+def render_env_example() -> str:
+    """The `.env.example` file: every variable, its default and its description."""
+    lines = [
+        "# steadyloop settings. Generated from steadyloop/settings.py: `make env-example`.",
+        "# Every line is commented out and shows the default; uncomment to change it.",
+        "",
+    ]
+    for name, field in Settings.model_fields.items():
+        if field.exclude:
+            continue
+        default = field.get_default(call_default_factory=True)
+        if default is None:
+            shown = ""
+        elif isinstance(default, bool):
+            shown = str(default).lower()
+        else:
+            shown = str(default)
+        lines.append(f"# {field.description}")
+        lines.append(f"# {name.upper()}={shown}")
+        lines.append("")
+    lines += [
+        "# Per domain (any name passed to run_blocking; drive, fs, catalog, camera...):",
+        "# BLOCKING_<DOMAIN>_CONCURRENCY: concurrent calls allowed in the domain.",
+        "# BLOCKING_<DOMAIN>_MAX_WAIT: seconds to wait for a slot before BulkheadFull (503).",
+        "# BLOCKING_<DOMAIN>_THREADS: run the domain on this many dedicated, named threads.",
+        "# BLOCKING_DRIVE_CONCURRENCY=4",
+        "# BLOCKING_FS_CONCURRENCY=8",
+        "# BLOCKING_CATALOG_CONCURRENCY=4",
+        "# BLOCKING_CAMERA_THREADS=2",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_env_example())
