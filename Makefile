@@ -32,7 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY),)
 
 env-example: $(STAMP)
-	$(BIN)/python -m steadyloop.settings > .env.example
+	$(BIN)/python -c 'import sys; from steadyloop.settings import render_env_example as r; sys.stdout.write(r())' > .env.example
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

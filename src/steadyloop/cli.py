@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -66,12 +67,16 @@ def run(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
     server: Annotated[ServerChoice, typer.Option(help="ASGI server.")] = ServerChoice.uvicorn,
     factory: Annotated[bool, typer.Option(help="TARGET is a function returning the app.")] = False,
+    app_dir: Annotated[
+        Path, typer.Option(help="Folder to import TARGET from (added to the module path).")
+    ] = Path("."),
 ) -> None:
     """Serve an app with steadyloop's role set (WORKER_ROLE) for every worker process."""
     if ":" not in target:
         raise typer.BadParameter(
             "expected module:attribute, e.g. myapp.main:app", param_hint="TARGET"
         )
+    sys.path.insert(0, str(app_dir.resolve()))
     os.environ["WORKER_ROLE"] = role.value  # worker processes inherit the environment
     _serve(target, host=host, port=port, workers=workers, server=server, factory=factory)
 

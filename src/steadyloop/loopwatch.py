@@ -25,7 +25,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -109,7 +109,6 @@ class _LoopState:
     handle: asyncio.TimerHandle | None = None
     reported_due: float | None = None  # the heartbeat whose stall has been reported
     current: Stall | None = None
-    recent: deque[Stall] = field(default_factory=lambda: deque(maxlen=50))
 
 
 class LoopWatch:
@@ -138,6 +137,7 @@ class LoopWatch:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._gc_started: dict[int, float] = {}
+        self._recent: deque[Stall] = deque(maxlen=50)
 
     @property
     def running(self) -> bool:
@@ -145,8 +145,9 @@ class LoopWatch:
 
     @property
     def recent_stalls(self) -> list[Stall]:
-        state = self._state
-        return list(state.recent) if state else []
+        """The last 50 stalls, oldest first (kept after `stop()`)."""
+        with self._lock:
+            return list(self._recent)
 
     def start(self) -> None:
         """Start watching the running loop (idempotent)."""
@@ -232,7 +233,7 @@ class LoopWatch:
                 if state.next_due != due:
                     continue  # the loop turned while we looked: not a stall after all
                 state.current = stall
-                state.recent.append(stall)
+                self._recent.append(stall)
                 self.stalls_total += 1
             metrics.loop_stalls_total.inc()
             logger.warning(

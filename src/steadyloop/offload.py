@@ -341,6 +341,11 @@ class Bulkheads:
     def statistics(self) -> list[BulkheadStatistics]:
         return [b.statistics() for b in list(self._domains.values())]
 
+    def open(self) -> None:
+        """Accept work again after `shutdown()` (a runtime that is started again)."""
+        with self._lock:
+            self._closed = False
+
     def shutdown(self, *, wait: bool = False) -> None:
         """Stop accepting work; running threads finish on their own (they cannot be killed)."""
         with self._lock:
@@ -353,7 +358,7 @@ class Bulkheads:
 
     def _create(self, domain: str) -> Bulkhead:
         if self._closed:
-            raise RuntimeError("bulkheads are shut down")
+            raise RuntimeError("bulkheads are shut down: the runtime was stopped")
         if len(self._domains) >= MAX_DOMAINS:
             raise ValueError(
                 f"too many bulkhead domains (max {MAX_DOMAINS}): domains are a fixed set of "

@@ -52,6 +52,7 @@ class Runtime:
                 return
             if role is not None:
                 self.role = role
+            self.bulkheads.open()
             self._previous_bulkheads = set_current_bulkheads(self.bulkheads)
             if self.loop_watch is not None:
                 self.loop_watch.start()

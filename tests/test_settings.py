@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from steadyloop.settings import Settings, collect_bulkhead_variables, render_env_example
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_env_example_matches_settings() -> None:
+    committed = (ROOT / ".env.example").read_text(encoding="utf-8")
+    assert committed == render_env_example(), (
+        ".env.example is out of date: run `make env-example` and commit it"
+    )
+
+
+def test_every_field_is_documented() -> None:
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"Settings.{name} has no description"
+        if not field.exclude:
+            assert f"# {name.upper()}=" in render_env_example()
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert settings.worker_role == "all"
+    assert settings.blocking_default_concurrency == 8
+    assert settings.loop_stall_threshold_ms == 100
+    assert settings.dedicated_threads() == {"camera": 2}
+    assert settings.bulkheads == {}
+
+
+def test_domain_variables_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BLOCKING_DRIVE_CONCURRENCY", "3")
+    monkeypatch.setenv("BLOCKING_DRIVE_MAX_WAIT", "1.5")
+    monkeypatch.setenv("BLOCKING_SERIAL_PORT_THREADS", "1")
+    monkeypatch.setenv("BLOCKING_DEFAULT_CONCURRENCY", "5")
+    settings = Settings()
+    assert settings.blocking_default_concurrency == 5
+    assert settings.bulkheads["drive"].concurrency == 3
+    assert settings.bulkheads["drive"].max_wait == 1.5
+    assert "default" not in settings.bulkheads
+    assert settings.dedicated_threads() == {"camera": 2, "serial_port": 1}
+
+
+def test_dotenv_file_is_read_and_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        "WORKER_ROLE=worker\nBLOCKING_FS_CONCURRENCY=2\nBLOCKING_CATALOG_CONCURRENCY=6\n"
+    )
+    monkeypatch.setenv("BLOCKING_CATALOG_CONCURRENCY", "7")
+    settings = Settings()
+    assert settings.worker_role == "worker"
+    assert settings.bulkheads["fs"].concurrency == 2
+    assert settings.bulkheads["catalog"].concurrency == 7
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WORKER_ROLE", "scheduler"),
+        ("BLOCKING_DEFAULT_CONCURRENCY", "0"),
+        ("BLOCKING_DRIVE_CONCURRENCY", "many"),
+        ("BLOCKING_DRIVE_MAX_WAIT", "-1"),
+        ("LOOP_STALL_THRESHOLD_MS", "0"),
+    ],
+)
+def test_invalid_values_are_rejected(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+@pytest.mark.parametrize("spec", ["camera:zero", "Camera!:2", "camera:0"])
+def test_invalid_dedicated_domains(spec: str) -> None:
+    with pytest.raises(ValueError, match="BLOCKING_DEDICATED_DOMAINS"):
+        Settings(blocking_dedicated_domains=spec).dedicated_threads()
+
+
+def test_collect_ignores_unrelated_and_empty_values() -> None:
+    found = collect_bulkhead_variables(
+        {"BLOCKING_DRIVE_CONCURRENCY": "4", "BLOCKING_FS_CONCURRENCY": "", "PATH": "/bin"},
+        {"blocking_drive_concurrency": "9"},
+    )
+    assert found == {"drive": {"concurrency": "9"}}
