@@ -80,7 +80,15 @@ async def test_health_answers_from_memory() -> None:
     assert body["status"] == "ok"
     assert body["role"] == "api"
     assert body["loop"]["watching"] is True
-    assert body["bulkheads"]["drive"] == {"limit": 8, "in_flight": 0, "waiting": 0}
+    assert body["bulkheads"]["drive"] == {
+        "limit": 8,
+        "in_flight": 0,
+        "waiting": 0,
+        "rejected": 0,
+        "dedicated": False,
+    }
+    assert body["version"] == sl.__version__
+    assert body["settings"]["worker_role"] == "api"
     assert rt.role == "api"
 
 

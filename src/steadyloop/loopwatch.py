@@ -138,6 +138,7 @@ class LoopWatch:
         self._lock = threading.Lock()
         self._gc_started: dict[int, float] = {}
         self._recent: deque[Stall] = deque(maxlen=50)
+        self._lags: deque[float] = deque(maxlen=512)  # ~13 s at the default 25 ms interval
 
     @property
     def running(self) -> bool:
@@ -148,6 +149,14 @@ class LoopWatch:
         """The last 50 stalls, oldest first (kept after `stop()`)."""
         with self._lock:
             return list(self._recent)
+
+    def lag_percentiles(self) -> tuple[float | None, float | None]:
+        """p50 and p99 of the recent lag samples, in seconds (None before the first sample)."""
+        samples = sorted(self._lags)
+        if not samples:
+            return None, None
+        last = len(samples) - 1
+        return samples[round(last * 0.5)], samples[round(last * 0.99)]
 
     def start(self) -> None:
         """Start watching the running loop (idempotent)."""
@@ -190,7 +199,9 @@ class LoopWatch:
     # --- on the loop ---------------------------------------------------------------------
     def _heartbeat(self, state: _LoopState) -> None:
         now = time.monotonic()
-        metrics.loop_lag_seconds.observe(max(0.0, now - state.next_due))
+        lag = max(0.0, now - state.next_due)
+        metrics.loop_lag_seconds.observe(lag)
+        self._lags.append(lag)
         with self._lock:
             stall = state.current
             if stall is not None:

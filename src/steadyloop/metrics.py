@@ -2,12 +2,29 @@
 
 Metrics are process-wide (as Prometheus expects), registered on the default registry so that
 an application's own metrics are served next to them. Labels are bounded: domain names that
-the application chose, never raw paths or ids.
+the application chose, route templates, never raw paths or ids.
+
+With several server worker processes, set `PROMETHEUS_MULTIPROC_DIR` (`steadyloop run
+--workers N` does it for you) before anything imports prometheus_client: each process then
+writes its values to files there and `/metrics` aggregates them.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+__all__ = ["CONTENT_TYPE_LATEST", "exposition", "mark_process_dead", "multiprocess_dir"]
 
 #: Latency buckets from 0.1 ms to 30 s: blocking calls span microseconds (a stat) to seconds.
 LATENCY_BUCKETS = (
@@ -91,3 +108,74 @@ gc_pause_seconds = Histogram(
     ["generation"],
     buckets=LAG_BUCKETS,
 )
+
+# --- logging (logs.py) -----------------------------------------------------------------------
+log_dropped_total = Counter(
+    "steadyloop_log_dropped_total",
+    "Log records dropped because the log queue was full (the caller never waits).",
+)
+log_sink_errors_total = Counter(
+    "steadyloop_log_sink_errors_total",
+    "Log records a sink failed to write.",
+)
+
+# --- HTTP server (web/middleware.py) ---------------------------------------------------------
+#: Request duration buckets: 1 ms to 30 s.
+REQUEST_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+http_requests_total = Counter(
+    "steadyloop_http_requests_total",
+    "HTTP requests answered, by method, route template and status code.",
+    ["method", "route", "status"],
+)
+http_request_duration_seconds = Histogram(
+    "steadyloop_http_request_duration_seconds",
+    "Time from request start to the end of the response, by method and route template.",
+    ["method", "route"],
+    buckets=REQUEST_BUCKETS,
+)
+http_requests_in_progress = Gauge(
+    "steadyloop_http_requests_in_progress",
+    "HTTP requests being served, by method.",
+    ["method"],
+    multiprocess_mode="livesum",
+)
+
+
+# --- exposition ------------------------------------------------------------------------------
+def multiprocess_dir() -> str | None:
+    """The shared folder of multiprocess mode (several server workers), if enabled."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def exposition() -> bytes:
+    """The text exposition of every metric; across all worker processes in multiprocess mode.
+
+    Reads files in multiprocess mode and takes milliseconds with many series: call it off the
+    event loop (the /metrics route runs it in the `metrics` bulkhead).
+    """
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def mark_process_dead(pid: int | None = None) -> None:
+    """Forget a stopped worker's live gauges (in-flight, in-progress) in multiprocess mode."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(pid if pid is not None else os.getpid())  # type: ignore[no-untyped-call]

@@ -1,7 +1,8 @@
 """The runtime: builds every component from settings and starts and stops them in order.
 
-Startup order: settings -> bulkheads -> loop watch. Shutdown is the reverse. Both are
-idempotent, so an app that is started twice (tests, reloaders, nested lifespans) is safe.
+Startup order: settings -> logging -> metrics -> bulkheads -> loop watch. Shutdown is the
+reverse, and the log queue is flushed last. Both are idempotent, so an app that is started
+twice (tests, reloaders, nested lifespans) is safe.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
+from steadyloop import metrics
+from steadyloop.health import HealthChecks
+from steadyloop.logs import LoggingSetup, setup_logging
 from steadyloop.loopwatch import LoopWatch
 from steadyloop.offload import Bulkheads, set_current_bulkheads
 from steadyloop.settings import Role, Settings
@@ -37,7 +41,9 @@ class Runtime:
                 interval=self.settings.loop_lag_interval_ms / 1000,
                 measure_gc=self.settings.loop_watch_gc,
             )
+        self.health = HealthChecks(default_timeout=self.settings.health_check_timeout)
         self.started_at: float | None = None
+        self._logging: LoggingSetup | None = None
         self._previous_bulkheads: Bulkheads | None = None
         self._lock = asyncio.Lock()
 
@@ -52,6 +58,8 @@ class Runtime:
                 return
             if role is not None:
                 self.role = role
+            if self.settings.log_setup:
+                self._logging = setup_logging(self.settings, role=self.role)
             self.bulkheads.open()
             self._previous_bulkheads = set_current_bulkheads(self.bulkheads)
             if self.loop_watch is not None:
@@ -70,7 +78,11 @@ class Runtime:
             set_current_bulkheads(self._previous_bulkheads)
             self._previous_bulkheads = None
             self.bulkheads.shutdown(wait=False)
+            metrics.mark_process_dead()
             logger.info("steadyloop stopped")
+            if self._logging is not None:
+                self._logging.restore()  # last: flushes every queued record
+                self._logging = None
 
     async def run_blocking(self, domain: str, fn: Callable[..., T], /, *a: Any, **kw: Any) -> T:
         """Run a blocking call in this runtime's `domain` bulkhead."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["api", "worker", "all"]
@@ -104,9 +104,52 @@ class Settings(BaseSettings):
     )
     loop_watch_gc: bool = Field(default=True, description="Measure garbage-collector pauses.")
 
+    # --- logging (logs.py) -------------------------------------------------------------------
+    log_setup: bool = Field(
+        default=True,
+        description="Route the app's, uvicorn's and httpx's loggers through steadyloop's "
+        "non-blocking handler at startup; false leaves logging as the app configured it.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log line format: json (one object per line) or text."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Lowest level written, for the app and library loggers."
+    )
+    log_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Records held for the log writer thread; when full, new records are "
+        "dropped and counted (steadyloop_log_dropped_total), never blocking the caller.",
+    )
+    access_log: bool = Field(
+        default=True,
+        description="One line per request (method, route, status, duration_ms, client); "
+        "replaces uvicorn's access log.",
+    )
+
     # --- web ---------------------------------------------------------------------------------
+    request_id_header: str = Field(
+        default="X-Request-ID",
+        description="Header that carries the request id in and out (kept when it is at most "
+        "128 characters of A-Z a-z 0-9 . _ -, replaced otherwise).",
+    )
     health_path: str = Field(
         default="/api/health", description="Liveness endpoint; answers from memory."
+    )
+    health_ready_path: str = Field(
+        default="/api/health/ready",
+        description="Readiness endpoint; runs every registered check, each off the loop.",
+    )
+    health_check_timeout: float = Field(
+        default=2.0, gt=0, description="Seconds each readiness check may take before it fails."
+    )
+    metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
+    metrics_path: str = Field(default="/metrics", description="Where metrics are served.")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, /metrics requires `Authorization: Bearer <token>`.",
     )
 
     # --- demo --------------------------------------------------------------------------------
@@ -119,6 +162,21 @@ class Settings(BaseSettings):
         exclude=True,
         description="Collected from BLOCKING_<DOMAIN>_* variables; not an environment variable.",
     )
+
+    @field_validator("health_path", "health_ready_path", "metrics_path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in " ?#"):
+            raise ValueError(f"must be an absolute URL path like /metrics, got {value!r}")
+        return value
+
+    def summary(self) -> dict[str, Any]:
+        """Settings without secrets, for the health endpoint and startup logs."""
+        out = self.model_dump(mode="json", exclude={"bulkheads"})
+        for name, value in list(out.items()):
+            if isinstance(getattr(self, name), SecretStr):
+                out[name] = "set" if value else None
+        return out
 
     @model_validator(mode="before")
     @classmethod

@@ -7,13 +7,20 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.types import Lifespan
 
 from steadyloop.offload import BulkheadFull
 from steadyloop.runtime import Runtime
 from steadyloop.settings import Settings
-from steadyloop.web.health import liveness_endpoint
-from steadyloop.web.problems import bulkhead_full_handler
+from steadyloop.web.errors import (
+    bulkhead_full_handler,
+    http_exception_handler,
+    validation_exception_handler,
+)
+from steadyloop.web.health import liveness_endpoint, readiness_endpoint
+from steadyloop.web.metrics_endpoint import metrics_endpoint
+from steadyloop.web.middleware import RequestMiddleware
 
 
 def install(
@@ -21,18 +28,42 @@ def install(
 ) -> Runtime:
     """Wire steadyloop into `app` and return its runtime.
 
-    Adds the error handlers (BulkheadFull -> 503 problem+json), the health route, and a
-    lifespan that starts the runtime before the app's own lifespan and stops it after. Calling
-    it twice on one app returns the first runtime.
+    Adds the request middleware (request id, access log, metrics, last-resort 500), the
+    problem+json error handlers, the health, readiness and metrics routes, and a lifespan that
+    starts the runtime before the app's own lifespan and stops it after. Calling it twice on
+    one app returns the first runtime.
     """
     existing = getattr(app.state, "steadyloop", None)
     if isinstance(existing, Runtime):
         return existing
     rt = runtime if runtime is not None else Runtime(settings)
     app.state.steadyloop = rt
+    s = rt.settings
 
+    quiet = (s.health_path, s.health_ready_path, s.metrics_path)
+    app.add_middleware(
+        RequestMiddleware,
+        header=s.request_id_header,
+        access_log=s.access_log,
+        quiet_paths=quiet,
+    )
+    app.add_exception_handler(HTTPException, http_exception_handler)
     app.add_exception_handler(BulkheadFull, bulkhead_full_handler)
-    app.add_route(rt.settings.health_path, liveness_endpoint(rt), methods=["GET"])
+    try:
+        from fastapi.exceptions import RequestValidationError
+    except ImportError:  # pragma: no cover - plain Starlette without FastAPI installed
+        pass
+    else:
+        app.add_exception_handler(RequestValidationError, validation_exception_handler)
+
+    app.add_route(s.health_path, liveness_endpoint(rt), methods=["GET"], include_in_schema=False)
+    app.add_route(
+        s.health_ready_path, readiness_endpoint(rt), methods=["GET"], include_in_schema=False
+    )
+    if s.metrics_enabled:
+        app.add_route(
+            s.metrics_path, metrics_endpoint(rt), methods=["GET"], include_in_schema=False
+        )
 
     app.router.lifespan_context = _compose_lifespan(rt, app.router.lifespan_context)
     return rt

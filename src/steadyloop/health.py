@@ -1,0 +1,145 @@
+"""Health: liveness (from memory) and readiness checks (off the loop, with timeouts).
+
+Liveness never touches I/O on the loop: it reads counters the runtime already holds.
+Readiness runs every registered check (a database ping, a Redis ping, an upstream) off the
+loop, concurrently, each bounded by a timeout; any failure answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+import steadyloop
+
+if TYPE_CHECKING:
+    from steadyloop.runtime import Runtime
+
+Check = Callable[[], Any] | Callable[[], Awaitable[Any]]
+HEALTH_DOMAIN = "health"
+
+
+class LoopHealth(BaseModel):
+    watching: bool
+    lag_p50_ms: float | None
+    lag_p99_ms: float | None
+    stalls_total: int
+
+
+class BulkheadHealth(BaseModel):
+    limit: int
+    in_flight: int
+    waiting: int
+    rejected: int
+    dedicated: bool
+
+
+class Liveness(BaseModel):
+    status: Literal["ok", "stopped"]
+    version: str
+    role: str
+    uptime_seconds: float
+    loop: LoopHealth
+    bulkheads: dict[str, BulkheadHealth]
+    settings: dict[str, Any]
+
+
+class CheckResult(BaseModel):
+    name: str
+    ok: bool
+    duration_ms: float
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: list[CheckResult]
+
+
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    check: Check
+    timeout: float | None
+
+
+class HealthChecks:
+    """Readiness checks by name. A sync check runs in the `health` bulkhead; async on the loop."""
+
+    def __init__(self, default_timeout: float = 2.0) -> None:
+        self.default_timeout = default_timeout
+        self._checks: dict[str, _Registered] = {}
+
+    def add(self, name: str, check: Check, *, timeout: float | None = None) -> None:
+        """Register `check`: it passes when it returns anything but False, fails if it raises."""
+        self._checks[name] = _Registered(check, timeout)
+
+    def remove(self, name: str) -> None:
+        self._checks.pop(name, None)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._checks)
+
+    async def run(self, runtime: Runtime) -> Readiness:
+        results = await asyncio.gather(
+            *(self._run_one(runtime, name, entry) for name, entry in self._checks.items())
+        )
+        ok = runtime.started and all(r.ok for r in results)
+        return Readiness(status="ready" if ok else "not_ready", checks=list(results))
+
+    async def _run_one(self, runtime: Runtime, name: str, entry: _Registered) -> CheckResult:
+        started = time.perf_counter()
+        timeout = entry.timeout if entry.timeout is not None else self.default_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                if inspect.iscoroutinefunction(entry.check):
+                    value = await entry.check()
+                else:
+                    value = await runtime.run_blocking(HEALTH_DOMAIN, entry.check)
+                    if inspect.isawaitable(value):
+                        value = await value
+            error = "check returned False" if value is False else None
+        except TimeoutError:
+            error = f"timed out after {timeout:g}s"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        return CheckResult(
+            name=name,
+            ok=error is None,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            error=error,
+        )
+
+
+def liveness(runtime: Runtime) -> Liveness:
+    watch = runtime.loop_watch
+    p50, p99 = watch.lag_percentiles() if watch is not None else (None, None)
+    return Liveness(
+        status="ok" if runtime.started else "stopped",
+        version=steadyloop.__version__,
+        role=runtime.role,
+        uptime_seconds=round(time.time() - runtime.started_at, 3) if runtime.started_at else 0.0,
+        loop=LoopHealth(
+            watching=bool(watch and watch.running),
+            lag_p50_ms=None if p50 is None else round(p50 * 1000, 3),
+            lag_p99_ms=None if p99 is None else round(p99 * 1000, 3),
+            stalls_total=watch.stalls_total if watch else 0,
+        ),
+        bulkheads={
+            s.domain: BulkheadHealth(
+                limit=s.limit,
+                in_flight=s.in_flight,
+                waiting=s.waiting,
+                rejected=s.rejected,
+                dedicated=s.dedicated,
+            )
+            for s in runtime.bulkheads.statistics()
+        },
+        settings=runtime.settings.summary(),
+    )

@@ -1,0 +1,272 @@
+"""Logging: one stdlib pipeline, structured output, and no I/O on the caller's thread.
+
+`setup_logging(settings)` routes the app's, uvicorn's and httpx's loggers through one
+`NonBlockingHandler`. A log call only captures the record and the request id into a bounded
+queue; a background thread formats and writes. When the queue is full the record is dropped
+and counted (`steadyloop_log_dropped_total`) instead of blocking the caller, a failing or slow
+sink never reaches the caller, and `close()` writes every queued record before returning.
+
+Why not `QueueHandler` + `QueueListener`: `QueueHandler.prepare` formats the message on the
+caller's thread (the expensive part), and its default queue is unbounded.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import json
+import logging
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from steadyloop import metrics
+
+if TYPE_CHECKING:
+    from steadyloop.settings import Settings
+
+__all__ = [
+    "JsonFormatter",
+    "NonBlockingHandler",
+    "TextFormatter",
+    "request_id_var",
+    "setup_logging",
+]
+
+#: The current request's id; copied into `run_blocking` threads, jobs and outbound calls.
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "steadyloop_request_id", default=None
+)
+#: The process's role (api, worker, all), added to every record.
+_role: str | None = None
+
+# Attributes every LogRecord has; anything else was passed through `extra=` and is a field.
+_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "request_id", "role", "taskName"}
+)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, request_id, role, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None)
+        if request_id is not None:
+            entry["request_id"] = request_id
+        role = getattr(record, "role", None)
+        if role is not None:
+            entry["role"] = role
+        entry.update(_fields(record))
+        if record.exc_info:
+            entry["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines: time, level, logger, [request id], message, key=value fields."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request_id = getattr(record, "request_id", None)
+        extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
+        if request_id is not None:
+            extra = f"request_id={request_id} {extra}".rstrip()
+        if not extra:
+            return line
+        head, newline, rest = line.partition("\n")
+        return f"{head} {extra}{newline}{rest}"
+
+
+class NonBlockingHandler(logging.Handler):
+    """Capture records on the caller's thread; format and write them in a background thread.
+
+    `sinks` are ordinary handlers (a StreamHandler, a FileHandler...) run by the writer thread.
+    """
+
+    def __init__(
+        self,
+        sinks: Iterable[logging.Handler],
+        *,
+        queue_size: int = 10_000,
+        level: int = logging.NOTSET,
+    ) -> None:
+        super().__init__(level)
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self.sinks = list(sinks)
+        self.queue_size = queue_size
+        self.dropped = 0
+        self.sink_errors = 0
+        # Records, plus flush markers (Events) that the writer sets when it reaches them.
+        self._queue: deque[logging.LogRecord | threading.Event] = deque()
+        self._wake = threading.Event()
+        self._closing = False
+        self._writer = threading.Thread(
+            target=self._write_loop, name="steadyloop-log-writer", daemon=True
+        )
+        self._writer.start()
+
+    # The caller's side: no formatting, no I/O, no lock (deque.append is atomic).
+    def handle(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.level:
+            return False
+        record.request_id = request_id_var.get()
+        record.role = _role
+        if len(self._queue) >= self.queue_size or self._closing:
+            self.dropped += 1
+            metrics.log_dropped_total.inc()
+            return False
+        self._queue.append(record)
+        if not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() is used
+        self.handle(record)
+
+    # The writer's side.
+    def _write_loop(self) -> None:
+        queue = self._queue
+        while True:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            while queue:
+                record = queue.popleft()
+                if isinstance(record, threading.Event):
+                    record.set()  # everything queued before this marker is written
+                    continue
+                for sink in self.sinks:
+                    try:
+                        if record.levelno >= sink.level:
+                            sink.emit(record)  # no sink lock needed: one writer thread
+                    except Exception:
+                        self.sink_errors += 1
+                        metrics.log_sink_errors_total.inc()
+                        self._report_sink_error(sink)
+            if self._closing and not queue:
+                return
+
+    def _report_sink_error(self, sink: logging.Handler) -> None:
+        # Rate-limited to the first error: a broken sink must not flood stderr either.
+        if self.sink_errors == 1:
+            try:
+                sys.stderr.write(
+                    f"steadyloop: log sink {sink!r} failed; records to it are being lost\n"
+                )
+                traceback.print_exc(file=sys.stderr)
+            except Exception:
+                pass
+
+    def flush(self) -> None:
+        """Wait (up to 5 s) until every record queued so far is written."""
+        self.drain(5.0)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every record queued so far is written; False if `timeout` passed first."""
+        if threading.current_thread() is self._writer or not self._writer.is_alive():
+            return not self._queue
+        marker = threading.Event()
+        self._queue.append(marker)
+        self._wake.set()
+        return marker.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write every queued record, stop the writer, close the sinks. Works with a full queue."""
+        if not self._closing:
+            self._closing = True
+            self._wake.set()
+            if self._writer is not threading.current_thread():
+                self._writer.join(timeout)
+            for sink in self.sinks:
+                try:
+                    sink.flush()
+                    sink.close()
+                except Exception:
+                    pass
+        super().close()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+
+LogFormat = Literal["json", "text"]
+
+#: Loggers of the libraries steadyloop serves next to the app: routed to the same pipeline.
+_LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore", "hypercorn")
+
+
+class LoggingSetup:
+    """What `setup_logging` changed, so that `restore()` can put it back."""
+
+    def __init__(self, handler: NonBlockingHandler, saved: dict[str, Any]) -> None:
+        self.handler = handler
+        self._saved = saved
+
+    def restore(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+        self.handler.close()
+        root.setLevel(self._saved["root_level"])
+        for h in self._saved["root_handlers"]:
+            root.addHandler(h)
+        for name, (handlers, propagate, disabled) in self._saved["loggers"].items():
+            logger = logging.getLogger(name)
+            logger.handlers = handlers
+            logger.propagate = propagate
+            logger.disabled = disabled
+
+
+def setup_logging(
+    settings: Settings, *, stream: TextIO | None = None, role: str | None = None
+) -> LoggingSetup:
+    """Route every logger through one non-blocking handler writing `LOG_FORMAT` to stderr."""
+    global _role
+    _role = role
+    sink = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    sink.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    handler = NonBlockingHandler([sink], queue_size=settings.log_queue_size)
+
+    root = logging.getLogger()
+    saved: dict[str, Any] = {
+        "root_level": root.level,
+        "root_handlers": list(root.handlers),
+        "loggers": {},
+    }
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    for name in _LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        saved["loggers"][name] = (list(logger.handlers), logger.propagate, logger.disabled)
+        logger.handlers = []
+        logger.propagate = True
+    # steadyloop's own access line replaces uvicorn's (it has the route, duration and id).
+    access = logging.getLogger("uvicorn.access")
+    access.disabled = settings.access_log
+    return LoggingSetup(handler, saved)

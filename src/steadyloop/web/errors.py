@@ -1,0 +1,112 @@
+"""RFC 9457 `application/problem+json` for every error the app answers.
+
+HTTP errors (404, 405, any HTTPException), request validation (422 with the field errors),
+`BulkheadFull` (503 + Retry-After) and unhandled exceptions (500, generic detail; the stack
+goes to the log only, see `web/middleware.py`). Every body carries the request id.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from steadyloop.logs import request_id_var
+from steadyloop.offload import BulkheadFull
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://steadyloop.dev/problems/"
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def problem(
+    status: int,
+    *,
+    title: str | None = None,
+    detail: str | None = None,
+    type_: str = "about:blank",
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> ProblemResponse:
+    """A problem response; `extensions` become extra members (`domain`, `errors`...)."""
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or _phrase(status),
+        "status": status,
+    }
+    if detail is not None:
+        body["detail"] = detail
+    if instance is not None:
+        body["instance"] = instance
+    body.update({k: v for k, v in extensions.items() if v is not None})
+    request_id = request_id_var.get()
+    if request_id is not None:
+        body["request_id"] = request_id
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if exc.detail != _phrase(exc.status_code) else None
+    if exc.status_code in (204, 304):  # no body allowed
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return problem(
+        exc.status_code,
+        detail=str(detail) if detail is not None else None,
+        instance=request.url.path,
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def validation_exception_handler(request: Request, exc: Exception) -> Response:
+    errors = getattr(exc, "errors", None)
+    fields = [
+        {
+            "loc": list(error.get("loc", ())),
+            "msg": error.get("msg", ""),
+            "type": error.get("type", ""),
+        }
+        for error in (errors() if callable(errors) else [])
+    ]
+    return problem(
+        422,
+        detail="The request is invalid; see errors.",
+        type_=PROBLEM_TYPE_BASE + "validation",
+        instance=request.url.path,
+        errors=fields,
+    )
+
+
+async def bulkhead_full_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BulkheadFull)
+    return problem(
+        503,
+        detail=f"Too many concurrent '{exc.domain}' operations; retry later.",
+        type_=PROBLEM_TYPE_BASE + "bulkhead-full",
+        instance=request.url.path,
+        headers={"Retry-After": str(exc.retry_after)},
+        domain=exc.domain,
+    )
+
+
+def internal_error() -> ProblemResponse:
+    """The 500 answer for an unhandled exception: nothing about the error leaves the process."""
+    return problem(
+        500,
+        detail="An unexpected error occurred; it has been logged with this request_id.",
+        type_=PROBLEM_TYPE_BASE + "internal",
+    )
