@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -78,7 +82,26 @@ def run(
         )
     sys.path.insert(0, str(app_dir.resolve()))
     os.environ["WORKER_ROLE"] = role.value  # worker processes inherit the environment
-    _serve(target, host=host, port=port, workers=workers, server=server, factory=factory)
+    with _multiprocess_metrics(workers):
+        _serve(target, host=host, port=port, workers=workers, server=server, factory=factory)
+
+
+@contextmanager
+def _multiprocess_metrics(workers: int) -> Iterator[None]:
+    """With several workers, give prometheus_client a shared folder so /metrics sums them.
+
+    It must be set before any worker imports prometheus_client; a folder the user chose is
+    left alone, one made here is removed at exit.
+    """
+    if workers < 2 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="steadyloop-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @app.command()
@@ -89,6 +112,7 @@ def demo(
 ) -> None:
     """Run mediahub, the reference app, on embedded defaults (SQLite, no other service)."""
     os.environ["DEMO_DATA_DIR"] = str(data_dir.resolve())
+    os.environ.setdefault("LOG_FORMAT", "text")  # readable in a terminal; JSON in production
     typer.echo(f"mediahub demo: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     _serve(
         "steadyloop.demo.app:create_app",
@@ -112,6 +136,9 @@ def probe(
     interval: Annotated[
         float, typer.Option(min=0.001, help="Seconds between fast samples.")
     ] = 0.02,
+    floor_ms: Annotated[
+        float, typer.Option(min=0, help="Unloaded p99 below this counts as this (noise floor).")
+    ] = 5.0,
     max_ratio: Annotated[
         float, typer.Option(min=1, help="Fail when loaded p99 / unloaded p99 exceeds this.")
     ] = 3.0,
@@ -128,6 +155,7 @@ def probe(
             duration=duration,
             interval=interval,
             max_ratio=max_ratio,
+            floor_ms=floor_ms,
         )
     )
     typer.echo(render_report(report))

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,7 @@ import steadyloop as sl
 from steadyloop.settings import Settings
 
 MAX_DELAY = 10.0
+logger = logging.getLogger("mediahub")
 
 
 class DriveVideo(BaseModel):
@@ -52,7 +54,9 @@ class Capture(BaseModel):
 def _list_drive_videos(delay: float) -> list[DriveVideo]:
     # Stands in for a Drive API call made with a sync client (googleapiclient, requests).
     time.sleep(delay)
-    return [DriveVideo(id=f"v{i}", name=f"video-{i}.mp4", size=1_000_000 * i) for i in range(3)]
+    videos = [DriveVideo(id=f"v{i}", name=f"video-{i}.mp4", size=1_000_000 * i) for i in range(3)]
+    logger.info("drive listing returned %d videos", len(videos), extra={"count": len(videos)})
+    return videos
 
 
 def _stat_library(folder: Path) -> LibraryStat:
@@ -110,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         delay: float = Query(0.5, ge=0, le=MAX_DELAY, description="Simulated API latency (s)"),
     ) -> DriveListing:
         started = time.perf_counter()
+        logger.info("listing drive videos", extra={"delay": delay})
         items = await sl.run_blocking("drive", _list_drive_videos, delay)
         return DriveListing(items=items, took_ms=(time.perf_counter() - started) * 1000)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import Lifespan
 
 from steadyloop.offload import BulkheadFull
@@ -56,17 +57,22 @@ def install(
     else:
         app.add_exception_handler(RequestValidationError, validation_exception_handler)
 
-    app.add_route(s.health_path, liveness_endpoint(rt), methods=["GET"], include_in_schema=False)
-    app.add_route(
-        s.health_ready_path, readiness_endpoint(rt), methods=["GET"], include_in_schema=False
-    )
+    _add_get_route(app, s.health_path, liveness_endpoint(rt))
+    _add_get_route(app, s.health_ready_path, readiness_endpoint(rt))
     if s.metrics_enabled:
-        app.add_route(
-            s.metrics_path, metrics_endpoint(rt), methods=["GET"], include_in_schema=False
-        )
+        _add_get_route(app, s.metrics_path, metrics_endpoint(rt))
 
     app.router.lifespan_context = _compose_lifespan(rt, app.router.lifespan_context)
     return rt
+
+
+def _add_get_route(app: Starlette, path: str, endpoint: Callable[[Request], Any]) -> None:
+    # FastAPI only records the matched route (for route-template metrics) for its own routes.
+    add_api_route = getattr(app, "add_api_route", None)
+    if add_api_route is not None:
+        add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
+    else:
+        app.add_route(path, endpoint, methods=["GET"], include_in_schema=False)
 
 
 def _compose_lifespan(rt: Runtime, inner: Lifespan[Any]) -> Lifespan[Any]:

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+
+import steadyloop as sl
+from steadyloop.logs import (
+    JsonFormatter,
+    NonBlockingHandler,
+    TextFormatter,
+    request_id_var,
+    setup_logging,
+)
+from steadyloop.settings import Settings
+
+BUG_TIMEOUT = 10.0
+
+
+class BlockingSink(logging.Handler):
+    """A sink that stalls until released, like a disk or a network stream that hangs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.entered.set()
+        self.release.wait(BUG_TIMEOUT)
+        self.messages.append(record.getMessage())
+
+
+class FailingSink(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        raise OSError("disk full")
+
+
+class ListSink(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def isolated_logger() -> Iterator[logging.Logger]:
+    logger = logging.getLogger("steadyloop.tests.isolated")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    yield logger
+    logger.handlers = []
+
+
+def test_full_queue_drops_and_counts_instead_of_blocking(isolated_logger: logging.Logger) -> None:
+    sink = BlockingSink()
+    handler = NonBlockingHandler([sink], queue_size=10)
+    isolated_logger.addHandler(handler)
+    dropped_before = REGISTRY.get_sample_value("steadyloop_log_dropped_total") or 0.0
+    try:
+        isolated_logger.info("first")
+        assert sink.entered.wait(BUG_TIMEOUT)  # the writer holds "first" in the stalled sink
+        for i in range(100):  # none of these may wait for the sink
+            isolated_logger.info("record %d", i)
+        assert handler.queued == 10  # bounded: memory does not grow with the backlog
+        assert handler.dropped == 90
+        assert (REGISTRY.get_sample_value("steadyloop_log_dropped_total") or 0) == (
+            dropped_before + 90
+        )
+    finally:
+        sink.release.set()
+        handler.close()
+    assert sink.messages == ["first"] + [f"record {i}" for i in range(10)]
+
+
+def test_close_writes_everything_queued_even_when_the_queue_is_full(
+    isolated_logger: logging.Logger,
+) -> None:
+    sink = BlockingSink()
+    handler = NonBlockingHandler([sink], queue_size=50)
+    isolated_logger.addHandler(handler)
+    isolated_logger.info("first")
+    assert sink.entered.wait(BUG_TIMEOUT)
+    for i in range(60):
+        isolated_logger.info("record %d", i)
+    assert handler.queued == 50
+    closer = threading.Thread(target=handler.close)
+    closer.start()
+    sink.release.set()
+    closer.join(BUG_TIMEOUT)
+    assert not closer.is_alive()
+    assert sink.messages == ["first"] + [f"record {i}" for i in range(50)]
+    isolated_logger.info("after close")  # dropped and counted, never raises
+    assert handler.dropped == 11
+
+
+def test_a_failing_sink_never_raises_into_the_caller(
+    isolated_logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = ListSink()
+    handler = NonBlockingHandler([FailingSink(), good])
+    isolated_logger.addHandler(handler)
+    for i in range(5):
+        isolated_logger.info("still logging %d", i)  # must not raise OSError
+    assert handler.drain(BUG_TIMEOUT)
+    handler.close()
+    assert handler.sink_errors == 5
+    assert good.messages == [f"still logging {i}" for i in range(5)]
+    assert capsys.readouterr().err.count("OSError: disk full") == 1  # once, not per record
+
+
+def test_records_carry_the_request_id_of_the_caller(isolated_logger: logging.Logger) -> None:
+    stream = io.StringIO()
+    sink = logging.StreamHandler(stream)
+    sink.setFormatter(JsonFormatter())
+    handler = NonBlockingHandler([sink])
+    isolated_logger.addHandler(handler)
+    token = request_id_var.set("req-1")
+    try:
+        isolated_logger.info("inside", extra={"video_id": "v1"})
+    finally:
+        request_id_var.reset(token)
+    isolated_logger.info("outside")
+    handler.close()
+    inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert inside["request_id"] == "req-1"
+    assert inside["video_id"] == "v1"
+    assert inside["message"] == "inside"
+    assert "request_id" not in outside
+
+
+def test_json_formatter_keeps_exceptions_in_the_line() -> None:
+    try:
+        raise ValueError("bad frame")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, None)
+        import sys
+
+        record.exc_info = sys.exc_info()
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["exc_type"] == "ValueError"
+    assert "bad frame" in entry["exc"]
+
+
+def test_text_formatter_shows_fields() -> None:
+    record = logging.LogRecord("app", logging.INFO, __file__, 1, "GET %s", ("/x",), None)
+    record.request_id = "abc"
+    record.status_code = 200
+    line = TextFormatter().format(record)
+    assert line.endswith("GET /x request_id=abc status_code=200")
+
+
+async def test_request_id_reaches_handler_and_thread_logs() -> None:
+    stream = io.StringIO()
+    settings = Settings(log_setup=False)
+    app = FastAPI()
+    rt = sl.install(app, settings)
+    app_logger = logging.getLogger("mediahub.test")
+
+    def in_thread() -> str:
+        app_logger.info("inside run_blocking")
+        return "ok"
+
+    @app.get("/videos/{video_id}")
+    async def video(video_id: str) -> dict[str, str]:
+        app_logger.info("in handler", extra={"video_id": video_id})
+        return {"result": await sl.run_blocking("fs", in_thread)}
+
+    logging_setup = setup_logging(Settings(log_format="json"), stream=stream, role="api")
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                response = await client.get("/videos/v7?x=%0Afake")
+    finally:
+        logging_setup.restore()
+    assert rt is app.state.steadyloop
+    request_id = response.headers["x-request-id"]
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    mine = {line["message"]: line for line in lines if line.get("request_id") == request_id}
+    assert mine["in handler"]["video_id"] == "v7"
+    assert mine["in handler"]["role"] == "api"
+    assert mine["inside run_blocking"]["logger"] == "mediahub.test"
+    access = next(line for line in lines if line["logger"] == "steadyloop.access")
+    assert access["request_id"] == request_id
+    assert access["route"] == "/videos/{video_id}"
+    assert access["status_code"] == 200
+    assert access["method"] == "GET"
+    assert access["client"] == "10.1.2.3:5555"
+    assert access["duration_ms"] >= 0
+    assert "\n" not in access["path"]  # the raw, still-encoded path: no forged lines
+
+
+def test_setup_logging_routes_library_loggers_and_restores(tmp_path: object) -> None:
+    stream = io.StringIO()
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    uvicorn_error.addHandler(logging.NullHandler())
+    before = list(uvicorn_error.handlers)
+    setup = setup_logging(Settings(log_format="text"), stream=stream)
+    try:
+        assert uvicorn_error.handlers == []
+        uvicorn_error.warning("server says hi")
+        assert setup.handler.drain(BUG_TIMEOUT)
+    finally:
+        setup.restore()
+    assert "server says hi" in stream.getvalue()
+    assert uvicorn_error.handlers == before
+    uvicorn_error.handlers = []

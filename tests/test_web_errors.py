@@ -1,0 +1,164 @@
+"""Request ids, problem+json for every error class, and HTTP metrics."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+from fastapi import FastAPI, HTTPException
+from prometheus_client import REGISTRY
+from pydantic import BaseModel
+
+import steadyloop as sl
+from steadyloop.settings import Settings
+from steadyloop.web.middleware import UNMATCHED_ROUTE, valid_request_id
+
+
+class Upload(BaseModel):
+    name: str
+    size: int
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+    sl.install(app, Settings(log_setup=False))
+
+    @app.get("/videos/{video_id}")
+    async def video(video_id: int) -> dict[str, int]:
+        if video_id == 404:
+            raise HTTPException(404, "no such video")
+        if video_id == 500:
+            raise RuntimeError("secret database password in message")
+        return {"id": video_id}
+
+    @app.post("/uploads")
+    async def upload(body: Upload) -> Upload:
+        return body
+
+    return app
+
+
+@pytest.fixture
+async def client() -> httpx.AsyncClient:
+    app = make_app()
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            yield c  # type: ignore[misc]
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    return body  # type: ignore[no-any-return]
+
+
+async def test_request_id_is_generated_and_echoed(client: httpx.AsyncClient) -> None:
+    response = await client.get("/videos/1")
+    assert response.status_code == 200
+    assert valid_request_id(response.headers["x-request-id"])
+    assert len(response.headers["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("incoming", "kept"),
+    [
+        ("abc-123_X.y", True),
+        ("a" * 128, True),
+        ("a" * 129, False),
+        ("bad id", False),
+        ("evil\\r\\nforged: 1", False),
+        ("caf\u00e9", False),
+        ("", False),
+    ],
+)
+async def test_incoming_request_id_is_kept_only_when_valid(
+    client: httpx.AsyncClient, incoming: str, kept: bool
+) -> None:
+    raw = incoming.encode("utf-8")  # sent as raw bytes, as a hostile client could
+    response = await client.get("/videos/1", headers=[(b"X-Request-ID", raw)])
+    echoed = response.headers["x-request-id"]
+    assert (echoed.encode() == raw) is kept
+    assert valid_request_id(echoed)
+
+
+async def test_404_for_unknown_path_and_for_a_missing_item(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/nowhere"), 404)
+    assert body["title"] == "Not Found"
+    assert body["instance"] == "/nowhere"
+    body = assert_problem(await client.get("/videos/404"), 404)
+    assert body["detail"] == "no such video"
+
+
+async def test_405_keeps_the_allow_header(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/videos/1")
+    assert_problem(response, 405)
+    assert "GET" in response.headers["allow"]
+
+
+async def test_422_lists_the_field_errors(client: httpx.AsyncClient) -> None:
+    response = await client.post("/uploads", json={"name": "a.png", "size": "huge"})
+    body = assert_problem(response, 422)
+    assert body["errors"] == [
+        {
+            "loc": ["body", "size"],
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+            "type": "int_parsing",
+        }
+    ]
+    body = assert_problem(await client.get("/videos/abc"), 422)
+    assert body["errors"][0]["loc"] == ["path", "video_id"]  # type: ignore[index]
+    bad_json = await client.post(
+        "/uploads", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert_problem(bad_json, 422)
+
+
+async def test_unhandled_error_is_a_generic_500_and_the_stack_goes_to_the_log(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="steadyloop.errors")
+    response = await client.get("/videos/500", headers={"X-Request-ID": "trace-me"})
+    body = assert_problem(response, 500)
+    assert body["request_id"] == "trace-me"
+    assert "secret" not in response.text
+    assert "RuntimeError" not in response.text
+    [record] = [r for r in caplog.records if r.name == "steadyloop.errors"]
+    assert record.exc_info is not None
+    assert "secret database password" in str(record.exc_info[1])
+    assert record.getMessage() == "unhandled error in GET /videos/{video_id}"
+
+
+def _count(route: str, status: str, method: str = "GET") -> float:
+    labels = {"method": method, "route": route, "status": status}
+    return REGISTRY.get_sample_value("steadyloop_http_requests_total", labels) or 0.0
+
+
+async def test_metrics_use_route_templates_and_one_label_for_unmatched(
+    client: httpx.AsyncClient,
+) -> None:
+    ok_before = _count("/videos/{video_id}", "200")
+    missing_before = _count(UNMATCHED_ROUTE, "404")
+    for i in range(3):
+        await client.get(f"/videos/{i}")
+    for i in range(4):
+        await client.get(f"/random/{i}/path")
+    assert _count("/videos/{video_id}", "200") == ok_before + 3
+    assert _count(UNMATCHED_ROUTE, "404") == missing_before + 4
+    assert _count("/random/0/path", "404") == 0
+    in_progress = REGISTRY.get_sample_value(
+        "steadyloop_http_requests_in_progress", {"method": "GET"}
+    )
+    assert in_progress == 0
+    count = REGISTRY.get_sample_value(
+        "steadyloop_http_request_duration_seconds_count",
+        {"method": "GET", "route": "/videos/{video_id}"},
+    )
+    assert count is not None
+    assert count >= 3
