@@ -108,3 +108,31 @@ def test_find_blocking_frame_skips_library_frames() -> None:
 def test_stall_dataclass_describes_itself() -> None:
     stall = Stall(detected_at=0.0, blocked_for=0.2, frame=None, stack="")
     assert stall.duration is None
+
+
+def test_watchdog_works_under_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not available on this platform")
+    reported = threading.Event()
+
+    async def camera_capture() -> None:
+        deadline = time.monotonic() + BUG_TIMEOUT
+        while not reported.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)  # a blocking device read
+
+    async def main() -> LoopWatch:
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        watch = LoopWatch(threshold=0.05, interval=0.01, measure_gc=False)
+        watch.on_stall.append(lambda stall: reported.set())
+        watch.start()
+        try:
+            await camera_capture()
+        finally:
+            watch.stop()
+        return watch
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        watch = runner.run(main())
+    [stall] = watch.recent_stalls
+    assert stall.frame is not None
+    assert stall.frame.function == "camera_capture"
+    assert "time.sleep(0.01)" in stall.frame.line
