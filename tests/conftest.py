@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
 
 from steadyloop.offload import set_current_bulkheads
+from tests.services import (
+    DEFAULT_POSTGRES_URL,
+    DEFAULT_REDIS_URL,
+    ThrowawayRedis,
+    reachable,
+    unavailable,
+)
 
 pytest_plugins = ["pytester"]
 
@@ -17,7 +26,7 @@ def _isolated_environment(
 ) -> Iterator[None]:
     """No test reads a developer's `.env` or leaks BLOCKING_* variables into another."""
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith(("BLOCKING_", "LOOP_", "WORKER_ROLE", "CPU_WORKERS")):
             monkeypatch.delenv(name)
     previous = set_current_bulkheads(None)
@@ -25,3 +34,28 @@ def _isolated_environment(
     current = set_current_bulkheads(previous)
     if current is not None and current is not previous:
         current.shutdown()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: the configured one, or a throwaway redis-server, or skip/fail."""
+    url = os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    if reachable(url):
+        yield url
+        return
+    if shutil.which("redis-server") is None:
+        unavailable("Redis", f"nothing answers at {url} and no redis-server binary is installed")
+    server = ThrowawayRedis()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A real PostgreSQL (trust auth), or skip/fail."""
+    url = os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    if not reachable(url):
+        unavailable("PostgreSQL", f"nothing answers at {url}")
+    return url
