@@ -179,3 +179,29 @@ def mark_process_dead(pid: int | None = None) -> None:
     """Forget a stopped worker's live gauges (in-flight, in-progress) in multiprocess mode."""
     if multiprocess_dir():
         multiprocess.mark_process_dead(pid if pid is not None else os.getpid())  # type: ignore[no-untyped-call]
+
+
+# --- SQLite (db/sqlite.py) -------------------------------------------------------------------
+db_write_queue_depth = Gauge(
+    "steadyloop_db_write_queue_depth",
+    "Write units waiting for the SQLite writer thread.",
+    ["database"],
+    multiprocess_mode="livesum",
+)
+db_batch_size = Histogram(
+    "steadyloop_db_batch_size",
+    "Write units committed together in one SQLite transaction (group commit).",
+    ["database"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+db_transaction_seconds = Histogram(
+    "steadyloop_db_transaction_seconds",
+    "Time from BEGIN IMMEDIATE to COMMIT of one SQLite write batch.",
+    ["database"],
+    buckets=LATENCY_BUCKETS,
+)
+db_busy_retries_total = Counter(
+    "steadyloop_db_busy_retries_total",
+    "BEGIN IMMEDIATE retries after another process held the SQLite write lock past busy_timeout.",
+    ["database"],
+)

@@ -152,6 +152,50 @@ class Settings(BaseSettings):
         description="When set, /metrics requires `Authorization: Bearer <token>`.",
     )
 
+    # --- database (db/) -----------------------------------------------------------------------
+    database_url: str = Field(
+        default="sqlite:///./data/steadyloop.db",
+        description="The application database: sqlite:///path (embedded default) or "
+        "postgresql://user@host:5432/name (SQLAlchemy engine factory).",
+    )
+    db_readers: int = Field(
+        default=4, ge=1, le=256, description="SQLite reader connections for concurrent reads."
+    )
+    db_busy_timeout_ms: int = Field(
+        default=10_000,
+        ge=0,
+        description="How long SQLite waits for a lock held by another process (busy_timeout).",
+    )
+    db_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
+        default="NORMAL",
+        description="SQLite synchronous mode; NORMAL is durable across crashes of the "
+        "process in WAL mode, FULL also across power loss.",
+    )
+    db_cache_size_kib: int = Field(
+        default=64_000, ge=0, description="SQLite page cache per connection, in KiB."
+    )
+    db_mmap_size: int = Field(
+        default=268_435_456, ge=0, description="SQLite memory-mapped I/O size, in bytes."
+    )
+    db_max_batch: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Most write units the SQLite writer commits together (group commit).",
+    )
+    db_pool_size: int = Field(
+        default=10, ge=1, description="PostgreSQL connections kept open (SQLAlchemy pool)."
+    )
+    db_max_overflow: int = Field(
+        default=20, ge=0, description="PostgreSQL connections opened beyond the pool at peaks."
+    )
+    db_pool_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for a pooled PostgreSQL connection."
+    )
+    db_pool_recycle: int = Field(
+        default=3600, ge=-1, description="Seconds after which a PostgreSQL connection is renewed."
+    )
+
     # --- demo --------------------------------------------------------------------------------
     demo_data_dir: Path = Field(
         default=Path("./data"), description="Where the demo app keeps its files and database."

@@ -1,0 +1,1 @@
+"""Databases: SQLite that serves many writers, and a SQLAlchemy engine factory."""

@@ -1,0 +1,434 @@
+"""SQLite that serves a hundred concurrent writers: one writer thread with group commit.
+
+SQLite allows one writer at a time. Twenty connections that each try to write spend their
+time fighting for that lock ("database is locked"), and retrying harder only adds waiting.
+`Database` stops the fight instead:
+
+- Writes are *units* (a function of a `sqlite3.Connection`) queued to one writer thread.
+  The thread takes every unit waiting (up to `max_batch`), opens one `BEGIN IMMEDIATE`
+  transaction, runs each unit inside its own SAVEPOINT, and commits once. A unit that raises
+  is rolled back to its savepoint alone, and its error reaches only its caller. Callers are
+  answered only after the COMMIT returned: an acknowledged write is on disk (WAL).
+- While one batch commits, the next one gathers: the more callers, the more units share one
+  commit, which is how a hundred writers outrun one connection committing each write alone.
+- Reads run on a pool of reader connections (`readers`), each owned by its own thread, in
+  parallel with the writer (WAL: readers never block the writer, nor the writer them).
+- BEGIN IMMEDIATE takes the write lock up front: a read-then-write unit never fails halfway
+  with SQLITE_BUSY. When another process holds the lock past `busy_timeout`, BEGIN is retried
+  with exponential backoff and full jitter (nothing of the batch has run yet, so it is safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import queue
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from steadyloop import metrics
+from steadyloop.db.pragmas import SqlitePragmas, apply_pragmas
+from steadyloop.offload import Bulkhead
+
+__all__ = ["Database", "DatabaseClosed", "WriteResult"]
+
+T = TypeVar("T")
+Params = Sequence[Any] | dict[str, Any]
+logger = logging.getLogger("steadyloop.db")
+
+
+class DatabaseClosed(RuntimeError):
+    """The database was closed (or never opened); the write was not accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one write statement did."""
+
+    rowcount: int
+    lastrowid: int | None
+
+
+@dataclass(slots=True, eq=False)
+class _Unit(Generic[T]):
+    fn: Callable[[sqlite3.Connection], T]
+    future: asyncio.Future[T]
+    loop: asyncio.AbstractEventLoop
+    context: contextvars.Context
+    script: str | None = None  # a schema script: committed on its own, not in a batch
+    cancelled: bool = False  # set by the caller; read by the writer before running the unit
+
+
+@dataclass(slots=True)
+class _Outcome:
+    unit: _Unit[Any]
+    value: Any = None
+    error: BaseException | None = None
+
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _BusyPolicy:
+    attempts: int = 8
+    base: float = 0.01
+    cap: float = 1.0
+
+    def delay(self, attempt: int) -> float:
+        # Full jitter (AWS architecture blog): spreads competing processes apart.
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+class Database:
+    """A SQLite file with one group-committing writer thread and a pool of readers.
+
+    Use as `async with Database(path) as db:` or call `await db.open()` / `await db.close()`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        readers: int = 4,
+        pragmas: SqlitePragmas | None = None,
+        max_batch: int = 256,
+        name: str = "main",
+        busy_attempts: int = 8,
+    ) -> None:
+        if readers < 1:
+            raise ValueError("readers must be at least 1")
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.path = Path(path)
+        self.name = name
+        self.readers = readers
+        self.pragmas = pragmas if pragmas is not None else SqlitePragmas()
+        self.max_batch = max_batch
+        self._busy = _BusyPolicy(attempts=busy_attempts)
+        self._queue: queue.SimpleQueue[_Unit[Any] | object] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._read_executor: ThreadPoolExecutor | None = None
+        self._read_bulkhead: Bulkhead | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._accepting = False
+        self._m_depth = metrics.db_write_queue_depth.labels(name)
+        self._m_batch = metrics.db_batch_size.labels(name)
+        self._m_tx = metrics.db_transaction_seconds.labels(name)
+        self._m_busy = metrics.db_busy_retries_total.labels(name)
+
+    @classmethod
+    def from_settings(cls, settings: Any, path: str | Path, *, name: str = "main") -> Database:
+        return cls(
+            path,
+            readers=settings.db_readers,
+            pragmas=SqlitePragmas.from_settings(settings),
+            max_batch=settings.db_max_batch,
+            name=name,
+        )
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def open(self) -> Database:
+        if self._accepting:
+            return self
+        loop = asyncio.get_running_loop()
+        self._write_conn = await loop.run_in_executor(None, self._connect, True)
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"steadyloop-db-{self.name}-writer", daemon=True
+        )
+        self._writer.start()
+        self._read_executor = ThreadPoolExecutor(
+            max_workers=self.readers,
+            thread_name_prefix=f"steadyloop-db-{self.name}-reader",
+            initializer=self._open_reader,
+        )
+        self._read_bulkhead = Bulkhead(
+            f"db_{self.name}_read", self.readers, self._read_executor, dedicated=True
+        )
+        self._accepting = True
+        return self
+
+    async def close(self) -> None:
+        """Stop accepting writes, commit every unit already accepted, close connections."""
+        if not self._accepting:
+            return
+        self._accepting = False
+        self._queue.put(_STOP)
+        writer = self._writer
+        loop = asyncio.get_running_loop()
+        if writer is not None:
+            await loop.run_in_executor(None, writer.join)
+        if self._read_executor is not None:
+            executor = self._read_executor
+            await loop.run_in_executor(None, lambda: executor.shutdown(wait=True))
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+        self._writer = None
+        self._read_executor = None
+        self._read_bulkhead = None
+
+    async def __aenter__(self) -> Database:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._accepting
+
+    # --- writes --------------------------------------------------------------------------
+    async def write(self, sql: str, params: Params = ()) -> WriteResult:
+        """Run one statement in the next group commit; returns after it is committed."""
+        return await self.transaction(lambda conn: _execute(conn, sql, params))
+
+    async def write_many(self, sql: str, rows: Iterable[Params]) -> WriteResult:
+        """`executemany` as one unit: all rows or none."""
+        rows = list(rows)
+        return await self.transaction(lambda conn: _execute_many(conn, sql, rows))
+
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` atomically in the writer thread: a read-modify-write unit.
+
+        `fn` runs inside its own SAVEPOINT of a BEGIN IMMEDIATE transaction: what it reads
+        cannot change before it writes. If it raises, its changes are rolled back and the error
+        is raised here; other units of the batch are unaffected. It must not commit, and should
+        be quick: every writer waits for it. The caller's context variables are visible in it.
+        """
+        return await self._submit(fn)
+
+    async def execute_script(self, script: str) -> None:
+        """Run a multi-statement script (a schema) atomically, in its own transaction.
+
+        The script must not contain BEGIN or COMMIT.
+        """
+        await self._submit(_no_op, script=script)
+
+    async def _submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, script: str | None = None
+    ) -> T:
+        if not self._accepting:
+            raise DatabaseClosed(f"database {self.name!r} is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        unit = _Unit(fn, future, loop, contextvars.copy_context(), script)
+        self._m_depth.inc()
+        self._queue.put(unit)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # If the writer has not run it yet it is skipped; if it has, it stays committed.
+            unit.cancelled = True
+            raise
+
+    # --- reads ---------------------------------------------------------------------------
+    async def read(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        """Rows of one query, on a reader connection (never waits for the writer)."""
+        return await self.reading(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def read_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = await self.reading(lambda conn: conn.execute(sql, params).fetchmany(1))
+        return rows[0] if rows else None
+
+    async def reading(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on a reader connection inside one read transaction (snapshot)."""
+        bulkhead = self._read_bulkhead
+        if bulkhead is None or not self._accepting:
+            raise DatabaseClosed(f"database {self.name!r} is not open")
+        return await bulkhead.run(self._read_in_snapshot, fn)
+
+    def _read_in_snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection = self._local.conn
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    # --- connections ---------------------------------------------------------------------
+    def _connect(self, writer: bool) -> sqlite3.Connection:
+        if writer:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.pragmas.busy_timeout_ms / 1000,
+            isolation_level=None,  # autocommit at the driver: we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        conn.row_factory = sqlite3.Row
+        apply_pragmas(conn, self.pragmas)
+        return conn
+
+    def _open_reader(self) -> None:
+        conn = self._connect(False)
+        self._local.conn = conn
+        with self._reader_lock:
+            self._reader_conns.append(conn)
+
+    # --- the writer thread ---------------------------------------------------------------
+    def _write_loop(self) -> None:
+        conn = self._write_conn
+        assert conn is not None
+        stopping = False
+        pending: _Unit[Any] | None = None
+        try:
+            while not stopping:
+                first = pending if pending is not None else self._queue.get()
+                pending = None
+                if first is _STOP:
+                    break
+                assert isinstance(first, _Unit)
+                batch: list[_Unit[Any]] = [first]
+                if first.script is None:
+                    while len(batch) < self.max_batch:
+                        try:
+                            item = self._queue.get_nowait()
+                        except queue.Empty:
+                            break
+                        if item is _STOP:
+                            stopping = True
+                            break
+                        assert isinstance(item, _Unit)
+                        if item.script is not None:
+                            pending = item  # scripts commit on their own
+                            break
+                        batch.append(item)
+                self._m_depth.dec(len(batch))
+                self._commit(conn, batch)
+            if pending is not None:  # a script that arrived with the stop
+                self._m_depth.dec()
+                self._commit(conn, [pending])
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Unit[Any]]) -> None:
+        live = [u for u in batch if not u.cancelled]
+        outcomes: list[_Outcome] = []
+        if not live:
+            return
+        if live[0].script is not None:
+            self._settle([self._run_script(conn, live[0])])
+            return
+        started = time.perf_counter()
+        try:
+            self._begin_immediate(conn)
+        except sqlite3.Error as exc:
+            self._settle([_Outcome(u, error=exc) for u in live])
+            return
+        try:
+            for unit in live:
+                outcomes.append(self._run_unit(conn, unit))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            # The commit itself failed (disk full, I/O error): nothing of the batch is kept.
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            logger.error("database %s: commit failed: %s", self.name, exc)
+            self._settle([_Outcome(u, error=exc) for u in live])
+            return
+        self._m_tx.observe(time.perf_counter() - started)
+        self._m_batch.observe(len(live))
+        self._settle(outcomes)
+
+    def _run_script(self, conn: sqlite3.Connection, unit: _Unit[Any]) -> _Outcome:
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{unit.script}\n;COMMIT;")
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return _Outcome(unit, error=exc)
+        return _Outcome(unit)
+
+    def _run_unit(self, conn: sqlite3.Connection, unit: _Unit[Any]) -> _Outcome:
+        conn.execute("SAVEPOINT unit")
+        try:
+            value = unit.context.run(unit.fn, conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO unit")
+            conn.execute("RELEASE unit")
+            return _Outcome(unit, error=exc)
+        conn.execute("RELEASE unit")
+        return _Outcome(unit, value=value)
+
+    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
+        for attempt in range(self._busy.attempts):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or attempt == self._busy.attempts - 1:
+                    raise
+                self._m_busy.inc()
+                delay = self._busy.delay(attempt)
+                logger.warning(
+                    "database %s: write lock busy (another process), retry %d in %.0f ms",
+                    self.name,
+                    attempt + 1,
+                    delay * 1000,
+                )
+                time.sleep(delay)  # the writer thread waits; the event loop does not
+
+    @staticmethod
+    def _settle(outcomes: list[_Outcome]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome.unit.loop, []).append(outcome)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)  # one wake-up per batch, not per unit
+            except RuntimeError:
+                pass  # the caller's loop is closed: nobody is waiting
+
+
+def _resolve(outcomes: list[_Outcome]) -> None:
+    for outcome in outcomes:
+        future = outcome.unit.future
+        if future.done():
+            continue
+        if outcome.error is not None:
+            future.set_exception(outcome.error)
+        else:
+            future.set_result(outcome.value)
+
+
+def _no_op(conn: sqlite3.Connection) -> None:
+    return None
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (code & 0xFF) == 5
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: Params) -> WriteResult:
+    cursor = conn.execute(sql, params)
+    return WriteResult(cursor.rowcount, cursor.lastrowid)
+
+
+def _execute_many(conn: sqlite3.Connection, sql: str, rows: list[Params]) -> WriteResult:
+    cursor = conn.executemany(sql, rows)
+    return WriteResult(cursor.rowcount, cursor.lastrowid)
