@@ -113,6 +113,7 @@ def demo(
     """Run mediahub, the reference app, on embedded defaults (SQLite, no other service)."""
     os.environ["DEMO_DATA_DIR"] = str(data_dir.resolve())
     os.environ.setdefault("LOG_FORMAT", "text")  # readable in a terminal; JSON in production
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{(data_dir / 'mediahub.db').resolve()}")
     typer.echo(f"mediahub demo: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     _serve(
         "steadyloop.demo.app:create_app",

@@ -15,6 +15,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from steadyloop import metrics
+from steadyloop.db.pragmas import sqlite_path_from_url
+from steadyloop.db.sqlite import Database
 from steadyloop.health import HealthChecks
 from steadyloop.logs import LoggingSetup, setup_logging
 from steadyloop.loopwatch import LoopWatch
@@ -44,6 +46,7 @@ class Runtime:
         self.health = HealthChecks(default_timeout=self.settings.health_check_timeout)
         self.started_at: float | None = None
         self._logging: LoggingSetup | None = None
+        self._databases: dict[str, Database] = {}
         self._previous_bulkheads: Bulkheads | None = None
         self._lock = asyncio.Lock()
 
@@ -67,12 +70,31 @@ class Runtime:
             self.started_at = time.time()
             logger.info("steadyloop started (role %s)", self.role)
 
+    async def open_database(self, url: str | None = None, *, name: str = "main") -> Database:
+        """Open (once) the SQLite `Database` at `url` (default `DATABASE_URL`).
+
+        It is closed when the runtime stops, after committing every accepted write, and its
+        readers are pinged by the readiness check `db_<name>`.
+        """
+        existing = self._databases.get(name)
+        if existing is not None and existing.is_open:
+            return existing
+        path = sqlite_path_from_url(url or self.settings.database_url)
+        database = await Database.from_settings(self.settings, path, name=name).open()
+        self._databases[name] = database
+        self.health.add(f"db_{name}", database.ping)
+        return database
+
     async def stop(self) -> None:
         """Stop in reverse order; safe to call when not started or twice."""
         async with self._lock:
             if not self.started:
                 return
             self.started_at = None
+            for name, database in reversed(list(self._databases.items())):
+                await database.close()
+                self.health.remove(f"db_{name}")
+            self._databases.clear()
             if self.loop_watch is not None:
                 self.loop_watch.stop()
             set_current_bulkheads(self._previous_bulkheads)

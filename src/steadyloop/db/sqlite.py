@@ -245,6 +245,11 @@ class Database:
         """Rows of one query, on a reader connection (never waits for the writer)."""
         return await self.reading(lambda conn: conn.execute(sql, params).fetchall())
 
+    async def ping(self) -> bool:
+        """A readiness check: a reader answers `SELECT 1`."""
+        row = await self.read_one("SELECT 1")
+        return row is not None and row[0] == 1
+
     async def read_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         rows = await self.reading(lambda conn: conn.execute(sql, params).fetchmany(1))
         return rows[0] if rows else None

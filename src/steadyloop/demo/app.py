@@ -3,7 +3,10 @@
 - `GET /api/drive/videos`: a slow remote listing (0.5 s by default) in the `drive` domain;
 - `GET /api/library/stat`: a fast filesystem call in the `fs` domain;
 - `GET /api/camera/capture`: a 0.5 s capture on the dedicated 2-thread `camera` domain;
-- `GET /api/health`: liveness, from steadyloop.
+- `POST /api/catalog/scan`, `GET /api/catalog/videos[/{id}]`: the library folder scanned into
+  SQLite, listed with keyset pagination on (status, created_at, id);
+- `POST /api/orders`, `GET|PATCH /api/orders/{id}`: concurrent writers on SQLite;
+- `GET /api/health`, `/api/health/ready`, `/metrics`: from steadyloop.
 """
 
 from __future__ import annotations
@@ -16,11 +19,21 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, cast
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel
 
 import steadyloop as sl
+from steadyloop.demo.catalog import (
+    Catalog,
+    InvalidCursor,
+    ScanResult,
+    Video,
+    VideoPage,
+    find_videos,
+)
+from steadyloop.demo.orders import NewOrder, Order, Orders, StatusChange
 from steadyloop.settings import Settings
 
 MAX_DELAY = 10.0
@@ -92,14 +105,30 @@ class Camera:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings()
+    if "database_url" not in settings.model_fields_set:
+        # The demo keeps everything in its data folder unless DATABASE_URL says otherwise.
+        db_path = (settings.demo_data_dir / "mediahub.db").resolve()
+        settings = settings.model_copy(update={"database_url": f"sqlite:///{db_path}"})
     library = settings.demo_data_dir / "library"
     camera = Camera()
+    state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The app's own lifespan runs inside steadyloop's: bulkheads are ready here.
         await sl.run_blocking("fs", functools.partial(library.mkdir, parents=True, exist_ok=True))
+        db = await rt.open_database()
+        state["catalog"] = Catalog(db)
+        state["orders"] = Orders(db)
+        await state["catalog"].create_schema()
+        await state["orders"].create_schema()
         yield
+
+    def catalog() -> Catalog:
+        return cast(Catalog, state["catalog"])
+
+    def orders() -> Orders:
+        return cast(Orders, state["orders"])
 
     app = FastAPI(
         title="mediahub",
@@ -107,7 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=sl.__version__,
         lifespan=lifespan,
     )
-    sl.install(app, settings)
+    rt = sl.install(app, settings)
 
     @app.get("/api/drive/videos", response_model=DriveListing, tags=["drive"])
     async def drive_videos(
@@ -125,5 +154,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/camera/capture", response_model=Capture, tags=["camera"])
     async def camera_capture() -> Capture:
         return await sl.run_blocking("camera", camera.capture)
+
+    @app.post("/api/catalog/scan", response_model=ScanResult, tags=["catalog"])
+    async def scan_library() -> ScanResult:
+        started = time.perf_counter()
+        found = await sl.run_blocking("fs", find_videos, library)
+        return await catalog().sync(found, time.perf_counter() - started)
+
+    @app.get("/api/catalog/videos", response_model=VideoPage, tags=["catalog"])
+    async def list_videos(
+        status: str = Query("ready", max_length=20),
+        limit: int = Query(50, ge=1, le=500),
+        cursor: str | None = Query(None, max_length=200),
+    ) -> VideoPage:
+        try:
+            return await catalog().page(status=status, limit=limit, cursor=cursor)
+        except InvalidCursor as exc:
+            raise HTTPException(400, str(exc)) from exc
+
+    @app.get("/api/catalog/videos/{video_id}", response_model=Video, tags=["catalog"])
+    async def get_video(video_id: int) -> Video:
+        video = await catalog().get(video_id)
+        if video is None:
+            raise HTTPException(404, f"no video {video_id}")
+        return video
+
+    @app.post("/api/orders", response_model=Order, status_code=201, tags=["orders"])
+    async def create_order(order: NewOrder) -> Order:
+        return await orders().create(order)
+
+    @app.get("/api/orders/{order_id}", response_model=Order, tags=["orders"])
+    async def get_order(order_id: int) -> Order:
+        order = await orders().get(order_id)
+        if order is None:
+            raise HTTPException(404, f"no order {order_id}")
+        return order
+
+    @app.patch("/api/orders/{order_id}", response_model=Order, tags=["orders"])
+    async def change_order(order_id: int, change: StatusChange) -> Order:
+        order = await orders().change_status(order_id, change.status)
+        if order is None:
+            raise HTTPException(404, f"no order {order_id}")
+        return order
 
     return app

@@ -1,0 +1,147 @@
+"""The video catalog: a local library folder scanned into SQLite, listed page by page.
+
+Listings use keyset pagination on the composite index (status, created_at, id): page 500 is
+as cheap as page 1, unlike OFFSET, which reads and discards every earlier row.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from steadyloop.db.sqlite import Database
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"})
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos(
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'ready',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS videos_status_created ON videos(status, created_at DESC, id DESC);
+"""
+
+
+class Video(BaseModel):
+    id: int
+    path: str
+    name: str
+    size: int
+    status: str
+    created_at: float
+
+
+class VideoPage(BaseModel):
+    items: list[Video]
+    next_cursor: str | None
+
+
+class ScanResult(BaseModel):
+    found: int
+    added: int
+    removed: int
+    took_ms: float
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this server did not produce."""
+
+
+def encode_cursor(created_at: float, video_id: int) -> str:
+    raw = json.dumps([created_at, video_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, video_id = json.loads(raw)
+        return float(created_at), int(video_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursor("invalid cursor") from exc
+
+
+def find_videos(library: Path) -> list[tuple[str, str, int, float]]:
+    """Walk the library folder (blocking: run it on the fs bulkhead)."""
+    found = []
+    for folder, _dirs, files in os.walk(library):
+        for name in files:
+            if Path(name).suffix.lower() not in VIDEO_SUFFIXES:
+                continue
+            full = Path(folder) / name
+            try:
+                info = full.stat()
+            except FileNotFoundError:
+                continue  # removed while we walked
+            found.append((str(full.relative_to(library)), name, info.st_size, info.st_mtime))
+    return found
+
+
+class Catalog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create_schema(self) -> None:
+        await self.db.execute_script(SCHEMA)
+
+    async def sync(self, found: list[tuple[str, str, int, float]], took: float) -> ScanResult:
+        """Make the table match the folder, in one atomic unit."""
+
+        def apply(conn: sqlite3.Connection) -> tuple[int, int]:
+            now = time.time()
+            known = {row[0] for row in conn.execute("SELECT path FROM videos")}
+            seen = {path for path, *_ in found}
+            added = 0
+            for path, name, size, mtime in found:
+                cursor = conn.execute(
+                    "INSERT INTO videos(path, name, size, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                    "size=excluded.size, updated_at=excluded.updated_at",
+                    (path, name, size, mtime, now),
+                )
+                added += cursor.rowcount if path not in known else 0
+            gone = known - seen
+            conn.executemany("DELETE FROM videos WHERE path = ?", [(p,) for p in gone])
+            return added, len(gone)
+
+        added, removed = await self.db.transaction(apply)
+        return ScanResult(found=len(found), added=added, removed=removed, took_ms=took * 1000)
+
+    async def page(self, *, status: str, limit: int, cursor: str | None) -> VideoPage:
+        if cursor is None:
+            rows = await self.db.read(
+                "SELECT id, path, name, size, status, created_at FROM videos "
+                "WHERE status = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+                (status, limit + 1),
+            )
+        else:
+            created_at, video_id = decode_cursor(cursor)
+            rows = await self.db.read(
+                "SELECT id, path, name, size, status, created_at FROM videos "
+                "WHERE status = ? AND (created_at, id) < (?, ?) "
+                "ORDER BY created_at DESC, id DESC LIMIT ?",
+                (status, created_at, video_id, limit + 1),
+            )
+        items = [Video(**dict(row)) for row in rows[:limit]]
+        more = len(rows) > limit
+        last = items[-1] if items else None
+        next_cursor = encode_cursor(last.created_at, last.id) if more and last else None
+        return VideoPage(items=items, next_cursor=next_cursor)
+
+    async def get(self, video_id: int) -> Video | None:
+        row = await self.db.read_one(
+            "SELECT id, path, name, size, status, created_at FROM videos WHERE id = ?",
+            (video_id,),
+        )
+        return Video(**dict(row)) if row is not None else None
