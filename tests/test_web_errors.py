@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 import steadyloop as sl
+from steadyloop.files import PayloadTooLarge, safe_join
 from steadyloop.settings import Settings
 from steadyloop.web.middleware import UNMATCHED_ROUTE, valid_request_id
 
@@ -31,6 +32,12 @@ def make_app() -> FastAPI:
         if video_id == 500:
             raise RuntimeError("secret database password in message")
         return {"id": video_id}
+
+    @app.get("/files/{name:path}")
+    async def get_file(name: str) -> dict[str, str]:
+        if name == "big":
+            raise PayloadTooLarge(max_bytes=10, size=11)
+        return {"path": str(safe_join("/srv/media", name))}
 
     @app.post("/uploads")
     async def upload(body: Upload) -> Upload:
@@ -133,6 +140,15 @@ async def test_unhandled_error_is_a_generic_500_and_the_stack_goes_to_the_log(
     assert record.exc_info is not None
     assert "secret database password" in str(record.exc_info[1])
     assert record.getMessage() == "unhandled error in GET /videos/{video_id}"
+
+
+async def test_file_errors_map_to_400_and_413(client: httpx.AsyncClient) -> None:
+    ok = await client.get("/files/a/b.png")
+    assert ok.json() == {"path": "/srv/media/a/b.png"}
+    traversal = assert_problem(await client.get("/files/a/%2E%2E/%2E%2E/etc/passwd"), 400)
+    assert "escapes the root" in str(traversal["detail"])
+    too_big = assert_problem(await client.get("/files/big"), 413)
+    assert too_big["type"].endswith("payloadtoolarge")  # type: ignore[union-attr]
 
 
 def _count(route: str, status: str, method: str = "GET") -> float:

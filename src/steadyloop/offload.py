@@ -513,7 +513,11 @@ async def iterate_in_thread(domain: str, iterable: Iterable[T]) -> AsyncIterator
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
-            await asyncio.shield(bulkhead.run(close))
+            try:
+                await asyncio.shield(bulkhead.run(close))
+            except BulkheadFull:
+                # A full domain must not leak an open file: close it outside the bulkhead.
+                await asyncio.get_running_loop().run_in_executor(None, close)
 
 
 async def run_cpu(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

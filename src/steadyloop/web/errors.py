@@ -91,6 +91,17 @@ async def validation_exception_handler(request: Request, exc: Exception) -> Resp
     )
 
 
+async def client_error_handler(request: Request, exc: Exception) -> Response:
+    """Errors that carry their own 4xx `status_code` (files: 413 too large, 400 unsafe path)."""
+    status = int(getattr(exc, "status_code", 400))
+    return problem(
+        status,
+        detail=str(exc),
+        type_=PROBLEM_TYPE_BASE + type(exc).__name__.lower(),
+        instance=request.url.path,
+    )
+
+
 async def bulkhead_full_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BulkheadFull)
     return problem(

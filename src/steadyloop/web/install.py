@@ -11,11 +11,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Lifespan
 
+from steadyloop.files import InvalidPayload, PayloadTooLarge, UnsafePath
 from steadyloop.offload import BulkheadFull
 from steadyloop.runtime import Runtime
 from steadyloop.settings import Settings
 from steadyloop.web.errors import (
     bulkhead_full_handler,
+    client_error_handler,
     http_exception_handler,
     validation_exception_handler,
 )
@@ -50,6 +52,8 @@ def install(
     )
     app.add_exception_handler(HTTPException, http_exception_handler)
     app.add_exception_handler(BulkheadFull, bulkhead_full_handler)
+    for client_error in (PayloadTooLarge, UnsafePath, InvalidPayload):
+        app.add_exception_handler(client_error, client_error_handler)
     try:
         from fastapi.exceptions import RequestValidationError
     except ImportError:  # pragma: no cover - plain Starlette without FastAPI installed
