@@ -205,3 +205,38 @@ db_busy_retries_total = Counter(
     "BEGIN IMMEDIATE retries after another process held the SQLite write lock past busy_timeout.",
     ["database"],
 )
+
+# --- jobs (jobs/) ----------------------------------------------------------------------------
+jobs_in_store = Gauge(
+    "steadyloop_jobs",
+    "Jobs in the store by status (refreshed by workers every few seconds).",
+    ["status"],
+    multiprocess_mode="livemax",
+)
+jobs_running = Gauge(
+    "steadyloop_jobs_running",
+    "Jobs running in this process's worker.",
+    multiprocess_mode="livesum",
+)
+jobs_finished_total = Counter(
+    "steadyloop_jobs_finished_total",
+    "Job attempts that ended, by task and outcome (succeeded, failed, retry, cancelled).",
+    ["task", "outcome"],
+)
+jobs_enqueued_total = Counter(
+    "steadyloop_jobs_enqueued_total",
+    "Jobs enqueued, by task.",
+    ["task"],
+)
+job_run_seconds = Histogram(
+    "steadyloop_job_run_seconds",
+    "How long one job attempt ran, by task.",
+    ["task"],
+    buckets=LATENCY_BUCKETS,
+)
+job_queue_seconds = Histogram(
+    "steadyloop_job_queue_seconds",
+    "Time from when a job was due to when a worker started it, by task.",
+    ["task"],
+    buckets=LATENCY_BUCKETS,
+)

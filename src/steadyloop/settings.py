@@ -196,6 +196,51 @@ class Settings(BaseSettings):
         default=3600, ge=-1, description="Seconds after which a PostgreSQL connection is renewed."
     )
 
+    # --- jobs (jobs/) -------------------------------------------------------------------------
+    job_store_backend: Literal["sqlite", "redis", "memory"] = Field(
+        default="sqlite",
+        description="Where jobs live: sqlite (durable, one machine), redis (many machines) or "
+        "memory (lost on restart). Ignored when JOB_STORE_URL is set.",
+    )
+    job_store_url: str | None = Field(
+        default=None,
+        description="The job store by URL: sqlite:///path.db, redis://host:6379/0 or "
+        "memory://. Default: sqlite:///./data/jobs.db, or REDIS_URL for the redis backend.",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="The Redis server, for every Redis backend."
+    )
+    job_concurrency: int = Field(
+        default=10, ge=1, le=10_000, description="Jobs one worker process runs at once."
+    )
+    job_lease_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A running job's lease; heartbeats renew it every third of it. A dead "
+        "worker's jobs are delivered again once it expires.",
+    )
+    job_result_ttl: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="Seconds finished jobs (and their results) are kept.",
+    )
+    job_shutdown_grace: float = Field(
+        default=10.0,
+        ge=0,
+        description="On shutdown, seconds running jobs get to finish before they are cancelled "
+        "and released for immediate re-delivery.",
+    )
+    job_poll_interval: float = Field(
+        default=0.2,
+        gt=0,
+        le=60,
+        description="Seconds an idle worker waits between looks for new jobs from other processes.",
+    )
+    jobs_api_enabled: bool = Field(
+        default=True,
+        description="Serve GET /api/jobs, GET /api/jobs/{id} and POST /api/jobs/{id}/cancel.",
+    )
+
     # --- demo --------------------------------------------------------------------------------
     demo_data_dir: Path = Field(
         default=Path("./data"), description="Where the demo app keeps its files and database."
@@ -237,6 +282,16 @@ class Settings(BaseSettings):
         data = dict(data)
         data["bulkheads"] = collect_bulkhead_variables(*sources)
         return data
+
+    def job_store_location(self) -> str:
+        """The job store URL: JOB_STORE_URL, else derived from JOB_STORE_BACKEND."""
+        if self.job_store_url:
+            return self.job_store_url
+        if self.job_store_backend == "redis":
+            return self.redis_url
+        if self.job_store_backend == "memory":
+            return "memory://"
+        return "sqlite:///./data/jobs.db"
 
     def dedicated_threads(self) -> dict[str, int]:
         """Domains that own their threads, and how many: the list plus any `_THREADS` override."""

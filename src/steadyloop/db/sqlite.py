@@ -21,6 +21,7 @@ time fighting for that lock ("database is locked"), and retrying harder only add
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import logging
 import queue
@@ -61,8 +62,8 @@ class WriteResult:
 @dataclass(slots=True, eq=False)
 class _Unit(Generic[T]):
     fn: Callable[[sqlite3.Connection], T]
-    future: asyncio.Future[T]
-    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T] | concurrent.futures.Future[T]
+    loop: asyncio.AbstractEventLoop | None  # None: a caller blocked in a thread
     context: contextvars.Context
     script: str | None = None  # a schema script: committed on its own, not in a batch
     cancelled: bool = False  # set by the caller; read by the writer before running the unit
@@ -215,6 +216,26 @@ class Database:
         be quick: every writer waits for it. The caller's context variables are visible in it.
         """
         return await self._submit(fn)
+
+    def transaction_blocking(
+        self, fn: Callable[[sqlite3.Connection], T], timeout: float | None = None
+    ) -> T:
+        """`transaction` for a plain thread (never the event loop's): blocks until committed.
+
+        The writer is a thread of its own, so this works even while the event loop is
+        blocked (job lease heartbeats rely on it).
+        """
+        if not self._accepting:
+            raise DatabaseClosed(f"database {self.name!r} is not open")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        unit = _Unit(fn, future, None, contextvars.copy_context())
+        self._m_depth.inc()
+        self._queue.put(unit)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            unit.cancelled = True
+            raise
 
     async def execute_script(self, script: str) -> None:
         """Run a multi-statement script (a schema) atomically, in its own transaction.
@@ -397,10 +418,13 @@ class Database:
 
     @staticmethod
     def _settle(outcomes: list[_Outcome]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop | None, list[_Outcome]] = {}
         for outcome in outcomes:
             by_loop.setdefault(outcome.unit.loop, []).append(outcome)
         for loop, items in by_loop.items():
+            if loop is None:
+                _resolve(items)  # concurrent futures are thread-safe
+                continue
             try:
                 loop.call_soon_threadsafe(_resolve, items)  # one wake-up per batch, not per unit
             except RuntimeError:
