@@ -65,7 +65,10 @@ def _serve(
 @app.command()
 def run(
     target: Annotated[str, typer.Argument(help="The ASGI app as module:attribute.")],
-    role: Annotated[RoleChoice, typer.Option(help="What this process runs.")] = RoleChoice.all,
+    role: Annotated[
+        RoleChoice | None,
+        typer.Option(help="What this process runs (default: WORKER_ROLE, else all)."),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Server worker processes.")] = 1,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
@@ -81,7 +84,8 @@ def run(
             "expected module:attribute, e.g. myapp.main:app", param_hint="TARGET"
         )
     sys.path.insert(0, str(app_dir.resolve()))
-    os.environ["WORKER_ROLE"] = role.value  # worker processes inherit the environment
+    if role is not None:
+        os.environ["WORKER_ROLE"] = role.value  # worker processes inherit the environment
     with _multiprocess_metrics(workers):
         _serve(target, host=host, port=port, workers=workers, server=server, factory=factory)
 
@@ -108,12 +112,15 @@ def _multiprocess_metrics(workers: int) -> Iterator[None]:
 def demo(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
-    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path("./data"),
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the demo keeps its data (default: DEMO_DATA_DIR, else ./data)."),
+    ] = None,
 ) -> None:
     """Run mediahub, the reference app, on embedded defaults (SQLite, no other service)."""
-    os.environ["DEMO_DATA_DIR"] = str(data_dir.resolve())
+    if data_dir is not None:
+        os.environ["DEMO_DATA_DIR"] = str(data_dir.resolve())
     os.environ.setdefault("LOG_FORMAT", "text")  # readable in a terminal; JSON in production
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{(data_dir / 'mediahub.db').resolve()}")
     typer.echo(f"mediahub demo: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     _serve(
         "steadyloop.demo.app:create_app",

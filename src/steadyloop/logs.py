@@ -46,7 +46,7 @@ _role: str | None = None
 # Attributes every LogRecord has; anything else was passed through `extra=` and is a field.
 _RECORD_ATTRIBUTES = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "request_id", "role", "taskName"}
+    | {"message", "asctime", "request_id", "role", "taskName", "color_message"}
 )
 
 
@@ -217,7 +217,16 @@ class NonBlockingHandler(logging.Handler):
 LogFormat = Literal["json", "text"]
 
 #: Loggers of the libraries steadyloop serves next to the app: routed to the same pipeline.
-_LIBRARY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx", "httpcore", "hypercorn")
+_LIBRARY_LOGGERS = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "httpx",
+    "httpcore",
+    "hypercorn",
+    "hypercorn.error",
+    "hypercorn.access",
+)
 
 
 class LoggingSetup:
@@ -268,5 +277,6 @@ def setup_logging(
         logger.propagate = True
     # steadyloop's own access line replaces uvicorn's (it has the route, duration and id).
     access = logging.getLogger("uvicorn.access")
-    access.disabled = settings.access_log
+    access.disabled = True
+    logging.getLogger("hypercorn.access").disabled = True
     return LoggingSetup(handler, saved)

@@ -77,7 +77,7 @@ class BulkheadFull(Exception):
         #: Seconds a client should wait before retrying: at least one max wait, rounded up.
         self.retry_after = max(1, int(max_wait + 0.999))
         super().__init__(
-            f"bulkhead {domain!r} is full: {limit} calls running, {waiting} waiting, "
+            f"bulkhead {domain!r} is full: {limit} running (its limit), {waiting} waiting, "
             f"no slot within {max_wait:g}s"
         )
 
@@ -125,6 +125,12 @@ class Bulkhead:
         self._rejected = 0
         self._m_in_flight = metrics.bulkhead_in_flight.labels(domain)
         self._m_waiting = metrics.bulkhead_waiting.labels(domain)
+        # One process: the gauges read the counters when scraped, costing calls nothing.
+        # Several processes share values through files, so they must be counted per call.
+        self._count_in_flight = metrics.multiprocess_dir() is not None
+        if not self._count_in_flight:
+            self._m_in_flight.set_function(lambda: self._held)
+            self._m_waiting.set_function(lambda: len(self._waiters))
         self._m_wait = metrics.bulkhead_wait_seconds.labels(domain)
         self._m_run = metrics.bulkhead_run_seconds.labels(domain)
         self._m_rejected = metrics.bulkhead_rejected_total.labels(domain)
@@ -144,7 +150,11 @@ class Bulkhead:
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run `fn(*args, **kwargs)` in this domain's threads once a slot is free."""
         loop = asyncio.get_running_loop()
-        waited = await self._acquire(loop)
+        if self._held < self.limit and not self._waiters:
+            self._held += 1  # the common case, without a coroutine for the slow path
+            waited = 0.0
+        else:
+            waited = await self._acquire(loop)
         self._m_wait.observe(waited)
         if waited > self._wait_warn_seconds:
             logger.warning(
@@ -155,7 +165,8 @@ class Bulkhead:
                 self.limit,
                 len(self._waiters),
             )
-        self._m_in_flight.inc()
+        if self._count_in_flight:
+            self._m_in_flight.inc()
         try:
             if self._copy_context:
                 ctx = contextvars.copy_context()
@@ -197,7 +208,8 @@ class Bulkhead:
         started = time.perf_counter()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
-        self._m_waiting.inc()
+        if self._count_in_flight:
+            self._m_waiting.inc()
         try:
             if self.max_wait is None:
                 await waiter
@@ -218,7 +230,8 @@ class Bulkhead:
                 self._release()  # handed a slot but not going to use it: pass it on
             raise
         finally:
-            self._m_waiting.dec()
+            if self._count_in_flight:
+                self._m_waiting.dec()
             if not waiter.done():
                 waiter.cancel()
             try:
@@ -236,7 +249,8 @@ class Bulkhead:
         self._held -= 1
 
     def _finish(self) -> None:
-        self._m_in_flight.dec()
+        if self._count_in_flight:
+            self._m_in_flight.dec()
         self._release()
 
     def _finish_from_thread(self, loop: asyncio.AbstractEventLoop, _: Future[Any]) -> None:
@@ -268,6 +282,11 @@ class Bulkheads:
         self._initializers: dict[str, Callable[[], object]] = {}
         self._wait_warn_seconds = wait_warn_seconds
         self._cpu_workers = cpu_workers or os.cpu_count() or 1
+        for name, threads in self._dedicated.items():
+            limit = self._limits.get(name, threads)
+            if limit > threads:
+                # Fail at startup, not on the first call in the middle of a request.
+                raise ValueError(_too_many_for_threads(name, limit, threads))
         self._domains: dict[str, Bulkhead] = {}
         self._executors: list[Executor] = []
         self._shared: ThreadPoolExecutor | None = None
@@ -383,11 +402,7 @@ class Bulkheads:
         if threads is not None:
             limit = self._limits.get(domain, threads)
             if limit > threads:
-                raise ValueError(
-                    f"bulkhead {domain!r}: concurrency {limit} exceeds its {threads} dedicated "
-                    "threads; raise BLOCKING_"
-                    f"{domain.upper()}_THREADS or lower BLOCKING_{domain.upper()}_CONCURRENCY"
-                )
+                raise ValueError(_too_many_for_threads(domain, limit, threads))
             initializer = self._initializers.get(domain)
             executor = ThreadPoolExecutor(
                 max_workers=threads,
@@ -417,6 +432,14 @@ class Bulkheads:
             max_wait=max_wait,
             wait_warn_seconds=self._wait_warn_seconds,
         )
+
+
+def _too_many_for_threads(domain: str, limit: int, threads: int) -> str:
+    upper = domain.upper()
+    return (
+        f"bulkhead {domain!r}: concurrency {limit} exceeds its {threads} dedicated threads; "
+        f"raise BLOCKING_{upper}_THREADS or lower BLOCKING_{upper}_CONCURRENCY"
+    )
 
 
 def _check_domain(domain: str) -> None:

@@ -79,7 +79,13 @@ class Runtime:
         existing = self._databases.get(name)
         if existing is not None and existing.is_open:
             return existing
-        path = sqlite_path_from_url(url or self.settings.database_url)
+        location = url or self.settings.database_url
+        if not location.startswith("sqlite"):
+            raise ValueError(
+                f"open_database serves SQLite; for {location.split(':', 1)[0]} use "
+                "steadyloop.db.engine.create_engine (the SQLAlchemy factory)"
+            )
+        path = sqlite_path_from_url(location)
         database = await Database.from_settings(self.settings, path, name=name).open()
         self._databases[name] = database
         self.health.add(f"db_{name}", database.ping)

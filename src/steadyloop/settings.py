@@ -1,7 +1,7 @@
 """Every setting steadyloop reads, from the environment and an optional `.env` file.
 
 One field per environment variable; the field's description is the documentation, and
-`.env.example` is generated from this module (`python -m steadyloop.settings`), so the two
+`.env.example` is generated from this module (`make env-example`), so the two
 cannot drift (a test compares them).
 
 Per-domain bulkhead settings follow the pattern `BLOCKING_<DOMAIN>_<KNOB>`: the domain is any
@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -265,7 +266,15 @@ class Settings(BaseSettings):
         for name, value in list(out.items()):
             if isinstance(getattr(self, name), SecretStr):
                 out[name] = "set" if value else None
+            elif isinstance(value, str) and "://" in value:
+                out[name] = redact_url(value)
         return out
+
+    @field_validator("blocking_default_max_wait", "job_store_url", "metrics_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `NAME=` in a .env file means "not set", as the generated .env.example shows.
+        return None if value == "" else value
 
     @model_validator(mode="before")
     @classmethod
@@ -313,6 +322,15 @@ class Settings(BaseSettings):
             if override.threads is not None:
                 dedicated[name] = override.threads
         return dedicated
+
+
+def redact_url(url: str) -> str:
+    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def collect_bulkhead_variables(*sources: Mapping[str, str | None]) -> dict[str, dict[str, str]]:

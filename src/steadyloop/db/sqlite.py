@@ -108,6 +108,11 @@ class Database:
     ) -> None:
         if readers < 1:
             raise ValueError("readers must be at least 1")
+        if str(path) == ":memory:" or str(path).startswith("file::memory:"):
+            raise ValueError(
+                "Database needs a file: an in-memory SQLite database is private to one "
+                "connection, and Database uses a writer plus readers"
+            )
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.path = Path(path)
