@@ -88,4 +88,28 @@ async def test_orders_under_concurrent_clients(client: httpx.AsyncClient) -> Non
     assert bad.status_code == 422
     ready = await client.get("/api/health/ready")
     assert ready.status_code == 200
-    assert [c["name"] for c in ready.json()["checks"]] == ["db_main"]
+    assert sorted(c["name"] for c in ready.json()["checks"]) == ["db_main", "jobs"]
+
+
+async def test_rescan_and_drive_sync_run_as_jobs(client: httpx.AsyncClient) -> None:
+    enqueued = await client.post("/api/catalog/rescan")
+    assert enqueued.status_code == 202
+    job_id = enqueued.json()["id"]
+    sync = await client.post("/api/drive/sync", params={"delay": 0})
+    sync_id = sync.json()["id"]
+    async with asyncio.timeout(10):
+        while True:
+            statuses = [
+                (await client.get(f"/api/jobs/{i}")).json()["status"] for i in (job_id, sync_id)
+            ]
+            if statuses == ["succeeded", "succeeded"]:
+                break
+            assert "failed" not in statuses
+            await asyncio.sleep(0.02)
+    rescan = (await client.get(f"/api/jobs/{job_id}")).json()
+    assert rescan["result"]["found"] == 7
+    assert rescan["progress"]["message"] == "found 7 videos"
+    remote = (await client.get("/api/catalog/videos", params={"status": "remote"})).json()
+    assert sorted(v["path"] for v in remote["items"]) == ["drive/v0", "drive/v1", "drive/v2"]
+    local = (await client.get("/api/catalog/videos", params={"limit": 100})).json()
+    assert len(local["items"]) == 7  # the drive sync did not touch local rows

@@ -109,6 +109,34 @@ def _multiprocess_metrics(workers: int) -> Iterator[None]:
 
 
 @app.command()
+def worker(
+    target: Annotated[str, typer.Argument(help="The ASGI app as module:attribute.")],
+    host: Annotated[str, typer.Option(help="Address of the health/metrics port.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Health/metrics port (0: any free port).")
+    ] = 8001,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Jobs run at once (default: JOB_CONCURRENCY).")
+    ] = None,
+    factory: Annotated[bool, typer.Option(help="TARGET is a function returning the app.")] = False,
+    app_dir: Annotated[
+        Path, typer.Option(help="Folder to import TARGET from (added to the module path).")
+    ] = Path("."),
+) -> None:
+    """Run an app's job worker and periodic tasks (WORKER_ROLE=worker), serving health and
+    metrics on PORT."""
+    if ":" not in target:
+        raise typer.BadParameter(
+            "expected module:attribute, e.g. myapp.main:app", param_hint="TARGET"
+        )
+    sys.path.insert(0, str(app_dir.resolve()))
+    os.environ["WORKER_ROLE"] = "worker"
+    if concurrency is not None:
+        os.environ["JOB_CONCURRENCY"] = str(concurrency)
+    _serve(target, host=host, port=port, workers=1, server=ServerChoice.uvicorn, factory=factory)
+
+
+@app.command()
 def demo(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,

@@ -259,6 +259,7 @@ def setup_logging(
     sink = logging.StreamHandler(stream if stream is not None else sys.stderr)
     sink.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     handler = NonBlockingHandler([sink], queue_size=settings.log_queue_size)
+    handler.setLevel(settings.log_level)  # library loggers set their own levels: filter here
 
     root = logging.getLogger()
     saved: dict[str, Any] = {

@@ -1,8 +1,8 @@
 """The runtime: builds every component from settings and starts and stops them in order.
 
-Startup order: settings -> logging -> metrics -> bulkheads -> loop watch. Shutdown is the
-reverse, and the log queue is flushed last. Both are idempotent, so an app that is started
-twice (tests, reloaders, nested lifespans) is safe.
+Startup order: settings -> logging -> metrics -> bulkheads -> loop watch -> jobs (store,
+worker, periodic). Shutdown is the reverse, and the log queue is flushed last. Both are
+idempotent, so an app that is started twice (tests, reloaders, nested lifespans) is safe.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from steadyloop import metrics
 from steadyloop.db.pragmas import sqlite_path_from_url
 from steadyloop.db.sqlite import Database
 from steadyloop.health import HealthChecks
+from steadyloop.jobs.manager import Jobs
 from steadyloop.logs import LoggingSetup, setup_logging
 from steadyloop.loopwatch import LoopWatch
 from steadyloop.offload import Bulkheads, set_current_bulkheads
@@ -44,6 +45,7 @@ class Runtime:
                 measure_gc=self.settings.loop_watch_gc,
             )
         self.health = HealthChecks(default_timeout=self.settings.health_check_timeout)
+        self.jobs = Jobs(self.settings)
         self.started_at: float | None = None
         self._logging: LoggingSetup | None = None
         self._databases: dict[str, Database] = {}
@@ -67,6 +69,9 @@ class Runtime:
             self._previous_bulkheads = set_current_bulkheads(self.bulkheads)
             if self.loop_watch is not None:
                 self.loop_watch.start()
+            if self.jobs.tasks:  # an app without tasks opens no job store
+                await self.jobs.start(self.role)
+                self.health.add("jobs", self.jobs.store.ping)
             self.started_at = time.time()
             logger.info("steadyloop started (role %s)", self.role)
 
@@ -97,6 +102,8 @@ class Runtime:
             if not self.started:
                 return
             self.started_at = None
+            await self.jobs.stop()  # first: running jobs finish or are released
+            self.health.remove("jobs")
             for name, database in reversed(list(self._databases.items())):
                 await database.close()
                 self.health.remove(f"db_{name}")

@@ -208,6 +208,11 @@ class Settings(BaseSettings):
         description="The job store by URL: sqlite:///path.db, redis://host:6379/0 or "
         "memory://. Default: sqlite:///./data/jobs.db, or REDIS_URL for the redis backend.",
     )
+    job_store_prefix: str = Field(
+        default="steadyloop",
+        pattern=r"^[A-Za-z0-9:._-]{1,64}$",
+        description="Key prefix of the Redis job store (several apps can share one Redis).",
+    )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="The Redis server, for every Redis backend."
     )

@@ -34,6 +34,7 @@ from steadyloop.demo.catalog import (
     find_videos,
 )
 from steadyloop.demo.orders import NewOrder, Order, Orders, StatusChange
+from steadyloop.jobs import Job, JobContext
 from steadyloop.settings import Settings
 
 MAX_DELAY = 10.0
@@ -82,6 +83,19 @@ def _stat_library(folder: Path) -> LibraryStat:
     return LibraryStat(path=str(folder), exists=True, entries=count, modified=info.st_mtime)
 
 
+def _remove_stale_temp_files(folder: Path, max_age: float) -> int:
+    cutoff = time.time() - max_age
+    removed = 0
+    for path in folder.rglob(".*.tmp"):
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
 class Camera:
     """A device whose handle must stay on the threads that use it (the seeds' IMX477)."""
 
@@ -105,10 +119,16 @@ class Camera:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings()
+    data_dir = settings.demo_data_dir.resolve()
+    # The demo keeps everything in its data folder unless the settings say otherwise.
     if "database_url" not in settings.model_fields_set:
-        # The demo keeps everything in its data folder unless DATABASE_URL says otherwise.
-        db_path = (settings.demo_data_dir / "mediahub.db").resolve()
-        settings = settings.model_copy(update={"database_url": f"sqlite:///{db_path}"})
+        settings = settings.model_copy(
+            update={"database_url": f"sqlite:///{data_dir / 'mediahub.db'}"}
+        )
+    if "job_store_url" not in settings.model_fields_set and settings.job_store_backend == "sqlite":
+        settings = settings.model_copy(
+            update={"job_store_url": f"sqlite:///{data_dir / 'jobs.db'}"}
+        )
     library = settings.demo_data_dir / "library"
     camera = Camera()
     state: dict[str, Any] = {}
@@ -154,6 +174,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/camera/capture", response_model=Capture, tags=["camera"])
     async def camera_capture() -> Capture:
         return await sl.run_blocking("camera", camera.capture)
+
+    @rt.jobs.task(name="rescan_library", retries=2, timeout=600)
+    async def rescan_library(ctx: JobContext) -> dict[str, Any]:
+        started = time.perf_counter()
+        found = await sl.run_blocking("fs", find_videos, library)
+        await ctx.progress(0.5, f"found {len(found)} videos")
+        result = await catalog().sync(found, time.perf_counter() - started)
+        return result.model_dump()
+
+    @rt.jobs.task(name="sync_drive", retries=3, timeout=120)
+    async def sync_drive(ctx: JobContext, delay: float = 0.5) -> dict[str, Any]:
+        started = time.perf_counter()
+        videos = await sl.run_blocking("drive", _list_drive_videos, delay)
+        found = [(f"drive/{v.id}", v.name, v.size, time.time()) for v in videos]
+        result = await catalog().sync(found, time.perf_counter() - started, status="remote")
+        return result.model_dump()
+
+    @rt.jobs.periodic(every=300, name="cleanup")
+    async def cleanup(ctx: JobContext) -> int:
+        """Remove temporary files that interrupted uploads left behind (older than 1 h)."""
+        return await sl.run_blocking("fs", _remove_stale_temp_files, data_dir, 3600.0)
+
+    @app.post("/api/catalog/rescan", response_model=Job, status_code=202, tags=["jobs"])
+    async def enqueue_rescan() -> Job:
+        return await rescan_library.enqueue(_unique_key="rescan_library")
+
+    @app.post("/api/drive/sync", response_model=Job, status_code=202, tags=["jobs"])
+    async def enqueue_drive_sync(delay: float = Query(0.5, ge=0, le=MAX_DELAY)) -> Job:
+        return await sync_drive.enqueue(delay=delay, _unique_key="sync_drive")
 
     @app.post("/api/catalog/scan", response_model=ScanResult, tags=["catalog"])
     async def scan_library() -> ScanResult:

@@ -95,20 +95,26 @@ class Catalog:
     async def create_schema(self) -> None:
         await self.db.execute_script(SCHEMA)
 
-    async def sync(self, found: list[tuple[str, str, int, float]], took: float) -> ScanResult:
-        """Make the table match the folder, in one atomic unit."""
+    async def sync(
+        self, found: list[tuple[str, str, int, float]], took: float, *, status: str = "ready"
+    ) -> ScanResult:
+        """Make the rows of one source (local `ready`, or `remote` for the drive) match
+        what was found, in one atomic unit."""
 
         def apply(conn: sqlite3.Connection) -> tuple[int, int]:
             now = time.time()
-            known = {row[0] for row in conn.execute("SELECT path FROM videos")}
+            known = {
+                row[0]
+                for row in conn.execute("SELECT path FROM videos WHERE status = ?", (status,))
+            }
             seen = {path for path, *_ in found}
             added = 0
             for path, name, size, mtime in found:
                 cursor = conn.execute(
-                    "INSERT INTO videos(path, name, size, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                    "INSERT INTO videos(path, name, size, status, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
                     "size=excluded.size, updated_at=excluded.updated_at",
-                    (path, name, size, mtime, now),
+                    (path, name, size, status, mtime, now),
                 )
                 added += cursor.rowcount if path not in known else 0
             gone = known - seen

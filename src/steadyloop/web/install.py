@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.types import Lifespan
 
 from steadyloop.files import InvalidPayload, PayloadTooLarge, UnsafePath
+from steadyloop.jobs.tasks import InvalidJobArguments
 from steadyloop.offload import BulkheadFull
 from steadyloop.runtime import Runtime
 from steadyloop.settings import Settings
@@ -22,6 +23,11 @@ from steadyloop.web.errors import (
     validation_exception_handler,
 )
 from steadyloop.web.health import liveness_endpoint, readiness_endpoint
+from steadyloop.web.jobs_routes import (
+    cancel_job_endpoint,
+    get_job_endpoint,
+    list_jobs_endpoint,
+)
 from steadyloop.web.metrics_endpoint import metrics_endpoint
 from steadyloop.web.middleware import RequestMiddleware
 
@@ -52,7 +58,7 @@ def install(
     )
     app.add_exception_handler(HTTPException, http_exception_handler)
     app.add_exception_handler(BulkheadFull, bulkhead_full_handler)
-    for client_error in (PayloadTooLarge, UnsafePath, InvalidPayload):
+    for client_error in (PayloadTooLarge, UnsafePath, InvalidPayload, InvalidJobArguments):
         app.add_exception_handler(client_error, client_error_handler)
     try:
         from fastapi.exceptions import RequestValidationError
@@ -65,18 +71,26 @@ def install(
     _add_get_route(app, s.health_ready_path, readiness_endpoint(rt))
     if s.metrics_enabled:
         _add_get_route(app, s.metrics_path, metrics_endpoint(rt))
+    if s.jobs_api_enabled:
+        _add_get_route(app, "/api/jobs", list_jobs_endpoint(rt))
+        _add_get_route(app, "/api/jobs/{job_id}", get_job_endpoint(rt))
+        _add_route(app, "/api/jobs/{job_id}/cancel", cancel_job_endpoint(rt), "POST")
 
     app.router.lifespan_context = _compose_lifespan(rt, app.router.lifespan_context)
     return rt
 
 
 def _add_get_route(app: Starlette, path: str, endpoint: Callable[[Request], Any]) -> None:
+    _add_route(app, path, endpoint, "GET")
+
+
+def _add_route(app: Starlette, path: str, endpoint: Callable[[Request], Any], method: str) -> None:
     # FastAPI only records the matched route (for route-template metrics) for its own routes.
     add_api_route = getattr(app, "add_api_route", None)
     if add_api_route is not None:
-        add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
+        add_api_route(path, endpoint, methods=[method], include_in_schema=False)
     else:
-        app.add_route(path, endpoint, methods=["GET"], include_in_schema=False)
+        app.add_route(path, endpoint, methods=[method], include_in_schema=False)
 
 
 def _compose_lifespan(rt: Runtime, inner: Lifespan[Any]) -> Lifespan[Any]:

@@ -1,0 +1,234 @@
+"""`rt.jobs`: register tasks, enqueue, inspect and cancel jobs, run workers by role."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from steadyloop import metrics
+from steadyloop.jobs.models import Job, JobStatus, new_job
+from steadyloop.jobs.periodic import Periodic, PeriodicScheduler
+from steadyloop.jobs.store import JobPage, JobStore, open_store
+from steadyloop.jobs.tasks import Task
+from steadyloop.jobs.worker import Worker
+from steadyloop.logs import request_id_var
+
+if TYPE_CHECKING:
+    from steadyloop.settings import Role, Settings
+
+__all__ = ["Jobs", "JobsNotStarted"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger("steadyloop.jobs")
+MAINTENANCE_INTERVAL = 5.0
+
+
+class JobsNotStarted(RuntimeError):
+    """The job store is not open: the runtime has not started (or has stopped)."""
+
+
+class Jobs:
+    def __init__(self, settings: Settings, store: JobStore | None = None) -> None:
+        self.settings = settings
+        if store is None:
+            url = settings.job_store_location()
+            redis = url.startswith(("redis://", "rediss://", "unix://"))
+            store = open_store(url, prefix=settings.job_store_prefix) if redis else open_store(url)
+        self.store: JobStore = store
+        self.tasks: dict[str, Task] = {}
+        self.periodics: list[Periodic] = []
+        self.worker: Worker | None = None
+        self._scheduler: PeriodicScheduler | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self._open = False
+
+    # --- registration --------------------------------------------------------------------
+    @overload
+    def task(self, fn: F, /) -> Task: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        backoff: float = 1.0,
+    ) -> Callable[[F], Task]: ...
+
+    def task(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        backoff: float = 1.0,
+    ) -> Task | Callable[[F], Task]:
+        """Register a function (async, or sync to run in the `jobs` bulkhead) as a task.
+
+        Its first parameter receives the `JobContext`; the rest are the job's arguments,
+        checked against their annotations when the job is enqueued.
+        """
+
+        def register(function: F) -> Task:
+            task_name = name or f"{function.__module__}.{function.__qualname__}"
+            if task_name in self.tasks:
+                raise ValueError(f"a task named {task_name!r} is already registered")
+            task = Task(
+                self, function, name=task_name, retries=retries, timeout=timeout, backoff=backoff
+            )
+            self.tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def periodic(
+        self,
+        every: float | None = None,
+        *,
+        cron: str | None = None,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], Task]:
+        """Register a task that runs once per interval (or cron slot) across all processes."""
+
+        def register(function: F) -> Task:
+            task = self.task(function, name=name, timeout=timeout)  # type: ignore[call-overload]
+            self.periodics.append(Periodic(task, every=every, cron=cron))
+            return task  # type: ignore[no-any-return]
+
+        return register
+
+    # --- jobs ----------------------------------------------------------------------------
+    async def enqueue_task(
+        self,
+        task: Task,
+        args: dict[str, Any],
+        *,
+        unique_key: str | None = None,
+        run_at: float | None = None,
+    ) -> Job:
+        self._require_open()
+        job = new_job(
+            task.name,
+            args,
+            max_retries=task.retries,
+            timeout=task.timeout,
+            backoff=task.backoff,
+            run_at=run_at,
+            request_id=request_id_var.get(),
+            unique_key=unique_key,
+        )
+        [stored] = await self.store.enqueue([job])
+        if stored.id == job.id:
+            metrics.jobs_enqueued_total.labels(task.name).inc()
+        if self.worker is not None:
+            self.worker.wake()
+        return stored
+
+    async def enqueue(self, task_name: str, /, **kwargs: Any) -> Job:
+        """Enqueue by task name (when the task's function is not importable here)."""
+        task = self.tasks.get(task_name)
+        if task is None:
+            raise KeyError(f"no task named {task_name!r}")
+        return await task.enqueue(**kwargs)
+
+    async def get(self, job_id: str) -> Job | None:
+        self._require_open()
+        return await self.store.get(job_id)
+
+    async def list(
+        self, status: JobStatus | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> JobPage:
+        self._require_open()
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit must be between 1 and 1000")
+        return await self.store.list(status, limit, cursor)
+
+    async def cancel(self, job_id: str) -> Job | None:
+        """Cancel: a queued job is removed from the queue; a running one is told to stop."""
+        self._require_open()
+        return await self.store.cancel(job_id)
+
+    async def wait(self, job_id: str, *, within: float = 60.0, poll: float = 0.05) -> Job:
+        """Wait until the job has finished (polling the store); TimeoutError after `within`."""
+        self._require_open()
+        delay = poll
+        async with asyncio.timeout(within):
+            while True:
+                job = await self.store.get(job_id)
+                if job is None:
+                    raise KeyError(f"no job {job_id!r}")
+                if job.status.finished:
+                    return job
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    async def start(self, role: Role) -> None:
+        if self._open:
+            return
+        await self.store.open()
+        self._open = True
+        if role in ("worker", "all") and self.tasks:
+            self.worker = Worker(
+                self.store,
+                self.tasks,
+                concurrency=self.settings.job_concurrency,
+                lease=self.settings.job_lease_seconds,
+                poll_interval=self.settings.job_poll_interval,
+                shutdown_grace=self.settings.job_shutdown_grace,
+            )
+            await self.worker.start()
+            self._scheduler = PeriodicScheduler(self.store, self.periodics)
+            await self._scheduler.start()
+            self._maintenance = asyncio.create_task(self._maintain(), name="steadyloop-jobs")
+
+    async def stop(self) -> None:
+        if not self._open:
+            return
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            await asyncio.gather(self._maintenance, return_exceptions=True)
+            self._maintenance = None
+        if self._scheduler is not None:
+            await self._scheduler.stop()
+            self._scheduler = None
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
+        await self.store.close()
+        self._open = False
+
+    async def _maintain(self) -> None:
+        """Refresh the status gauges; drop finished jobs older than JOB_RESULT_TTL."""
+        last_purge = 0.0
+        while True:
+            try:
+                for status, count in (await self.store.counts()).items():
+                    metrics.jobs_in_store.labels(status.value).set(count)
+                if time.monotonic() - last_purge > 60:
+                    last_purge = time.monotonic()
+                    removed = await self.store.purge(time.time() - self.settings.job_result_ttl)
+                    if removed:
+                        logger.info("purged %d finished jobs past their result TTL", removed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("job store maintenance failed", exc_info=True)
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise JobsNotStarted("the job store is not open: start the runtime first")

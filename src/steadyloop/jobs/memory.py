@@ -1,0 +1,230 @@
+"""The in-process job store: for tests and single-process apps that accept losing jobs.
+
+Jobs live in a dict guarded by a lock (the heartbeat thread reads it too); nothing survives
+a restart. Use the SQLite store (the default) when jobs must outlive the process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Collection, Sequence
+
+from steadyloop.jobs.models import ACTIVE, FINISHED, Job, JobError, JobProgress, JobStatus
+from steadyloop.jobs.store import JobPage, Outcome
+
+__all__ = ["MemoryJobStore"]
+
+LEASE_LOST = JobError(
+    type="LeaseExpired", message="the worker running it stopped renewing its lease"
+)
+
+
+class MemoryJobStore:
+    url = "memory://"
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Job] = {}
+        self._unique: dict[str, str] = {}  # unique_key -> id of the active job holding it
+        self._slots: dict[str, float] = {}  # slot key -> expiry
+        self._lock = threading.Lock()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        out = []
+        with self._lock:
+            for job in jobs:
+                holder = self._unique.get(job.unique_key) if job.unique_key else None
+                if holder is not None and self._jobs[holder].status in ACTIVE:
+                    out.append(self._jobs[holder].model_copy())
+                    continue
+                stored = job.model_copy()
+                self._jobs[stored.id] = stored
+                if stored.unique_key:
+                    self._unique[stored.unique_key] = stored.id
+                out.append(stored.model_copy())
+        return out
+
+    async def claim(
+        self, worker_id: str, tasks: Collection[str], limit: int, lease: float
+    ) -> list[Job]:
+        now = time.time()
+        wanted = set(tasks)
+        claimed: list[Job] = []
+        with self._lock:
+            due = sorted(
+                (
+                    j
+                    for j in self._jobs.values()
+                    if j.task in wanted
+                    and (
+                        (j.status in (JobStatus.queued, JobStatus.scheduled) and j.run_at <= now)
+                        or (
+                            j.status is JobStatus.running
+                            and j.lease_expires_at is not None
+                            and j.lease_expires_at <= now
+                        )
+                    )
+                ),
+                key=lambda j: (j.run_at, j.id),
+            )
+            for job in due:
+                if len(claimed) >= limit:
+                    break
+                if job.status is JobStatus.running and job.attempt >= job.max_deliveries:
+                    self._finish(job, JobStatus.failed, now, error=LEASE_LOST)
+                    continue
+                job.status = JobStatus.running
+                job.attempt += 1
+                job.worker_id = worker_id
+                job.lease_expires_at = now + lease
+                job.started_at = now
+                job.updated_at = now
+                claimed.append(job.model_copy())
+        return claimed
+
+    def heartbeat(self, worker_id: str, job_ids: Collection[str], lease: float) -> list[str]:
+        now = time.time()
+        stop = []
+        with self._lock:
+            for job_id in job_ids:
+                job = self._jobs.get(job_id)
+                if job is None or job.status is not JobStatus.running or job.worker_id != worker_id:
+                    stop.append(job_id)
+                    continue
+                job.lease_expires_at = now + lease
+                if job.cancel_requested:
+                    stop.append(job_id)
+        return stop
+
+    async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> None:
+        now = time.time()
+        with self._lock:
+            for outcome in outcomes:
+                job = self._jobs.get(outcome.job_id)
+                if job is None or job.status is not JobStatus.running or job.worker_id != worker_id:
+                    continue  # re-delivered elsewhere: this late outcome does not count
+                if outcome.kind == "retry":
+                    job.status = JobStatus.scheduled
+                    job.run_at = outcome.retry_at if outcome.retry_at is not None else now
+                    job.error = outcome.error
+                    job.worker_id = None
+                    job.lease_expires_at = None
+                    job.updated_at = now
+                else:
+                    self._finish(
+                        job,
+                        JobStatus(outcome.kind),
+                        now,
+                        result=outcome.result,
+                        error=outcome.error,
+                    )
+
+    def _finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        now: float,
+        *,
+        result: object = None,
+        error: JobError | None = None,
+    ) -> None:
+        job.status = status
+        job.result = result
+        job.error = error
+        job.finished_at = now
+        job.updated_at = now
+        job.lease_expires_at = None
+        if job.unique_key and self._unique.get(job.unique_key) == job.id:
+            del self._unique[job.unique_key]
+
+    async def release(self, worker_id: str, job_ids: Collection[str]) -> None:
+        now = time.time()
+        with self._lock:
+            for job_id in job_ids:
+                job = self._jobs.get(job_id)
+                if job is None or job.status is not JobStatus.running or job.worker_id != worker_id:
+                    continue
+                job.status = JobStatus.queued
+                job.attempt = max(0, job.attempt - 1)
+                job.run_at = now
+                job.worker_id = None
+                job.lease_expires_at = None
+                job.updated_at = now
+
+    async def set_progress(self, worker_id: str, job_id: str, progress: JobProgress) -> None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and job.status is JobStatus.running and job.worker_id == worker_id:
+                job.progress = progress
+                job.updated_at = time.time()
+
+    async def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return job.model_copy() if job is not None else None
+
+    async def list(self, status: JobStatus | None, limit: int, cursor: str | None) -> JobPage:
+        with self._lock:
+            ids = sorted(
+                (
+                    j.id
+                    for j in self._jobs.values()
+                    if (status is None or j.status is status) and (cursor is None or j.id < cursor)
+                ),
+                reverse=True,
+            )
+            page = [self._jobs[i].model_copy() for i in ids[: limit + 1]]
+        more = len(page) > limit
+        items = page[:limit]
+        return JobPage(items=items, next_cursor=items[-1].id if more and items else None)
+
+    async def cancel(self, job_id: str) -> Job | None:
+        now = time.time()
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            if job.status in (JobStatus.queued, JobStatus.scheduled):
+                self._finish(job, JobStatus.cancelled, now)
+            elif job.status is JobStatus.running:
+                job.cancel_requested = True
+                job.updated_at = now
+            return job.model_copy()
+
+    async def claim_slot(self, key: str, ttl: float) -> bool:
+        now = time.time()
+        with self._lock:
+            expires = self._slots.get(key)
+            if expires is not None and expires > now:
+                return False
+            self._slots[key] = now + ttl
+            for stale in [k for k, e in self._slots.items() if e <= now]:
+                del self._slots[stale]
+            return True
+
+    async def purge(self, finished_before: float) -> int:
+        with self._lock:
+            gone = [
+                j.id
+                for j in self._jobs.values()
+                if j.status in FINISHED and (j.finished_at or 0) < finished_before
+            ]
+            for job_id in gone:
+                del self._jobs[job_id]
+        return len(gone)
+
+    async def counts(self) -> dict[JobStatus, int]:
+        counts = dict.fromkeys(JobStatus, 0)
+        with self._lock:
+            for job in self._jobs.values():
+                counts[job.status] += 1
+        return counts

@@ -1,0 +1,112 @@
+"""What a job is: its status, arguments, attempts, outcome and timestamps."""
+
+from __future__ import annotations
+
+import os
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobStatus(StrEnum):
+    queued = "queued"  # ready to run
+    scheduled = "scheduled"  # waiting for its run_at (a delayed job or a retry backoff)
+    running = "running"  # claimed by a worker, under a lease
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+#: Extra deliveries of a job whose worker died (its lease expired) beyond its attempts.
+LOST_WORKER_REDELIVERIES = 2
+
+FINISHED = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+ACTIVE = frozenset({JobStatus.queued, JobStatus.scheduled, JobStatus.running})
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobProgress(BaseModel):
+    fraction: float = Field(ge=0, le=1)
+    message: str | None = None
+
+
+class Job(BaseModel):
+    """One job. Times are Unix seconds (floats) from the store's clock."""
+
+    id: str
+    task: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    status: JobStatus = JobStatus.queued
+    attempt: int = 0  # attempts started so far
+    max_retries: int = 0
+    timeout: float | None = None
+    backoff: float = 1.0  # base seconds of the exponential retry backoff
+    result: Any = None
+    error: JobError | None = None
+    progress: JobProgress | None = None
+    created_at: float
+    run_at: float  # when it may run (created_at unless delayed or backing off)
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float
+    request_id: str | None = None
+    unique_key: str | None = None
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
+    cancel_requested: bool = False
+
+    @property
+    def max_attempts(self) -> int:
+        return self.max_retries + 1
+
+    @property
+    def max_deliveries(self) -> int:
+        """Deliveries allowed when workers die: a crash is not the task's failure, so it does
+        not use up its retries; but a job that kills every worker it runs on must stop."""
+        return self.max_attempts + LOST_WORKER_REDELIVERIES
+
+
+def new_job_id(now: float | None = None) -> str:
+    """32 hex characters that sort by creation time (ms), then 80 random bits."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return f"{millis:012x}{os.urandom(10).hex()}"
+
+
+def new_job(
+    task: str,
+    args: dict[str, Any],
+    *,
+    max_retries: int = 0,
+    timeout: float | None = None,
+    backoff: float = 1.0,
+    run_at: float | None = None,
+    request_id: str | None = None,
+    unique_key: str | None = None,
+    now: float | None = None,
+) -> Job:
+    now = time.time() if now is None else now
+    due = now if run_at is None else max(run_at, now)
+    return Job(
+        id=new_job_id(now),
+        task=task,
+        args=args,
+        status=JobStatus.scheduled if due > now else JobStatus.queued,
+        max_retries=max_retries,
+        timeout=timeout,
+        backoff=backoff,
+        created_at=now,
+        run_at=due,
+        updated_at=now,
+        request_id=request_id,
+        unique_key=unique_key,
+    )

@@ -1,0 +1,105 @@
+"""Periodic tasks: once per slot across every process that shares the job store.
+
+A slot is an interval (`every=300`: 12:00:00, 12:05:00...) or a cron fire time (croniter).
+Each worker process wakes at slot boundaries and tries to claim the slot in the store with
+an atomic insert-if-absent of `periodic:<task>:<slot>`; only the winner enqueues the job. A
+slot is considered only while it is current: slots missed while no worker ran are skipped,
+never piled up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from croniter import croniter
+
+if TYPE_CHECKING:
+    from steadyloop.jobs.store import JobStore
+    from steadyloop.jobs.tasks import Task
+
+__all__ = ["Periodic", "PeriodicScheduler"]
+
+logger = logging.getLogger("steadyloop.jobs.periodic")
+MAX_SLEEP = 1.0  # wake at least this often, to notice a stop promptly
+
+
+@dataclass(frozen=True, slots=True)
+class Periodic:
+    task: Task
+    every: float | None = None
+    cron: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError(f"periodic {self.task.name!r}: give exactly one of every= or cron=")
+        if self.every is not None and self.every <= 0:
+            raise ValueError(f"periodic {self.task.name!r}: every must be positive")
+        if self.cron is not None and not croniter.is_valid(self.cron):
+            raise ValueError(f"periodic {self.task.name!r}: invalid cron expression {self.cron!r}")
+
+    def current_slot(self, now: float) -> tuple[float, float]:
+        """The slot that contains `now`: (its start, the next slot's start), Unix seconds."""
+        if self.every is not None:
+            start = math.floor(now / self.every) * self.every
+            return start, start + self.every
+        assert self.cron is not None
+        base = datetime.fromtimestamp(now, UTC)
+        nxt = float(croniter(self.cron, base).get_next(float))
+        prev = float(croniter(self.cron, base).get_prev(float))
+        return prev, nxt
+
+    def slot_key(self, slot: float) -> str:
+        return f"periodic:{self.task.name}:{slot:.3f}"
+
+
+class PeriodicScheduler:
+    def __init__(self, store: JobStore, periodics: list[Periodic]) -> None:
+        self.store = store
+        self.periodics = periodics
+        self._task: asyncio.Task[None] | None = None
+        self._done: dict[str, float] = {}  # task name -> last slot handled here
+
+    async def start(self) -> None:
+        if self._task is None and self.periodics:
+            self._task = asyncio.create_task(self._run(), name="steadyloop-periodic")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            now = time.time()
+            wake = now + MAX_SLEEP
+            for periodic in self.periodics:
+                start, nxt = periodic.current_slot(now)
+                wake = min(wake, nxt)
+                if self._done.get(periodic.task.name) == start:
+                    continue
+                try:
+                    await self._fire(periodic, start, nxt)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("periodic %s: could not schedule", periodic.task.name)
+                    continue
+                self._done[periodic.task.name] = start
+            await asyncio.sleep(max(0.0, wake - time.time()))
+
+    async def _fire(self, periodic: Periodic, start: float, nxt: float) -> None:
+        key = periodic.slot_key(start)
+        ttl = max(60.0, 3 * (nxt - start))  # outlives the slot by far; then the key expires
+        if await self.store.claim_slot(key, ttl):
+            job = await periodic.task.enqueue(_unique_key=key)
+            logger.info("periodic %s: slot %s enqueued as job %s", periodic.task.name, key, job.id)

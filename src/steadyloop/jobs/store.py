@@ -1,0 +1,107 @@
+"""The `JobStore` protocol every backend implements, and the store chosen by URL.
+
+Semantics shared by the memory, SQLite and Redis stores (one contract test suite checks all):
+- `enqueue` inserts jobs; a job whose `unique_key` matches an active (queued, scheduled or
+  running) job is not inserted, and the active job is returned in its place.
+- `claim` atomically takes up to `limit` due jobs of the given tasks, earliest `run_at` first:
+  queued or scheduled jobs whose `run_at` has come, and running jobs whose lease expired (their
+  worker died: re-delivery). Each becomes running under `worker_id` with a new lease and one
+  more attempt. A dead worker's job is delivered again even when its retries are used up
+  (a crash is not the task's failure), at most `LOST_WORKER_REDELIVERIES` extra times; past
+  that it fails with `LeaseExpired` (a job that kills every worker must stop).
+- `heartbeat` (blocking: called from a thread the event loop cannot hold up) extends the
+  leases of the worker's running jobs and returns the ids it must stop (cancel requested, or
+  no longer its own).
+- `finish` records outcomes only for jobs still running under that worker: a late outcome from
+  a worker whose job was re-delivered is ignored.
+- `release` (shutdown) puts running jobs back to queued for immediate re-delivery, giving
+  back the attempt that did not finish.
+- `claim_slot` is an atomic insert-if-absent with expiry: the periodic scheduler's "exactly
+  once per slot across processes".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from steadyloop.jobs.models import Job, JobError, JobProgress, JobStatus
+
+__all__ = ["JobPage", "JobStore", "Outcome", "open_store"]
+
+OutcomeKind = Literal["succeeded", "failed", "cancelled", "retry"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended. `retry` schedules the job again at `retry_at`."""
+
+    job_id: str
+    kind: OutcomeKind
+    result: Any = None
+    error: JobError | None = None
+    retry_at: float | None = None
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    next_cursor: str | None
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    url: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]: ...
+
+    async def claim(
+        self, worker_id: str, tasks: Collection[str], limit: int, lease: float
+    ) -> list[Job]: ...
+
+    def heartbeat(self, worker_id: str, job_ids: Collection[str], lease: float) -> list[str]: ...
+
+    async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> None: ...
+
+    async def release(self, worker_id: str, job_ids: Collection[str]) -> None: ...
+
+    async def set_progress(self, worker_id: str, job_id: str, progress: JobProgress) -> None: ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def list(self, status: JobStatus | None, limit: int, cursor: str | None) -> JobPage: ...
+
+    async def cancel(self, job_id: str) -> Job | None: ...
+
+    async def claim_slot(self, key: str, ttl: float) -> bool: ...
+
+    async def purge(self, finished_before: float) -> int: ...
+
+    async def counts(self) -> dict[JobStatus, int]: ...
+
+
+def open_store(url: str, **options: Any) -> JobStore:
+    """The store for `url`: `memory://`, `sqlite:///path.db` or `redis://host:6379/0`."""
+    if url.startswith("memory://"):
+        from steadyloop.jobs.memory import MemoryJobStore
+
+        return MemoryJobStore()
+    if url.startswith("sqlite"):
+        from steadyloop.jobs.sqlite import SqliteJobStore
+
+        return SqliteJobStore(url, **options)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from steadyloop.jobs.redis import RedisJobStore
+
+        return RedisJobStore(url, **options)
+    raise ValueError(
+        f"unsupported job store URL {url!r}: use memory://, sqlite:///path.db or redis://host:port/db"
+    )

@@ -1,0 +1,85 @@
+"""The job API: list, inspect and cancel jobs over HTTP (problem+json for every error)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from steadyloop.jobs.models import JobStatus
+from steadyloop.web.errors import problem
+
+if TYPE_CHECKING:
+    from steadyloop.runtime import Runtime
+
+JOB_ID_LENGTH = 32
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _valid_id(job_id: str) -> bool:
+    return len(job_id) == JOB_ID_LENGTH and all(c in "0123456789abcdef" for c in job_id)
+
+
+def _unavailable() -> Response:
+    return problem(503, detail="The job system is not running in this process.")
+
+
+def list_jobs_endpoint(runtime: Runtime) -> Endpoint:
+    async def list_jobs(request: Request) -> Response:
+        if not runtime.jobs.is_open:
+            return _unavailable()
+        query = request.query_params
+        errors = []
+        status: JobStatus | None = None
+        if "status" in query:
+            try:
+                status = JobStatus(query["status"])
+            except ValueError:
+                allowed = ", ".join(s.value for s in JobStatus)
+                errors.append({"loc": ["query", "status"], "msg": f"must be one of {allowed}"})
+        limit = 50
+        if "limit" in query:
+            try:
+                limit = int(query["limit"])
+                if not 1 <= limit <= 1000:
+                    raise ValueError
+            except ValueError:
+                errors.append({"loc": ["query", "limit"], "msg": "must be an integer 1..1000"})
+        cursor = query.get("cursor")
+        if cursor is not None and not _valid_id(cursor):
+            errors.append({"loc": ["query", "cursor"], "msg": "not a cursor from this API"})
+        if errors:
+            return problem(422, detail="Invalid query parameters.", errors=errors)
+        page = await runtime.jobs.list(status, limit=limit, cursor=cursor)
+        return JSONResponse(page.model_dump(mode="json"))
+
+    return list_jobs
+
+
+def get_job_endpoint(runtime: Runtime) -> Endpoint:
+    async def get_job(request: Request) -> Response:
+        if not runtime.jobs.is_open:
+            return _unavailable()
+        job_id = request.path_params["job_id"]
+        job = await runtime.jobs.get(job_id) if _valid_id(job_id) else None
+        if job is None:
+            return problem(404, detail=f"No job {job_id!r}.", instance=request.url.path)
+        return JSONResponse(job.model_dump(mode="json"))
+
+    return get_job
+
+
+def cancel_job_endpoint(runtime: Runtime) -> Endpoint:
+    async def cancel_job(request: Request) -> Response:
+        if not runtime.jobs.is_open:
+            return _unavailable()
+        job_id = request.path_params["job_id"]
+        job = await runtime.jobs.cancel(job_id) if _valid_id(job_id) else None
+        if job is None:
+            return problem(404, detail=f"No job {job_id!r}.", instance=request.url.path)
+        status = 202 if job.status is JobStatus.running else 200
+        return JSONResponse(job.model_dump(mode="json"), status_code=status)
+
+    return cancel_job
