@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from enum import StrEnum
 from typing import Any
@@ -76,10 +77,26 @@ class Job(BaseModel):
         return self.max_attempts + LOST_WORKER_REDELIVERIES
 
 
+_id_lock = threading.Lock()
+_last_millis = 0
+_sequence = 0
+
+
 def new_job_id(now: float | None = None) -> str:
-    """32 hex characters that sort by creation time (ms), then 80 random bits."""
+    """32 hex characters: creation time (ms), a per-process sequence, 64 random bits.
+
+    Ids sort by creation time, and ids made in one process in the same millisecond sort in
+    the order they were made (so "newest first" lists are exact within a process).
+    """
+    global _last_millis, _sequence
     millis = int((time.time() if now is None else now) * 1000)
-    return f"{millis:012x}{os.urandom(10).hex()}"
+    with _id_lock:
+        if millis == _last_millis:
+            _sequence = (_sequence + 1) & 0xFFFF
+        else:
+            _last_millis, _sequence = millis, 0
+        sequence = _sequence
+    return f"{millis:012x}{sequence:04x}{os.urandom(8).hex()}"
 
 
 def new_job(
