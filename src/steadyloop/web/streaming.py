@@ -1,0 +1,280 @@
+"""Range streaming that never blocks the loop: local files and upstream proxies.
+
+`range_file_response(request, path)` serves a file with single byte ranges (RFC 9110 §14):
+`bytes=a-b`, open-ended `bytes=a-` and suffix `bytes=-n`; an unsatisfiable range is 416 with
+`Content-Range: bytes */size`; a syntactically invalid or multi-range header is ignored (200
+with the whole file, as the RFC allows); `If-Range` with a stale validator also gives the
+whole file; `ETag`/`Last-Modified` with `If-None-Match`/`If-Modified-Since` give 304; HEAD
+gets the headers only. Every stat, open and read runs on the `fs` bulkhead.
+
+`proxy_stream(request, client, url)` forwards `Range`/`If-Range` to an upstream and streams
+its 200/206/416 answer back chunk by chunk; when the client goes away the upstream response
+is closed at once, so no upstream connection is left behind.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import mimetypes
+import os
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from steadyloop.logs import request_id_var
+from steadyloop.offload import iterate_in_thread, run_blocking
+from steadyloop.web.errors import problem
+
+__all__ = ["ByteRange", "parse_range", "proxy_stream", "range_file_response"]
+
+CHUNK_SIZE = 64 * 1024
+FS_DOMAIN = "fs"
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: Upstream headers passed through to the client.
+_PASSED_HEADERS = (
+    "content-type",
+    "content-length",
+    "content-range",
+    "accept-ranges",
+    "etag",
+    "last-modified",
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+)
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body iterator however the response ends.
+
+    When the client disconnects, Starlette stops iterating but leaves closing the iterator
+    to the garbage collector; an open file or upstream connection would linger until then.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """An inclusive byte range within a representation of `size` bytes."""
+
+    start: int
+    end: int
+    size: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+    @property
+    def content_range(self) -> str:
+        return f"bytes {self.start}-{self.end}/{self.size}"
+
+
+class Unsatisfiable(Exception):
+    """A valid range that selects no byte of the representation (answer 416)."""
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The single range a `Range` header asks for; None means "send the whole thing".
+
+    Raises `Unsatisfiable` for a well-formed range past the end (416). Anything malformed,
+    or several ranges, is ignored (None), as RFC 9110 allows.
+    """
+    if header is None:
+        return None
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last n bytes
+        suffix = int(last)
+        if suffix == 0:
+            raise Unsatisfiable
+        if size == 0:
+            raise Unsatisfiable
+        return ByteRange(max(0, size - suffix), size - 1, size)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None  # invalid syntax: ignored
+    if start >= size:
+        raise Unsatisfiable
+    return ByteRange(start, min(end, size - 1), size)
+
+
+@dataclass(frozen=True, slots=True)
+class _FileInfo:
+    size: int
+    mtime: float
+    etag: str
+
+
+def _stat(path: Path) -> _FileInfo:
+    info = path.stat()
+    if not path.is_file():
+        raise IsADirectoryError(str(path))
+    return _FileInfo(info.st_size, info.st_mtime, f'"{info.st_mtime_ns:x}-{info.st_size:x}"')
+
+
+def _http_date(timestamp: float) -> str:
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
+def _parse_http_date(value: str) -> float | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed.timestamp() if parsed is not None else None
+
+
+def _not_modified(request: Request, info: _FileInfo) -> bool:
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return "*" in tags or info.etag in tags
+    since = request.headers.get("if-modified-since")
+    if since is not None:
+        when = _parse_http_date(since)
+        return when is not None and int(info.mtime) <= int(when)
+    return False
+
+
+def _if_range_allows(request: Request, info: _FileInfo) -> bool:
+    """`If-Range`: honour the Range only if the validator still matches (strong ETag or date)."""
+    value = request.headers.get("if-range")
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith('"'):
+        return value == info.etag
+    when = _parse_http_date(value)
+    return when is not None and int(info.mtime) == int(when)
+
+
+def _read_chunks(path: Path, start: int, length: int, chunk_size: int) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        f.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = f.read(min(chunk_size, remaining))
+            if not chunk:  # the file shrank under us: stop rather than hang
+                return
+            remaining -= len(chunk)
+            yield chunk
+
+
+async def range_file_response(
+    request: Request,
+    path: str | os.PathLike[str],
+    *,
+    media_type: str | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """Serve `path` (already checked: use `files.safe_join` for user input) with Range support."""
+    file_path = Path(path)
+    try:
+        info = await run_blocking(FS_DOMAIN, _stat, file_path)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        raise HTTPException(404, "file not found") from exc
+    base = {
+        "accept-ranges": "bytes",
+        "etag": info.etag,
+        "last-modified": _http_date(info.mtime),
+        **(headers or {}),
+    }
+    if request.method in ("GET", "HEAD") and _not_modified(request, info):
+        return Response(status_code=304, headers=base)
+    content_type = (
+        media_type or mimetypes.guess_type(file_path.name)[0] or "application/octet-stream"
+    )
+    try:
+        wanted = parse_range(request.headers.get("range"), info.size)
+    except Unsatisfiable:
+        return Response(status_code=416, headers={**base, "content-range": f"bytes */{info.size}"})
+    if wanted is not None and not _if_range_allows(request, info):
+        wanted = None
+    if wanted is None:
+        status, start, length = 200, 0, info.size
+        extra: dict[str, str] = {}
+    else:
+        status, start, length = 206, wanted.start, wanted.length
+        extra = {"content-range": wanted.content_range}
+    response_headers = {**base, **extra, "content-length": str(length)}
+    if request.method == "HEAD" or length == 0:
+        return Response(status_code=status, headers=response_headers, media_type=content_type)
+    body = iterate_in_thread(FS_DOMAIN, _read_chunks(file_path, start, length, chunk_size))
+    return ClosingStreamingResponse(
+        body, status_code=status, headers=response_headers, media_type=content_type
+    )
+
+
+async def proxy_stream(
+    request: Request,
+    client: Any,
+    url: str,
+    *,
+    forward_headers: tuple[str, ...] = ("range", "if-range", "if-none-match", "if-modified-since"),
+) -> Response:
+    """Stream `url` from an upstream through `client` (an `httpx.AsyncClient`, or anything
+    with a `.client` attribute holding one), forwarding Range and its validators.
+
+    The upstream's status (200, 206, 304, 416) and range headers come back as they are; an
+    upstream 5xx or a failure before the response starts is a 502 problem. Read timeouts apply
+    to every chunk (the client's `read` timeout), not to the whole body.
+    """
+    http: httpx.AsyncClient = getattr(client, "client", client)
+    outgoing = {name: request.headers[name] for name in forward_headers if name in request.headers}
+    request_id = request_id_var.get()
+    if request_id is not None:
+        outgoing["x-request-id"] = request_id
+    method = "HEAD" if request.method == "HEAD" else "GET"
+    upstream_request = http.build_request(method, url, headers=outgoing)
+    try:
+        upstream = await http.send(upstream_request, stream=True)
+    except httpx.HTTPError as exc:
+        return problem(
+            502,
+            detail=f"the upstream did not answer: {type(exc).__name__}",
+            instance=request.url.path,
+        )
+    status = upstream.status_code
+    if status == 404:
+        await upstream.aclose()
+        raise HTTPException(404, "not found upstream")
+    if status not in (200, 206, 304, 416):
+        await upstream.aclose()
+        return problem(502, detail=f"the upstream answered {status}", instance=request.url.path)
+    passed = {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED_HEADERS}
+    if method == "HEAD" or upstream.status_code in (304, 416):
+        await upstream.aclose()
+        return Response(status_code=upstream.status_code, headers=passed)
+    return ClosingStreamingResponse(_relay(upstream), status_code=status, headers=passed)
+
+
+async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+    """Upstream chunks as they come; the upstream response is closed however this ends
+    (finished, failed, or cancelled because the client disconnected)."""
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    finally:
+        await upstream.aclose()
