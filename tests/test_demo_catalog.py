@@ -113,3 +113,18 @@ async def test_rescan_and_drive_sync_run_as_jobs(client: httpx.AsyncClient) -> N
     assert sorted(v["path"] for v in remote["items"]) == ["drive/v0", "drive/v1", "drive/v2"]
     local = (await client.get("/api/catalog/videos", params={"limit": 100})).json()
     assert len(local["items"]) == 7  # the drive sync did not touch local rows
+
+
+async def test_local_videos_stream_with_ranges(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    await client.post("/api/catalog/scan")
+    page = (await client.get("/api/catalog/videos", params={"limit": 100})).json()
+    clip = next(v for v in page["items"] if v["name"] == "clip6.mp4")
+    full = await client.get(f"/api/catalog/videos/{clip['id']}/stream")
+    assert (full.status_code, full.content) == (200, b"x" * 7)
+    part = await client.get(
+        f"/api/catalog/videos/{clip['id']}/stream", headers={"range": "bytes=2-4"}
+    )
+    assert (part.status_code, part.content) == (206, b"xxx")
+    assert part.headers["content-range"] == "bytes 2-4/7"
+    missing = await client.get("/api/catalog/videos/999999/stream")
+    assert missing.status_code == 404

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 
 import steadyloop as sl
@@ -34,8 +34,10 @@ from steadyloop.demo.catalog import (
     find_videos,
 )
 from steadyloop.demo.orders import NewOrder, Order, Orders, StatusChange
+from steadyloop.files import safe_join
 from steadyloop.jobs import Job, JobContext
 from steadyloop.settings import Settings
+from steadyloop.web.streaming import range_file_response
 
 MAX_DELAY = 10.0
 logger = logging.getLogger("mediahub")
@@ -227,6 +229,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if video is None:
             raise HTTPException(404, f"no video {video_id}")
         return video
+
+    @app.api_route(
+        "/api/catalog/videos/{video_id}/stream",
+        methods=["GET", "HEAD"],
+        tags=["catalog"],
+        response_class=Response,
+        responses={206: {"description": "Partial content"}, 416: {"description": "Bad range"}},
+    )
+    async def stream_video(video_id: int, request: Request) -> Response:
+        """A local video with Range support (seek in a player), read on the fs bulkhead."""
+        video = await catalog().get(video_id)
+        if video is None or video.status != "ready":
+            raise HTTPException(404, f"no local video {video_id}")
+        return await range_file_response(request, safe_join(library, video.path))
 
     @app.post("/api/orders", response_model=Order, status_code=201, tags=["orders"])
     async def create_order(order: NewOrder) -> Order:
