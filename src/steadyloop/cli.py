@@ -149,7 +149,9 @@ def demo(
     if data_dir is not None:
         os.environ["DEMO_DATA_DIR"] = str(data_dir.resolve())
     os.environ.setdefault("LOG_FORMAT", "text")  # readable in a terminal; JSON in production
+    os.environ.setdefault("DASHBOARD_ENABLED", "true")
     typer.echo(f"mediahub demo: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    typer.echo(f"dashboard:     http://{host}:{port}/dashboard")
     _serve(
         "steadyloop.demo.app:create_app",
         host=host,

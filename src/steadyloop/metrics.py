@@ -175,6 +175,22 @@ def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
 
+def samples(prefix: str = "steadyloop_") -> list[tuple[str, dict[str, str], float]]:
+    """Every sample whose name starts with `prefix`, from the registry /metrics serves
+    (summed over worker processes in multiprocess mode). Off the loop, like `exposition`."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = REGISTRY
+    out = []
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name.startswith(prefix) and not sample.name.endswith("_created"):
+                out.append((sample.name, dict(sample.labels), float(sample.value)))
+    return out
+
+
 def mark_process_dead(pid: int | None = None) -> None:
     """Forget a stopped worker's live gauges (in-flight, in-progress) in multiprocess mode."""
     if multiprocess_dir():

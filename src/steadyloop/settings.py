@@ -147,6 +147,12 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Seconds each readiness check may take before it fails."
     )
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
+    dashboard_enabled: bool = Field(
+        default=False,
+        description="Serve the live dashboard page and its JSON snapshot (guarded by "
+        "METRICS_TOKEN when set).",
+    )
+    dashboard_path: str = Field(default="/dashboard", description="Where the dashboard is served.")
     metrics_path: str = Field(default="/metrics", description="Where metrics are served.")
     metrics_token: SecretStr | None = Field(
         default=None,
@@ -258,7 +264,7 @@ class Settings(BaseSettings):
         description="Collected from BLOCKING_<DOMAIN>_* variables; not an environment variable.",
     )
 
-    @field_validator("health_path", "health_ready_path", "metrics_path")
+    @field_validator("health_path", "health_ready_path", "metrics_path", "dashboard_path")
     @classmethod
     def _absolute_path(cls, value: str) -> str:
         if not value.startswith("/") or any(c in value for c in " ?#"):

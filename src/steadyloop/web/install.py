@@ -16,6 +16,7 @@ from steadyloop.jobs.tasks import InvalidJobArguments
 from steadyloop.offload import BulkheadFull
 from steadyloop.runtime import Runtime
 from steadyloop.settings import Settings
+from steadyloop.web.dashboard import dashboard_endpoints
 from steadyloop.web.errors import (
     bulkhead_full_handler,
     client_error_handler,
@@ -49,7 +50,7 @@ def install(
     app.state.steadyloop = rt
     s = rt.settings
 
-    quiet = (s.health_path, s.health_ready_path, s.metrics_path)
+    quiet = (s.health_path, s.health_ready_path, s.metrics_path, s.dashboard_path + "/snapshot")
     app.add_middleware(
         RequestMiddleware,
         header=s.request_id_header,
@@ -71,6 +72,10 @@ def install(
     _add_get_route(app, s.health_ready_path, readiness_endpoint(rt))
     if s.metrics_enabled:
         _add_get_route(app, s.metrics_path, metrics_endpoint(rt))
+    if s.dashboard_enabled:
+        page, snapshot = dashboard_endpoints(rt)
+        _add_get_route(app, s.dashboard_path, page)
+        _add_get_route(app, s.dashboard_path + "/snapshot", snapshot)
     if s.jobs_api_enabled:
         _add_get_route(app, "/api/jobs", list_jobs_endpoint(rt))
         _add_get_route(app, "/api/jobs/{job_id}", get_job_endpoint(rt))
