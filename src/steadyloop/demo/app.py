@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 import threading
@@ -19,7 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel
@@ -38,6 +39,9 @@ from steadyloop.files import safe_join
 from steadyloop.jobs import Job, JobContext
 from steadyloop.settings import Settings
 from steadyloop.web.streaming import range_file_response
+
+if TYPE_CHECKING:
+    from steadyloop.demo.postgres import PgCatalog, PgOrders
 
 MAX_DELAY = 10.0
 logger = logging.getLogger("mediahub")
@@ -139,18 +143,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The app's own lifespan runs inside steadyloop's: bulkheads are ready here.
         await sl.run_blocking("fs", functools.partial(library.mkdir, parents=True, exist_ok=True))
-        db = await rt.open_database()
-        state["catalog"] = Catalog(db)
-        state["orders"] = Orders(db)
+        if settings.database_url.startswith("sqlite"):
+            db = await rt.open_database()  # one writer with group commit, readers in parallel
+            state["catalog"], state["orders"] = Catalog(db), Orders(db)
+        else:  # PostgreSQL, shared by every API and worker process
+            # Importing SQLAlchemy takes a while: do it off the loop, like any blocking call.
+            pg = await sl.run_blocking("fs", importlib.import_module, "steadyloop.demo.postgres")
+            engine = pg.create_engine(settings=settings)
+            rt.health.add("db_main", engine.ping)
+            state["engine"] = engine
+            state["catalog"], state["orders"] = pg.PgCatalog(engine), pg.PgOrders(engine)
         await state["catalog"].create_schema()
         await state["orders"].create_schema()
-        yield
+        try:
+            yield
+        finally:
+            if "engine" in state:
+                await state.pop("engine").dispose()
 
-    def catalog() -> Catalog:
-        return cast(Catalog, state["catalog"])
+    def catalog() -> Catalog | PgCatalog:
+        return cast("Catalog | PgCatalog", state["catalog"])
 
-    def orders() -> Orders:
-        return cast(Orders, state["orders"])
+    def orders() -> Orders | PgOrders:
+        return cast("Orders | PgOrders", state["orders"])
 
     app = FastAPI(
         title="mediahub",
