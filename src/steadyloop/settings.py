@@ -253,7 +253,118 @@ class Settings(BaseSettings):
         description="Serve GET /api/jobs, GET /api/jobs/{id} and POST /api/jobs/{id}/cancel.",
     )
 
+    # --- backpressure: concurrency limits (limits.py, web/limits.py) -------------------------
+    max_concurrent_requests: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Requests this process works on at once (static mode); more wait up to "
+        "MAX_QUEUE_WAIT_MS, then get 503 with Retry-After. 0: no global limit. Health, "
+        "readiness and metrics are never limited.",
+    )
+    max_queue_wait_ms: float = Field(
+        default=50.0,
+        ge=0,
+        description="Milliseconds a request over a concurrency limit may wait for a slot "
+        "before its 503; 0 answers 503 at once.",
+    )
+    concurrency_mode: Literal["static", "adaptive"] = Field(
+        default="static",
+        description="static: the global limit is MAX_CONCURRENT_REQUESTS. adaptive: a "
+        "gradient controller moves it between CONCURRENCY_MIN and CONCURRENCY_MAX from "
+        "observed latency (docs/limits.md).",
+    )
+    concurrency_min: int = Field(
+        default=2,
+        ge=1,
+        le=1_000_000,
+        description="Adaptive mode: the lowest limit, also used while it measures the "
+        "no-load latency; choose a concurrency the app serves without queueing.",
+    )
+    concurrency_max: int = Field(
+        default=256,
+        ge=1,
+        le=1_000_000,
+        description="Adaptive mode: the highest limit.",
+    )
+    concurrency_exempt_paths: str = Field(
+        default="",
+        description="Comma-separated paths never concurrency-limited, besides health and "
+        "metrics: exact paths, route templates (/videos/{id}) or prefixes ending in *.",
+    )
+
+    # --- backpressure: rate limits (limits.py, web/limits.py) --------------------------------
+    rate_limit_default: str = Field(
+        default="",
+        description="The rate every client gets on every path without its own rule, as "
+        "COUNT/PERIOD (100/minute, 10/s, 5/10s); empty: no default limit. Over it: 429.",
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where rate-limit buckets live: memory:// (this process) or "
+        "redis://host:6379/0 (shared by every process and host).",
+    )
+    rate_limit_prefix: str = Field(
+        default="steadyloop:rl",
+        pattern=r"^[A-Za-z0-9:._-]{1,64}$",
+        description="Key prefix of the rate-limit buckets in Redis.",
+    )
+    rate_limit_key_header: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9-]{0,64}$",
+        description="Header that identifies a client instead of its IP address (an API key, "
+        "e.g. X-API-Key); requests without it are counted by IP. Empty: by IP only.",
+    )
+    rate_limit_exempt_paths: str = Field(
+        default="",
+        description="Comma-separated paths never rate-limited, besides health and metrics: "
+        "exact paths, route templates or prefixes ending in *.",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated IP addresses or CIDRs of the reverse proxies in front of "
+        "the app; only connections from them may name the client in TRUSTED_PROXY_HEADER.",
+    )
+    trusted_proxy_header: Literal["x-forwarded-for", "forwarded"] = Field(
+        default="x-forwarded-for",
+        description="The one header the trusted proxies write the client address to: "
+        "x-forwarded-for or forwarded (RFC 7239). The other is ignored.",
+    )
+
+    # --- cache (cache.py) --------------------------------------------------------------------
+    cache_url: str = Field(
+        default="memory://",
+        description="Where rt.cache keeps values: memory:// (this process, LRU) or "
+        "redis://host:6379/0 (shared; values stored as JSON).",
+    )
+    cache_max_entries: int = Field(
+        default=10_000,
+        ge=1,
+        le=100_000_000,
+        description="Most entries the memory cache holds; the least recently used go first.",
+    )
+    cache_prefix: str = Field(
+        default="steadyloop:cache",
+        pattern=r"^[A-Za-z0-9:._-]{1,64}$",
+        description="Key prefix of the cache in Redis.",
+    )
+    cache_lock_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Redis cache: seconds one process's compute lock lasts (SET NX PX); "
+        "after it, another process may compute the same key.",
+    )
+    cache_lock_wait: float = Field(
+        default=10.0,
+        ge=0,
+        description="Redis cache: seconds a process waits for another process's computation "
+        "of the same key before computing it itself.",
+    )
+
     # --- demo --------------------------------------------------------------------------------
+    demo_cleanup_every: float = Field(
+        default=300.0, gt=0, description="Seconds between the demo's periodic cleanup runs."
+    )
     demo_data_dir: Path = Field(
         default=Path("./data"), description="Where the demo app keeps its files and database."
     )
@@ -270,6 +381,40 @@ class Settings(BaseSettings):
         if not value.startswith("/") or any(c in value for c in " ?#"):
             raise ValueError(f"must be an absolute URL path like /metrics, got {value!r}")
         return value
+
+    @field_validator("rate_limit_default")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        if value.strip():
+            from steadyloop.limits import Rate
+
+            Rate.parse(value)
+        return value.strip()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        from steadyloop.limits import parse_networks
+
+        parse_networks(value)
+        return value
+
+    @field_validator("rate_limit_storage", "cache_url")
+    @classmethod
+    def _memory_or_redis_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in {"memory", "redis", "rediss", "unix"}:
+            raise ValueError(f"must be memory:// or redis://host:port/db, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _concurrency_bounds(self) -> Settings:
+        if self.concurrency_min > self.concurrency_max:
+            raise ValueError(
+                f"CONCURRENCY_MIN ({self.concurrency_min}) exceeds CONCURRENCY_MAX "
+                f"({self.concurrency_max})"
+            )
+        return self
 
     def summary(self) -> dict[str, Any]:
         """Settings without secrets, for the health endpoint and startup logs."""

@@ -15,6 +15,7 @@ import functools
 import importlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import steadyloop as sl
 from steadyloop.demo.catalog import (
@@ -100,6 +101,10 @@ def _remove_stale_temp_files(folder: Path, max_age: float) -> int:
         except FileNotFoundError:
             continue
     return removed
+
+
+class ThumbnailRequest(BaseModel):
+    videos: list[str] = Field(min_length=1, max_length=1000)
 
 
 class Camera:
@@ -208,7 +213,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         result = await catalog().sync(found, time.perf_counter() - started, status="remote")
         return result.model_dump()
 
-    @rt.jobs.periodic(every=300, name="cleanup")
+    @rt.jobs.task(name="make_thumbnail", retries=2, timeout=60)
+    async def make_thumbnail(ctx: JobContext, video: str) -> str:
+        await sl.run_blocking("thumbnails", time.sleep, 0.05)  # stands in for the rendering
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        await catalog().record_thumbnail(video, ctx.job_id, worker)
+        return worker
+
+    @app.post("/api/thumbnails", response_model=list[Job], status_code=202, tags=["jobs"])
+    async def enqueue_thumbnails(request: ThumbnailRequest) -> list[Job]:
+        return [await make_thumbnail.enqueue(video) for video in request.videos]
+
+    @app.get("/api/thumbnails/runs", tags=["jobs"])
+    async def thumbnail_runs() -> list[dict[str, str]]:
+        """Every rendering, with the job and the worker that did it."""
+        return [{"job_id": j, "worker": w} for j, w in await catalog().thumbnail_runs()]
+
+    @rt.jobs.periodic(every=settings.demo_cleanup_every, name="cleanup")
     async def cleanup(ctx: JobContext) -> int:
         """Remove temporary files that interrupted uploads left behind (older than 1 h)."""
         return await sl.run_blocking("fs", _remove_stale_temp_files, data_dir, 3600.0)

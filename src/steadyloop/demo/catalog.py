@@ -30,6 +30,13 @@ CREATE TABLE IF NOT EXISTS videos(
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS videos_status_created ON videos(status, created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS thumbnails(
+    id INTEGER PRIMARY KEY,
+    video TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    made_at REAL NOT NULL
+);
 """
 
 
@@ -151,3 +158,14 @@ class Catalog:
             (video_id,),
         )
         return Video(**dict(row)) if row is not None else None
+
+    async def record_thumbnail(self, video: str, job_id: str, worker: str) -> None:
+        """Log one thumbnail rendering (every run is kept: re-deliveries show up here)."""
+        await self.db.write(
+            "INSERT INTO thumbnails(video, job_id, worker, made_at) VALUES (?, ?, ?, ?)",
+            (video, job_id, worker, time.time()),
+        )
+
+    async def thumbnail_runs(self) -> list[tuple[str, str]]:
+        rows = await self.db.read("SELECT job_id, worker FROM thumbnails ORDER BY id")
+        return [(r[0], r[1]) for r in rows]

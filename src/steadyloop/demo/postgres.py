@@ -35,6 +35,12 @@ SCHEMA = [
         created_at DOUBLE PRECISION NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS orders_status_created ON orders(status, created_at DESC, id DESC)",
+    """CREATE TABLE IF NOT EXISTS thumbnails(
+        id BIGSERIAL PRIMARY KEY,
+        video TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        worker TEXT NOT NULL,
+        made_at DOUBLE PRECISION NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS order_events(
         id BIGSERIAL PRIMARY KEY,
         order_id BIGINT NOT NULL REFERENCES orders(id),
@@ -127,6 +133,21 @@ class PgCatalog:
             )
             row = result.first()
         return Video(**dict(row._mapping)) if row is not None else None
+
+    async def record_thumbnail(self, video: str, job_id: str, worker: str) -> None:
+        async with self.engine.write() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO thumbnails(video, job_id, worker, made_at) "
+                    "VALUES (:video, :job, :worker, :now)"
+                ),
+                {"video": video, "job": job_id, "worker": worker, "now": time.time()},
+            )
+
+    async def thumbnail_runs(self) -> list[tuple[str, str]]:
+        async with self.engine.read() as conn:
+            result = await conn.execute(text("SELECT job_id, worker FROM thumbnails ORDER BY id"))
+            return [(r[0], r[1]) for r in result]
 
 
 class PgOrders:
