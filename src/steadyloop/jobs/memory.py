@@ -10,14 +10,18 @@ import threading
 import time
 from collections.abc import Collection, Sequence
 
-from steadyloop.jobs.models import ACTIVE, FINISHED, Job, JobError, JobProgress, JobStatus
+from steadyloop.jobs.models import (
+    ACTIVE,
+    FINISHED,
+    LEASE_LOST,
+    Job,
+    JobError,
+    JobProgress,
+    JobStatus,
+)
 from steadyloop.jobs.store import JobPage, Outcome
 
 __all__ = ["MemoryJobStore"]
-
-LEASE_LOST = JobError(
-    type="LeaseExpired", message="the worker running it stopped renewing its lease"
-)
 
 
 class MemoryJobStore:
@@ -82,12 +86,7 @@ class MemoryJobStore:
                 if job.status is JobStatus.running and job.attempt >= job.max_deliveries:
                     self._finish(job, JobStatus.failed, now, error=LEASE_LOST)
                     continue
-                job.status = JobStatus.running
-                job.attempt += 1
-                job.worker_id = worker_id
-                job.lease_expires_at = now + lease
-                job.started_at = now
-                job.updated_at = now
+                job.start(worker_id, lease, now)
                 claimed.append(job.model_copy())
         return claimed
 
@@ -113,12 +112,8 @@ class MemoryJobStore:
                 if job is None or job.status is not JobStatus.running or job.worker_id != worker_id:
                     continue  # re-delivered elsewhere: this late outcome does not count
                 if outcome.kind == "retry":
-                    job.status = JobStatus.scheduled
-                    job.run_at = outcome.retry_at if outcome.retry_at is not None else now
-                    job.error = outcome.error
-                    job.worker_id = None
-                    job.lease_expires_at = None
-                    job.updated_at = now
+                    retry_at = outcome.retry_at if outcome.retry_at is not None else now
+                    job.retry_at(retry_at, outcome.error, now)
                 else:
                     self._finish(
                         job,
@@ -137,12 +132,7 @@ class MemoryJobStore:
         result: object = None,
         error: JobError | None = None,
     ) -> None:
-        job.status = status
-        job.result = result
-        job.error = error
-        job.finished_at = now
-        job.updated_at = now
-        job.lease_expires_at = None
+        job.end(status, now, result=result, error=error)
         if job.unique_key and self._unique.get(job.unique_key) == job.id:
             del self._unique[job.unique_key]
 
@@ -153,12 +143,7 @@ class MemoryJobStore:
                 job = self._jobs.get(job_id)
                 if job is None or job.status is not JobStatus.running or job.worker_id != worker_id:
                     continue
-                job.status = JobStatus.queued
-                job.attempt = max(0, job.attempt - 1)
-                job.run_at = now
-                job.worker_id = None
-                job.lease_expires_at = None
-                job.updated_at = now
+                job.requeue(now)
 
     async def set_progress(self, worker_id: str, job_id: str, progress: JobProgress) -> None:
         with self._lock:

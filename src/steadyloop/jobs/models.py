@@ -36,6 +36,12 @@ class JobError(BaseModel):
     message: str
 
 
+#: The error of a job whose workers kept dying until its deliveries ran out.
+LEASE_LOST = JobError(
+    type="LeaseExpired", message="the worker running it stopped renewing its lease"
+)
+
+
 class JobProgress(BaseModel):
     fraction: float = Field(ge=0, le=1)
     message: str | None = None
@@ -69,6 +75,45 @@ class Job(BaseModel):
     @property
     def max_attempts(self) -> int:
         return self.max_retries + 1
+
+    # --- state transitions, shared by the stores that keep Job values (memory, SQLite) -----
+    def start(self, worker_id: str, lease: float, now: float) -> None:
+        """Claimed: running under `worker_id` until `now + lease`, one more attempt."""
+        self.status = JobStatus.running
+        self.attempt += 1
+        self.worker_id = worker_id
+        self.lease_expires_at = now + lease
+        self.started_at = now
+        self.updated_at = now
+
+    def end(
+        self, status: JobStatus, now: float, *, result: Any = None, error: JobError | None = None
+    ) -> None:
+        """Finished (succeeded, failed or cancelled)."""
+        self.status = status
+        self.result = result
+        self.error = error
+        self.finished_at = now
+        self.updated_at = now
+        self.lease_expires_at = None
+
+    def retry_at(self, run_at: float, error: JobError | None, now: float) -> None:
+        """A failed attempt with attempts left: scheduled again, off its worker."""
+        self.status = JobStatus.scheduled
+        self.run_at = run_at
+        self.error = error
+        self.worker_id = None
+        self.lease_expires_at = None
+        self.updated_at = now
+
+    def requeue(self, now: float) -> None:
+        """Released at shutdown: due at once, and the unfinished attempt is given back."""
+        self.status = JobStatus.queued
+        self.attempt = max(0, self.attempt - 1)
+        self.run_at = now
+        self.worker_id = None
+        self.lease_expires_at = None
+        self.updated_at = now
 
     @property
     def max_deliveries(self) -> int:

@@ -94,14 +94,17 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "`pip install 'steadyloop[redis]'` (and `hiredis` for faster parsing)"
     ) from exc
 
-from steadyloop.jobs.models import LOST_WORKER_REDELIVERIES, Job, JobError, JobProgress, JobStatus
+from steadyloop.jobs.models import (
+    LEASE_LOST,
+    LOST_WORKER_REDELIVERIES,
+    Job,
+    JobProgress,
+    JobStatus,
+)
 from steadyloop.jobs.store import JobPage, Outcome
 
 __all__ = ["RedisJobStore"]
 
-LEASE_LOST = JobError(
-    type="LeaseExpired", message="the worker running it stopped renewing its lease"
-)
 
 # A job's hash fields in the order scripts return them (`HMGET`; an absent field is None).
 _ROW = (

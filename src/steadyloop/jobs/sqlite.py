@@ -15,11 +15,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Collection, Sequence
-from typing import Any
 
 from steadyloop.db.pragmas import sqlite_path_from_url
 from steadyloop.db.sqlite import Database
-from steadyloop.jobs.models import FINISHED, Job, JobError, JobProgress, JobStatus
+from steadyloop.jobs.models import FINISHED, LEASE_LOST, Job, JobProgress, JobStatus
 from steadyloop.jobs.store import JobPage, Outcome
 
 __all__ = ["SqliteJobStore"]
@@ -52,9 +51,6 @@ CREATE TABLE IF NOT EXISTS steadyloop_job_slots(
 ) WITHOUT ROWID;
 """
 
-LEASE_LOST = JobError(
-    type="LeaseExpired", message="the worker running it stopped renewing its lease"
-)
 _ACTIVE_SQL = "('queued', 'scheduled', 'running')"
 
 
@@ -92,17 +88,6 @@ def _owned(conn: sqlite3.Connection, job_id: str, worker_id: str) -> Job | None:
         (job_id, worker_id),
     ).fetchone()
     return _load(row[0]) if row is not None else None
-
-
-def _finish(
-    job: Job, status: JobStatus, now: float, *, result: Any = None, error: JobError | None = None
-) -> None:
-    job.status = status
-    job.result = result
-    job.error = error
-    job.finished_at = now
-    job.updated_at = now
-    job.lease_expires_at = None
 
 
 class SqliteJobStore:
@@ -177,15 +162,10 @@ class SqliteJobStore:
                     break
                 for job in candidates:
                     if job.status is JobStatus.running and job.attempt >= job.max_deliveries:
-                        _finish(job, JobStatus.failed, now, error=LEASE_LOST)
+                        job.end(JobStatus.failed, now, error=LEASE_LOST)
                         _save(conn, job)
                         continue
-                    job.status = JobStatus.running
-                    job.attempt += 1
-                    job.worker_id = worker_id
-                    job.lease_expires_at = now + lease
-                    job.started_at = now
-                    job.updated_at = now
+                    job.start(worker_id, lease, now)
                     _save(conn, job)
                     claimed.append(job)
             return claimed
@@ -221,19 +201,11 @@ class SqliteJobStore:
                 if job is None:
                     continue  # re-delivered elsewhere: this late outcome does not count
                 if outcome.kind == "retry":
-                    job.status = JobStatus.scheduled
-                    job.run_at = outcome.retry_at if outcome.retry_at is not None else now
-                    job.error = outcome.error
-                    job.worker_id = None
-                    job.lease_expires_at = None
-                    job.updated_at = now
+                    retry_at = outcome.retry_at if outcome.retry_at is not None else now
+                    job.retry_at(retry_at, outcome.error, now)
                 else:
-                    _finish(
-                        job,
-                        JobStatus(outcome.kind),
-                        now,
-                        result=outcome.result,
-                        error=outcome.error,
+                    job.end(
+                        JobStatus(outcome.kind), now, result=outcome.result, error=outcome.error
                     )
                 _save(conn, job)
 
@@ -248,12 +220,7 @@ class SqliteJobStore:
                 job = _owned(conn, job_id, worker_id)
                 if job is None:
                     continue
-                job.status = JobStatus.queued
-                job.attempt = max(0, job.attempt - 1)
-                job.run_at = now
-                job.worker_id = None
-                job.lease_expires_at = None
-                job.updated_at = now
+                job.requeue(now)
                 _save(conn, job)
 
         await self._db.transaction(unit)
@@ -296,7 +263,7 @@ class SqliteJobStore:
                 return None
             now = time.time()
             if job.status in (JobStatus.queued, JobStatus.scheduled):
-                _finish(job, JobStatus.cancelled, now)
+                job.end(JobStatus.cancelled, now)
                 _save(conn, job)
             elif job.status is JobStatus.running and not job.cancel_requested:
                 job.cancel_requested = True
