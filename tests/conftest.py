@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from steadyloop.offload import set_current_bulkheads
+from steadyloop.settings import Settings
 from tests.services import (
     DEFAULT_POSTGRES_URL,
     DEFAULT_REDIS_URL,
@@ -20,6 +21,13 @@ from tests.services import (
 pytest_plugins = ["pytester"]
 
 
+def _upstream_var(name: str) -> bool:
+    """`<NAME>_BASE_URL`, `<NAME>_HTTP_*` and the HTTP_* settings (http/)."""
+    if name.endswith("_BASE_URL") or "_HTTP_" in name:
+        return True
+    return name.startswith("HTTP_") and name.lower() in Settings.model_fields
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
@@ -27,7 +35,9 @@ def _isolated_environment(
     """No test reads a developer's `.env` or leaks BLOCKING_* variables into another."""
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     for name in list(os.environ):
-        if name.startswith(("BLOCKING_", "LOOP_", "WORKER_ROLE", "CPU_WORKERS")):
+        if name.startswith(("BLOCKING_", "LOOP_", "WORKER_ROLE", "CPU_WORKERS")) or _upstream_var(
+            name
+        ):
             monkeypatch.delenv(name)
     previous = set_current_bulkheads(None)
     yield

@@ -33,6 +33,7 @@ def serve(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     log: Path,
+    processes: list[subprocess.Popen[bytes]] | None = None,
 ) -> Iterator[str]:
     """Run `args` (a server on `port`), wait until `ready_path` answers, yield its base URL."""
     base = f"http://127.0.0.1:{port}"
@@ -44,11 +45,14 @@ def serve(
             env={**os.environ, **(env or {})},
             cwd=cwd,
         )
+        if processes is not None:
+            processes.append(process)  # for tests that kill it themselves
         try:
             _wait_ready(process, base + ready_path, log)
             yield base
         finally:
-            process.send_signal(signal.SIGTERM)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:

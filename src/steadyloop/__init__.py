@@ -5,6 +5,7 @@ rt = sl.install(app)
 await sl.run_blocking("drive", drive.list_videos)
 """
 
+from steadyloop.http import UpstreamUnavailable
 from steadyloop.loopwatch import LoopWatch
 from steadyloop.offload import (
     BulkheadFull,
@@ -26,6 +27,7 @@ __all__ = [
     "LoopWatch",
     "Runtime",
     "Settings",
+    "UpstreamUnavailable",
     "__version__",
     "blocking",
     "install",

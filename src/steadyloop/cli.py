@@ -152,13 +152,51 @@ def demo(
     os.environ.setdefault("DASHBOARD_ENABLED", "true")
     typer.echo(f"mediahub demo: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     typer.echo(f"dashboard:     http://{host}:{port}/dashboard")
-    _serve(
-        "steadyloop.demo.app:create_app",
+    from steadyloop.demo.drive_upstream import demo_upstream
+
+    # The remote "drive" service: DRIVE_BASE_URL if set, else a local stand-in subprocess.
+    with demo_upstream() as drive_url:
+        typer.echo(f"drive upstream: {drive_url}")
+        _serve(
+            "steadyloop.demo.app:create_app",
+            host=host,
+            port=port,
+            workers=1,
+            server=ServerChoice.uvicorn,
+            factory=True,
+        )
+
+
+@app.command("drive-upstream", hidden=True)
+def drive_upstream(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to bind.")] = 8010,
+    latency_ms: Annotated[float, typer.Option(min=0, help="Delay before each answer.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(min=0, max=1, help="Share of 503s.")] = 0.0,
+    reset_rate: Annotated[float, typer.Option(min=0, max=1, help="Share of resets.")] = 0.0,
+    chunk_delay_ms: Annotated[float, typer.Option(min=0, help="Delay between chunks.")] = 0.0,
+    seed: Annotated[int | None, typer.Option(help="Seed of the fault generator.")] = None,
+    ssl_certfile: Annotated[str | None, typer.Option(help="TLS certificate (PEM).")] = None,
+    ssl_keyfile: Annotated[str | None, typer.Option(help="TLS private key (PEM).")] = None,
+    exit_with_parent: Annotated[bool, typer.Option(help="Stop when the parent dies.")] = False,
+) -> None:
+    """Serve the demo's stand-in Drive API with adjustable faults (demo, tests, benchmarks)."""
+    from steadyloop.demo.drive_upstream import Knobs, serve
+
+    knobs = Knobs(
+        latency_ms=latency_ms,
+        error_rate=error_rate,
+        reset_rate=reset_rate,
+        chunk_delay_ms=chunk_delay_ms,
+    )
+    serve(
         host=host,
         port=port,
-        workers=1,
-        server=ServerChoice.uvicorn,
-        factory=True,
+        knobs=knobs,
+        seed=seed,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        exit_with_parent=exit_with_parent,
     )
 
 
@@ -198,6 +236,53 @@ def probe(
     )
     typer.echo(render_report(report))
     raise typer.Exit(0 if report.passed else 1)
+
+
+class AuditFormat(StrEnum):
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+    github = "github"
+
+
+@app.command()
+def audit(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="PATH", help="Files and folders (.py files, recursively)."),
+    ],
+    output_format: Annotated[
+        AuditFormat, typer.Option("--format", help="Output format.")
+    ] = AuditFormat.text,
+    select: Annotated[
+        str | None,
+        typer.Option(help="Rules to run, comma-separated: ids, prefixes (SL1), names or ALL."),
+    ] = None,
+    ignore: Annotated[str | None, typer.Option(help="Rules to skip, comma-separated.")] = None,
+    fail_on: Annotated[
+        int, typer.Option(min=0, help="Exit 1 from this many findings on (0: never).")
+    ] = 1,
+) -> None:
+    """Find blocking calls inside async functions (the code is parsed, never run). Exit 1 when
+    findings reach --fail-on, 2 on a bad path, an unknown rule or an invalid audit table in
+    pyproject.toml."""
+    from steadyloop.audit import AuditUsageError, audit_paths, exit_code
+    from steadyloop.audit.reporters import render
+
+    try:
+        report = audit_paths(
+            paths,
+            select=select.split(",") if select is not None else None,
+            ignore=ignore.split(",") if ignore else (),
+        )
+    except AuditUsageError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    color = (
+        output_format is AuditFormat.text and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    )
+    typer.echo(render(report, output_format.value, color=color), nl=False)
+    raise typer.Exit(exit_code(report, fail_on))
 
 
 def main() -> None:

@@ -256,3 +256,102 @@ job_queue_seconds = Histogram(
     ["task"],
     buckets=LATENCY_BUCKETS,
 )
+
+# --- concurrency limits (limits.py, web/limits.py) --------------------------------------------
+concurrency_limit = Gauge(
+    "steadyloop_concurrency_limit",
+    "Requests the limiter admits at once (moves in adaptive mode); limiter is 'global' or a "
+    "route template.",
+    ["limiter"],
+    multiprocess_mode="liveall",
+)
+concurrency_in_flight = Gauge(
+    "steadyloop_concurrency_in_flight",
+    "Requests holding a slot of the limiter.",
+    ["limiter"],
+    multiprocess_mode="livesum",
+)
+concurrency_waiting = Gauge(
+    "steadyloop_concurrency_waiting",
+    "Requests waiting (at most MAX_QUEUE_WAIT_MS) for a slot of the limiter.",
+    ["limiter"],
+    multiprocess_mode="livesum",
+)
+concurrency_wait_seconds = Histogram(
+    "steadyloop_concurrency_wait_seconds",
+    "Time an admitted request waited for a slot (requests admitted at once are not counted).",
+    ["limiter"],
+    buckets=LATENCY_BUCKETS,
+)
+concurrency_rejected_total = Counter(
+    "steadyloop_concurrency_rejected_total",
+    "Requests answered 503 because no slot of the limiter freed up within the max wait.",
+    ["limiter"],
+)
+
+# --- rate limits (limits.py) -----------------------------------------------------------------
+rate_limited_total = Counter(
+    "steadyloop_rate_limited_total",
+    "Requests refused with 429, by rule ('default', a route template, or an app's own name).",
+    ["rule"],
+)
+rate_limit_errors_total = Counter(
+    "steadyloop_rate_limit_errors_total",
+    "Rate-limit decisions the store could not make (Redis unreachable): those requests were "
+    "admitted.",
+)
+
+# --- cache (cache.py) ------------------------------------------------------------------------
+cache_hits_total = Counter(
+    "steadyloop_cache_hits_total",
+    "Lookups answered from a stored value (fresh, or stale while it is being refreshed).",
+    ["cache"],
+)
+cache_misses_total = Counter(
+    "steadyloop_cache_misses_total",
+    "Lookups that found no usable value and ran the computation (one per computation).",
+    ["cache"],
+)
+cache_coalesced_total = Counter(
+    "steadyloop_cache_coalesced_total",
+    "Lookups that shared another caller's lookup or computation instead of running their "
+    "own (in this process, or in another one through the Redis lock).",
+    ["cache"],
+)
+cache_evictions_total = Counter(
+    "steadyloop_cache_evictions_total",
+    "Entries the memory cache removed, least recently used first, to stay within "
+    "CACHE_MAX_ENTRIES.",
+    ["cache"],
+)
+cache_errors_total = Counter(
+    "steadyloop_cache_errors_total",
+    "Cache backend operations that failed (Redis unreachable); the value was computed and "
+    "served without the cache.",
+    ["cache"],
+)
+
+# --- outbound HTTP (http/) -------------------------------------------------------------------
+upstream_requests_total = Counter(
+    "steadyloop_upstream_requests_total",
+    "Attempts sent to an upstream, by method and status class (2xx..5xx; error: no answer, "
+    "the connection failed or timed out; rejected: not sent, the circuit breaker was open).",
+    ["upstream", "method", "status"],
+)
+upstream_request_duration_seconds = Histogram(
+    "steadyloop_upstream_request_duration_seconds",
+    "Time of one attempt, until the whole answer was read (until its headers for streams).",
+    ["upstream", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+upstream_retries_total = Counter(
+    "steadyloop_upstream_retries_total",
+    "Retries scheduled, by reason (status_503, connect_error, read_timeout, disconnected...).",
+    ["upstream", "reason"],
+)
+upstream_breaker_state = Gauge(
+    "steadyloop_upstream_breaker_state",
+    "The upstream's circuit breaker in this process: 0 closed, 1 half-open, 2 open.",
+    ["upstream"],
+    multiprocess_mode="liveall",
+)

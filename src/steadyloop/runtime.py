@@ -1,8 +1,9 @@
 """The runtime: builds every component from settings and starts and stops them in order.
 
-Startup order: settings -> logging -> metrics -> bulkheads -> loop watch -> jobs (store,
-worker, periodic). Shutdown is the reverse, and the log queue is flushed last. Both are
-idempotent, so an app that is started twice (tests, reloaders, nested lifespans) is safe.
+Startup order: settings -> logging -> metrics -> bulkheads -> rate limits, cache -> http
+clients -> loop watch -> jobs (store, worker, periodic). Shutdown is the reverse, and the log
+queue is flushed last. Both are idempotent, so an app that is started twice (tests,
+reloaders, nested lifespans) is safe.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from steadyloop import metrics
+from steadyloop.cache import Cache
 from steadyloop.db.pragmas import sqlite_path_from_url
 from steadyloop.db.sqlite import Database
 from steadyloop.health import HealthChecks
+from steadyloop.http import HttpClient, SyncHttpClient, Upstreams
 from steadyloop.jobs.manager import Jobs
+from steadyloop.limits import ConcurrencyLimits, RateLimits
 from steadyloop.logs import LoggingSetup, setup_logging
 from steadyloop.loopwatch import LoopWatch
 from steadyloop.offload import Bulkheads, set_current_bulkheads
@@ -37,6 +41,12 @@ class Runtime:
         self.settings = settings if settings is not None else Settings()
         self.role: Role = self.settings.worker_role
         self.bulkheads = Bulkheads.from_settings(self.settings)
+        # Backpressure and cache: probes and metrics are never limited.
+        s = self.settings
+        probes = (s.health_path, s.health_ready_path, s.metrics_path, s.dashboard_path + "*")
+        self.limits = ConcurrencyLimits.from_settings(s, exempt=probes)
+        self.rate_limits = RateLimits.from_settings(s, exempt=probes)
+        self.cache = Cache.from_settings(s)
         self.loop_watch: LoopWatch | None = None
         if self.settings.loop_watch_enabled:
             self.loop_watch = LoopWatch(
@@ -45,6 +55,8 @@ class Runtime:
                 measure_gc=self.settings.loop_watch_gc,
             )
         self.health = HealthChecks(default_timeout=self.settings.health_check_timeout)
+        #: Named upstreams: `rt.http("drive")` / `rt.http_sync("drive")` (docs/http.md).
+        self.upstreams = Upstreams(self.settings, health=self.health)
         self.jobs = Jobs(self.settings)
         self.started_at: float | None = None
         self._logging: LoggingSetup | None = None
@@ -67,6 +79,9 @@ class Runtime:
                 self._logging = setup_logging(self.settings, role=self.role)
             self.bulkheads.open()
             self._previous_bulkheads = set_current_bulkheads(self.bulkheads)
+            await self.rate_limits.open()
+            await self.cache.open()
+            await self.upstreams.start()
             if self.loop_watch is not None:
                 self.loop_watch.start()
             if self.jobs.tasks:  # an app without tasks opens no job store
@@ -110,6 +125,9 @@ class Runtime:
             self._databases.clear()
             if self.loop_watch is not None:
                 self.loop_watch.stop()
+            await self.upstreams.close()
+            await self.cache.close()
+            await self.rate_limits.close()
             set_current_bulkheads(self._previous_bulkheads)
             self._previous_bulkheads = None
             self.bulkheads.shutdown(wait=False)
@@ -118,6 +136,14 @@ class Runtime:
             if self._logging is not None:
                 self._logging.restore()  # last: flushes every queued record
                 self._logging = None
+
+    def http(self, upstream: str) -> HttpClient:
+        """The shared async client of `upstream` (retries, deadline, circuit breaker)."""
+        return self.upstreams.client(upstream)
+
+    def http_sync(self, upstream: str) -> SyncHttpClient:
+        """The shared sync client of `upstream`, for code running in a thread."""
+        return self.upstreams.sync_client(upstream)
 
     async def run_blocking(self, domain: str, fn: Callable[..., T], /, *a: Any, **kw: Any) -> T:
         """Run a blocking call in this runtime's `domain` bulkhead."""

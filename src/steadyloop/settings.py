@@ -15,18 +15,23 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["api", "worker", "all"]
 
-_DOMAIN_VAR = re.compile(
-    r"^BLOCKING_(?P<domain>[A-Z0-9_]+?)_(?P<knob>CONCURRENCY|MAX_WAIT|THREADS)$"
-)
+_DOMAIN_VAR = re.compile(r"^BLOCKING_(?P<name>[A-Z0-9_]+?)_(?P<knob>CONCURRENCY|MAX_WAIT|THREADS)$")
 _DOMAIN_NAME = re.compile(r"^[a-z0-9_]{1,40}$")
 
 
@@ -36,6 +41,57 @@ class BulkheadSettings(BaseModel):
     concurrency: int | None = Field(default=None, ge=1, le=10_000)
     max_wait: float | None = Field(default=None, gt=0)
     threads: int | None = Field(default=None, ge=1, le=10_000)
+
+
+# Constraints shared by the global HTTP_<KNOB> fields and the per-upstream overrides.
+Seconds = Annotated[float, Field(gt=0)]
+NonNegativeSeconds = Annotated[float, Field(ge=0)]
+Retries = Annotated[int, Field(ge=0, le=100)]
+Connections = Annotated[int, Field(ge=1, le=100_000)]
+IdleConnections = Annotated[int, Field(ge=0, le=100_000)]
+Ratio = Annotated[float, Field(gt=0, le=1)]
+Calls = Annotated[int, Field(ge=1, le=10_000)]
+
+
+class UpstreamSettings(BaseModel):
+    """One upstream's overrides, from `<NAME>_BASE_URL` and `<NAME>_HTTP_<KNOB>` (or
+    `rt.upstreams.configure(name, knob=...)`); an unset knob uses the global `HTTP_<KNOB>`.
+
+    The base URL and health path are checked when the upstream is first used, so that an
+    unrelated `SOMETHING_BASE_URL` in the environment never stops the app from starting.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = None
+    timeout: Seconds | None = None
+    connect_timeout: Seconds | None = None
+    read_timeout: Seconds | None = None
+    write_timeout: Seconds | None = None
+    pool_timeout: Seconds | None = None
+    deadline: Seconds | None = None
+    retries: Retries | None = None
+    backoff_initial: NonNegativeSeconds | None = None
+    backoff_max: NonNegativeSeconds | None = None
+    retry_after_max: NonNegativeSeconds | None = None
+    max_connections: Connections | None = None
+    max_keepalive_connections: IdleConnections | None = None
+    keepalive_expiry: NonNegativeSeconds | None = None
+    breaker_enabled: bool | None = None
+    breaker_failures: Calls | None = None
+    breaker_failure_ratio: Ratio | None = None
+    breaker_window: Seconds | None = None
+    breaker_window_calls: Calls | None = None
+    breaker_open_for: Seconds | None = None
+    breaker_half_open_calls: Calls | None = None
+    health_path: str | None = None
+
+
+_UPSTREAM_VAR = re.compile(
+    r"^(?P<name>[A-Z0-9_]+?)_(?P<knob>BASE_URL|HTTP_(?:"
+    + "|".join(k.upper() for k in UpstreamSettings.model_fields if k != "base_url")
+    + r"))$"
+)
 
 
 class Settings(BaseSettings):
@@ -361,6 +417,113 @@ class Settings(BaseSettings):
         "of the same key before computing it itself.",
     )
 
+    # --- outbound HTTP (http/) ---------------------------------------------------------------
+    http_timeout: Seconds = Field(
+        default=10.0,
+        description="Seconds each phase of an outbound call (connect, read, write, pool wait) "
+        "may take, unless a more specific setting says otherwise. Per upstream: "
+        "<NAME>_HTTP_TIMEOUT (e.g. DRIVE_HTTP_TIMEOUT).",
+    )
+    http_connect_timeout: Seconds | None = Field(
+        default=5.0,
+        description="Seconds to open a connection (TCP and TLS); empty: HTTP_TIMEOUT. Per "
+        "upstream: <NAME>_HTTP_CONNECT_TIMEOUT.",
+    )
+    http_read_timeout: Seconds | None = Field(
+        default=None,
+        description="Seconds to wait for each chunk of an answer; empty: HTTP_TIMEOUT. Per "
+        "upstream: <NAME>_HTTP_READ_TIMEOUT.",
+    )
+    http_write_timeout: Seconds | None = Field(
+        default=None,
+        description="Seconds to send each chunk of a request; empty: HTTP_TIMEOUT. Per "
+        "upstream: <NAME>_HTTP_WRITE_TIMEOUT.",
+    )
+    http_pool_timeout: Seconds | None = Field(
+        default=None,
+        description="Seconds to wait for a free pooled connection; empty: HTTP_TIMEOUT. Per "
+        "upstream: <NAME>_HTTP_POOL_TIMEOUT.",
+    )
+    http_deadline: Seconds | None = Field(
+        default=30.0,
+        description="Seconds one outbound call may take in all, attempts and waits between "
+        "them included; no retry starts past it. Empty: no deadline. Per upstream: "
+        "<NAME>_HTTP_DEADLINE.",
+    )
+    http_retries: Retries = Field(
+        default=4,
+        description="Retries after a failed attempt (refused, reset, timeout, 429, 502, 503, "
+        "504), for idempotent methods or requests with an Idempotency-Key only. Per "
+        "upstream: <NAME>_HTTP_RETRIES.",
+    )
+    http_backoff_initial: NonNegativeSeconds = Field(
+        default=0.1,
+        description="Cap of the first retry's random wait; it doubles at each retry (full "
+        "jitter). Per upstream: <NAME>_HTTP_BACKOFF_INITIAL.",
+    )
+    http_backoff_max: NonNegativeSeconds = Field(
+        default=2.0,
+        description="Largest wait between two attempts (without Retry-After). Per upstream: "
+        "<NAME>_HTTP_BACKOFF_MAX.",
+    )
+    http_retry_after_max: NonNegativeSeconds = Field(
+        default=10.0,
+        description="A Retry-After up to this many seconds is waited before retrying; a longer "
+        "one ends the retries. Per upstream: <NAME>_HTTP_RETRY_AFTER_MAX.",
+    )
+    http_max_connections: Connections = Field(
+        default=100,
+        description="Connections one upstream's pool opens at most (per client, per process). "
+        "Per upstream: <NAME>_HTTP_MAX_CONNECTIONS.",
+    )
+    http_max_keepalive_connections: IdleConnections = Field(
+        default=20,
+        description="Idle connections kept open for reuse. Per upstream: "
+        "<NAME>_HTTP_MAX_KEEPALIVE_CONNECTIONS.",
+    )
+    http_keepalive_expiry: NonNegativeSeconds = Field(
+        default=5.0,
+        description="Seconds an idle connection is kept. Per upstream: "
+        "<NAME>_HTTP_KEEPALIVE_EXPIRY.",
+    )
+    http_breaker_enabled: bool = Field(
+        default=True,
+        description="Give each upstream a circuit breaker. Per upstream: "
+        "<NAME>_HTTP_BREAKER_ENABLED.",
+    )
+    http_breaker_failures: Calls = Field(
+        default=5,
+        description="The breaker opens when at least this many of the attempts in its window "
+        "failed and they are at least HTTP_BREAKER_FAILURE_RATIO of them. Per upstream: "
+        "<NAME>_HTTP_BREAKER_FAILURES.",
+    )
+    http_breaker_failure_ratio: Ratio = Field(
+        default=0.5,
+        description="Share of failed attempts in the window that opens the breaker (with "
+        "HTTP_BREAKER_FAILURES). Per upstream: <NAME>_HTTP_BREAKER_FAILURE_RATIO.",
+    )
+    http_breaker_window: Seconds = Field(
+        default=30.0,
+        description="The breaker's window: attempts of the last this many seconds (at most "
+        "HTTP_BREAKER_WINDOW_CALLS of them). Per upstream: <NAME>_HTTP_BREAKER_WINDOW.",
+    )
+    http_breaker_window_calls: Calls = Field(
+        default=100,
+        description="The breaker's window holds at most this many recent attempts, so that a "
+        "busy upstream that goes down trips it within this many calls. Per upstream: "
+        "<NAME>_HTTP_BREAKER_WINDOW_CALLS.",
+    )
+    http_breaker_open_for: Seconds = Field(
+        default=15.0,
+        description="Seconds an open breaker fails calls fast (503 + Retry-After) before it "
+        "lets trial calls through. Per upstream: <NAME>_HTTP_BREAKER_OPEN_FOR.",
+    )
+    http_breaker_half_open_calls: Calls = Field(
+        default=1,
+        description="Trial calls a half-open breaker lets through at a time; the first that "
+        "succeeds closes it. Per upstream: <NAME>_HTTP_BREAKER_HALF_OPEN_CALLS.",
+    )
+
     # --- demo --------------------------------------------------------------------------------
     demo_cleanup_every: float = Field(
         default=300.0, gt=0, description="Seconds between the demo's periodic cleanup runs."
@@ -373,6 +536,12 @@ class Settings(BaseSettings):
         default_factory=dict,
         exclude=True,
         description="Collected from BLOCKING_<DOMAIN>_* variables; not an environment variable.",
+    )
+    upstreams: dict[str, UpstreamSettings] = Field(
+        default_factory=dict,
+        exclude=True,
+        description="Collected from <NAME>_BASE_URL and <NAME>_HTTP_* variables; not an "
+        "environment variable.",
     )
 
     @field_validator("health_path", "health_ready_path", "metrics_path", "dashboard_path")
@@ -418,7 +587,7 @@ class Settings(BaseSettings):
 
     def summary(self) -> dict[str, Any]:
         """Settings without secrets, for the health endpoint and startup logs."""
-        out = self.model_dump(mode="json", exclude={"bulkheads"})
+        out = self.model_dump(mode="json", exclude={"bulkheads", "upstreams"})
         for name, value in list(out.items()):
             if isinstance(getattr(self, name), SecretStr):
                 out[name] = "set" if value else None
@@ -426,7 +595,17 @@ class Settings(BaseSettings):
                 out[name] = redact_url(value)
         return out
 
-    @field_validator("blocking_default_max_wait", "job_store_url", "metrics_token", mode="before")
+    @field_validator(
+        "blocking_default_max_wait",
+        "job_store_url",
+        "metrics_token",
+        "http_connect_timeout",
+        "http_read_timeout",
+        "http_write_timeout",
+        "http_pool_timeout",
+        "http_deadline",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `NAME=` in a .env file means "not set", as the generated .env.example shows.
@@ -437,7 +616,7 @@ class Settings(BaseSettings):
     def _collect_domain_variables(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        if "bulkheads" in data:
+        if "bulkheads" in data and "upstreams" in data:
             return data
         env_file = cls.model_config.get("env_file")
         sources: list[Mapping[str, str | None]] = []
@@ -445,7 +624,8 @@ class Settings(BaseSettings):
             sources.append(dotenv_values(env_file))
         sources.append(os.environ)  # the environment wins over the file
         data = dict(data)
-        data["bulkheads"] = collect_bulkhead_variables(*sources)
+        data.setdefault("bulkheads", collect_bulkhead_variables(*sources))
+        data.setdefault("upstreams", collect_upstream_variables(*sources))
         return data
 
     def job_store_location(self) -> str:
@@ -489,22 +669,41 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def collect_named_variables(
+    pattern: re.Pattern[str],
+    *sources: Mapping[str, str | None],
+    reserved: frozenset[str] = frozenset(),
+) -> dict[str, dict[str, str]]:
+    """Group variables matching `pattern` (groups `name` and `knob`) by name, lower-cased;
+    later sources override earlier ones, empty values are unset, `reserved` names skipped."""
+    found: dict[str, dict[str, str]] = {}
+    for source in sources:
+        for key, value in source.items():
+            match = pattern.match(key.upper())
+            if match is None or value is None or value == "":
+                continue
+            name = match["name"].lower()
+            if name in reserved:
+                continue
+            found.setdefault(name, {})[match["knob"].lower()] = value
+    return found
+
+
 def collect_bulkhead_variables(*sources: Mapping[str, str | None]) -> dict[str, dict[str, str]]:
     """Group `BLOCKING_<DOMAIN>_<KNOB>` variables by domain; later sources override earlier ones.
 
     The `DEFAULT` domain is the fixed field `BLOCKING_DEFAULT_*`, not a domain of its own.
     """
-    found: dict[str, dict[str, str]] = {}
-    for source in sources:
-        for key, value in source.items():
-            match = _DOMAIN_VAR.match(key.upper())
-            if match is None or value is None or value == "":
-                continue
-            domain = match["domain"].lower()
-            if domain == "default":
-                continue
-            found.setdefault(domain, {})[match["knob"].lower()] = value
-    return found
+    return collect_named_variables(_DOMAIN_VAR, *sources, reserved=frozenset({"default"}))
+
+
+def collect_upstream_variables(*sources: Mapping[str, str | None]) -> dict[str, dict[str, str]]:
+    """Group `<NAME>_BASE_URL` and `<NAME>_HTTP_<KNOB>` variables by upstream name, as
+    `UpstreamSettings` fields (`DRIVE_HTTP_CONNECT_TIMEOUT` -> drive: connect_timeout)."""
+    return {
+        name: {knob.removeprefix("http_"): value for knob, value in knobs.items()}
+        for name, knobs in collect_named_variables(_UPSTREAM_VAR, *sources).items()
+    }
 
 
 def render_env_example() -> str:
@@ -536,6 +735,15 @@ def render_env_example() -> str:
         "# BLOCKING_FS_CONCURRENCY=8",
         "# BLOCKING_CATALOG_CONCURRENCY=4",
         "# BLOCKING_CAMERA_THREADS=2",
+        "",
+        "# Per upstream (any name passed to rt.http; drive, thumbnail...):",
+        "# <NAME>_BASE_URL: where the upstream is, e.g. DRIVE_BASE_URL=https://drive.internal",
+        "# <NAME>_HTTP_<KNOB>: that upstream's value of any HTTP_<KNOB> above",
+        "#   (TIMEOUT, CONNECT_TIMEOUT, DEADLINE, RETRIES, MAX_CONNECTIONS, BREAKER_FAILURES...).",
+        "# <NAME>_HTTP_HEALTH_PATH: a path the readiness check GETs on that upstream.",
+        "# DRIVE_BASE_URL=http://127.0.0.1:8010",
+        "# DRIVE_HTTP_TIMEOUT=30",
+        "# THUMBNAIL_HTTP_TIMEOUT=5",
         "",
     ]
     return "\n".join(lines)

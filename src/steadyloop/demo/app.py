@@ -3,6 +3,7 @@
 - `GET /api/drive/videos`: a slow remote listing (0.5 s by default) in the `drive` domain;
 - `GET /api/library/stat`: a fast filesystem call in the `fs` domain;
 - `GET /api/camera/capture`: a 0.5 s capture on the dedicated 2-thread `camera` domain;
+- `GET /api/camera/frame`: the latest frame, one capture shared by all callers for 0.5 s;
 - `POST /api/catalog/scan`, `GET /api/catalog/videos[/{id}]`: the library folder scanned into
   SQLite, listed with keyset pagination on (status, created_at, id);
 - `POST /api/orders`, `GET|PATCH /api/orders/{id}`: concurrent writers on SQLite;
@@ -23,6 +24,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import httpx
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
@@ -39,12 +41,15 @@ from steadyloop.demo.orders import NewOrder, Order, Orders, StatusChange
 from steadyloop.files import safe_join
 from steadyloop.jobs import Job, JobContext
 from steadyloop.settings import Settings
-from steadyloop.web.streaming import range_file_response
+from steadyloop.web.streaming import proxy_stream, range_file_response
 
 if TYPE_CHECKING:
     from steadyloop.demo.postgres import PgCatalog, PgOrders
 
 MAX_DELAY = 10.0
+#: Catalog listing pages are cached under this key prefix for this many seconds.
+CATALOG_CACHE = "catalog:videos:"
+CATALOG_TTL = 2.0
 logger = logging.getLogger("mediahub")
 
 
@@ -57,6 +62,19 @@ class DriveVideo(BaseModel):
 class DriveListing(BaseModel):
     items: list[DriveVideo]
     took_ms: float
+
+
+class DriveFile(BaseModel):
+    id: str
+    name: str
+    mime_type: str
+    size: int
+    etag: str
+
+
+class DriveFilesPage(BaseModel):
+    files: list[DriveFile]
+    next_page_token: str | None
 
 
 class LibraryStat(BaseModel):
@@ -189,13 +207,63 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         items = await sl.run_blocking("drive", _list_drive_videos, delay)
         return DriveListing(items=items, took_ms=(time.perf_counter() - started) * 1000)
 
+    @app.get("/api/drive/files", response_model=DriveFilesPage, tags=["drive"])
+    async def drive_files(
+        page_token: str | None = Query(None, max_length=200, description="From the last page"),
+        page_size: int = Query(20, ge=1, le=100),
+    ) -> DriveFilesPage:
+        """The remote Drive listing, through the resilient client (retries, breaker)."""
+        drive = rt.http("drive")
+        if drive.base_url is None:
+            raise HTTPException(503, "the drive upstream is not configured (DRIVE_BASE_URL)")
+        params: dict[str, str | int] = {"page_size": page_size}
+        if page_token:
+            params["page_token"] = page_token
+        try:
+            response = await drive.get("/files", params=params)
+        except httpx.TimeoutException as exc:
+            raise HTTPException(504, f"drive timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise HTTPException(502, f"drive could not be reached ({type(exc).__name__})") from exc
+        if response.status_code == 400:  # a stale or forged page token
+            raise HTTPException(400, str(response.json().get("error", "bad request")))
+        if response.status_code != 200:
+            raise HTTPException(502, f"drive answered {response.status_code}")
+        return DriveFilesPage.model_validate(response.json())
+
+    @app.api_route(
+        "/api/drive/files/{file_id}/content",
+        methods=["GET", "HEAD"],
+        tags=["drive"],
+        response_class=Response,
+        responses={206: {"description": "Partial content"}, 416: {"description": "Bad range"}},
+    )
+    async def drive_file_content(file_id: str, request: Request) -> Response:
+        """A Drive video streamed through the proxy, with Range (seek in a player)."""
+        drive = rt.http("drive")
+        if drive.base_url is None:
+            raise HTTPException(503, "the drive upstream is not configured (DRIVE_BASE_URL)")
+        if not file_id.isalnum() or len(file_id) > 64:
+            raise HTTPException(404, f"no drive file {file_id!r}")
+        return await proxy_stream(request, drive, f"/files/{file_id}/content")
+
     @app.get("/api/library/stat", response_model=LibraryStat, tags=["library"])
     async def library_stat() -> LibraryStat:
         return await sl.run_blocking("fs", _stat_library, library)
 
+    # At most 4 captures admitted (2 running, 2 queued on the camera threads); more wait up
+    # to 2 s for a slot, then get 503 with Retry-After.
+    rt.limits.route("/api/camera/capture", max_concurrent=4, max_wait=2.0)
+
     @app.get("/api/camera/capture", response_model=Capture, tags=["camera"])
     async def camera_capture() -> Capture:
         return await sl.run_blocking("camera", camera.capture)
+
+    @app.get("/api/camera/frame", response_model=Capture, tags=["camera"])
+    async def camera_frame() -> Capture:
+        """The latest frame: callers within 0.5 s share one capture (single-flight cache)."""
+        capture = functools.partial(sl.run_blocking, "camera", camera.capture)
+        return await rt.cache.get_or_compute("camera:frame", capture, ttl=0.5, type_=Capture)
 
     @rt.jobs.task(name="rescan_library", retries=2, timeout=600)
     async def rescan_library(ctx: JobContext) -> dict[str, Any]:
@@ -203,6 +271,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         found = await sl.run_blocking("fs", find_videos, library)
         await ctx.progress(0.5, f"found {len(found)} videos")
         result = await catalog().sync(found, time.perf_counter() - started)
+        await rt.cache.delete_prefix(CATALOG_CACHE)
         return result.model_dump()
 
     @rt.jobs.task(name="sync_drive", retries=3, timeout=120)
@@ -211,6 +280,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         videos = await sl.run_blocking("drive", _list_drive_videos, delay)
         found = [(f"drive/{v.id}", v.name, v.size, time.time()) for v in videos]
         result = await catalog().sync(found, time.perf_counter() - started, status="remote")
+        await rt.cache.delete_prefix(CATALOG_CACHE)
         return result.model_dump()
 
     @rt.jobs.task(name="make_thumbnail", retries=2, timeout=60)
@@ -246,7 +316,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def scan_library() -> ScanResult:
         started = time.perf_counter()
         found = await sl.run_blocking("fs", find_videos, library)
-        return await catalog().sync(found, time.perf_counter() - started)
+        result = await catalog().sync(found, time.perf_counter() - started)
+        await rt.cache.delete_prefix(CATALOG_CACHE)
+        return result
 
     @app.get("/api/catalog/videos", response_model=VideoPage, tags=["catalog"])
     async def list_videos(
@@ -254,8 +326,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit: int = Query(50, ge=1, le=500),
         cursor: str | None = Query(None, max_length=200),
     ) -> VideoPage:
+        # Cached briefly (a listing page is read far more often than the catalog changes);
+        # a scan or sync empties the cache of this process.
+        key = f"{CATALOG_CACHE}{status}:{limit}:{cursor or ''}"
+        page = functools.partial(catalog().page, status=status, limit=limit, cursor=cursor)
         try:
-            return await catalog().page(status=status, limit=limit, cursor=cursor)
+            return await rt.cache.get_or_compute(key, page, ttl=CATALOG_TTL, type_=VideoPage)
         except InvalidCursor as exc:
             raise HTTPException(400, str(exc)) from exc
 

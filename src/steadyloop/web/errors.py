@@ -1,12 +1,14 @@
 """RFC 9457 `application/problem+json` for every error the app answers.
 
 HTTP errors (404, 405, any HTTPException), request validation (422 with the field errors),
-`BulkheadFull` (503 + Retry-After) and unhandled exceptions (500, generic detail; the stack
-goes to the log only, see `web/middleware.py`). Every body carries the request id.
+`BulkheadFull` and `UpstreamUnavailable` (503 + Retry-After) and unhandled exceptions (500,
+generic detail; the stack goes to the log only, see `web/middleware.py`). Every body carries
+the request id.
 """
 
 from __future__ import annotations
 
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -14,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from steadyloop.http.breaker import UpstreamUnavailable
 from steadyloop.logs import request_id_var
 from steadyloop.offload import BulkheadFull
 
@@ -111,6 +114,19 @@ async def bulkhead_full_handler(request: Request, exc: Exception) -> Response:
         instance=request.url.path,
         headers={"Retry-After": str(exc.retry_after)},
         domain=exc.domain,
+    )
+
+
+async def upstream_unavailable_handler(request: Request, exc: Exception) -> Response:
+    """An upstream's circuit breaker is open: 503 with the seconds until its next trial."""
+    assert isinstance(exc, UpstreamUnavailable)
+    return problem(
+        503,
+        detail=f"The upstream '{exc.upstream}' is unavailable; retry later.",
+        type_=PROBLEM_TYPE_BASE + "upstream-unavailable",
+        instance=request.url.path,
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+        upstream=exc.upstream,
     )
 
 

@@ -12,15 +12,19 @@ from starlette.requests import Request
 from starlette.types import Lifespan
 
 from steadyloop.files import InvalidPayload, PayloadTooLarge, UnsafePath
+from steadyloop.http import UpstreamUnavailable
 from steadyloop.jobs.tasks import InvalidJobArguments
+from steadyloop.limits import Overloaded, RateLimited
 from steadyloop.offload import BulkheadFull
 from steadyloop.runtime import Runtime
 from steadyloop.settings import Settings
+from steadyloop.web.concurrency import ConcurrencyMiddleware, overloaded_handler
 from steadyloop.web.dashboard import dashboard_endpoints
 from steadyloop.web.errors import (
     bulkhead_full_handler,
     client_error_handler,
     http_exception_handler,
+    upstream_unavailable_handler,
     validation_exception_handler,
 )
 from steadyloop.web.health import liveness_endpoint, readiness_endpoint
@@ -31,6 +35,7 @@ from steadyloop.web.jobs_routes import (
 )
 from steadyloop.web.metrics_endpoint import metrics_endpoint
 from steadyloop.web.middleware import RequestMiddleware
+from steadyloop.web.ratelimit import RateLimitMiddleware, rate_limited_handler
 
 
 def install(
@@ -38,10 +43,11 @@ def install(
 ) -> Runtime:
     """Wire steadyloop into `app` and return its runtime.
 
-    Adds the request middleware (request id, access log, metrics, last-resort 500), the
-    problem+json error handlers, the health, readiness and metrics routes, and a lifespan that
-    starts the runtime before the app's own lifespan and stops it after. Calling it twice on
-    one app returns the first runtime.
+    Adds the request middleware (request id, access log, metrics, last-resort 500), the rate
+    and concurrency limits (429 and 503 with Retry-After), the problem+json error handlers,
+    the health, readiness and metrics routes, and a lifespan that starts the runtime before
+    the app's own lifespan and stops it after. Calling it twice on one app returns the first
+    runtime.
     """
     existing = getattr(app.state, "steadyloop", None)
     if isinstance(existing, Runtime):
@@ -51,6 +57,10 @@ def install(
     s = rt.settings
 
     quiet = (s.health_path, s.health_ready_path, s.metrics_path, s.dashboard_path + "/snapshot")
+    # Added first, so they run inside the request middleware (ids, logs, metrics for 429/503):
+    # rate limit, then concurrency, so a refused request never takes a slot.
+    app.add_middleware(ConcurrencyMiddleware, limits=rt.limits)
+    app.add_middleware(RateLimitMiddleware, rate_limits=rt.rate_limits)
     app.add_middleware(
         RequestMiddleware,
         header=s.request_id_header,
@@ -59,6 +69,9 @@ def install(
     )
     app.add_exception_handler(HTTPException, http_exception_handler)
     app.add_exception_handler(BulkheadFull, bulkhead_full_handler)
+    app.add_exception_handler(UpstreamUnavailable, upstream_unavailable_handler)
+    app.add_exception_handler(Overloaded, overloaded_handler)
+    app.add_exception_handler(RateLimited, rate_limited_handler)
     for client_error in (PayloadTooLarge, UnsafePath, InvalidPayload, InvalidJobArguments):
         app.add_exception_handler(client_error, client_error_handler)
     try:

@@ -234,22 +234,24 @@ async def proxy_stream(
     *,
     forward_headers: tuple[str, ...] = ("range", "if-range", "if-none-match", "if-modified-since"),
 ) -> Response:
-    """Stream `url` from an upstream through `client` (an `httpx.AsyncClient`, or anything
-    with a `.client` attribute holding one), forwarding Range and its validators.
+    """Stream `url` from an upstream through `client`, forwarding Range and its validators.
+
+    `client` is `rt.http("name")` (the headers phase then gets its retries, deadline and
+    circuit breaker; an open breaker answers 503) or a plain `httpx.AsyncClient`.
 
     The upstream's status (200, 206, 304, 416) and range headers come back as they are; an
     upstream 5xx or a failure before the response starts is a 502 problem. Read timeouts apply
     to every chunk (the client's `read` timeout), not to the whole body.
     """
-    http: httpx.AsyncClient = getattr(client, "client", client)
+    http = client  # build_request/send: the resilient client and httpx.AsyncClient alike
     outgoing = {name: request.headers[name] for name in forward_headers if name in request.headers}
     request_id = request_id_var.get()
     if request_id is not None:
         outgoing["x-request-id"] = request_id
     method = "HEAD" if request.method == "HEAD" else "GET"
-    upstream_request = http.build_request(method, url, headers=outgoing)
+    upstream_request: httpx.Request = http.build_request(method, url, headers=outgoing)
     try:
-        upstream = await http.send(upstream_request, stream=True)
+        upstream: httpx.Response = await http.send(upstream_request, stream=True)
     except httpx.HTTPError as exc:
         return problem(
             502,
