@@ -179,6 +179,8 @@ async def test_finish_records_each_kind_of_outcome(store: JobStore) -> None:
     assert retrying.status is JobStatus.scheduled
     assert retrying.run_at == pytest.approx(retry_at)
     assert retrying.attempt == 1
+    assert retrying.failures == 1  # counted for the retry budget
+    assert done.failures == 0
     assert retrying.worker_id is None
     assert await store.claim("w1", ["sync"], 4, 30) == []  # backing off: not due yet
 

@@ -354,3 +354,42 @@ async def test_job_api(tmp_path: Path) -> None:
                 ("query", "status"),
                 ("query", "limit"),
             }
+
+
+async def test_worker_role_serves_only_operator_endpoints() -> None:
+    app = FastAPI()
+    sl.install(app, settings(worker_role="worker"))
+
+    @app.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            hidden = await client.get("/hello")
+            assert hidden.status_code == 404
+            assert "job worker" in hidden.json()["detail"]
+            assert (await client.get("/api/health")).status_code == 200
+            assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_job_api_is_guarded_by_the_operator_token() -> None:
+    app = FastAPI()
+    rt = sl.install(app, settings(worker_role="api", metrics_token="s3cret"))
+
+    @rt.jobs.task(name="noop")
+    async def noop(ctx: JobContext) -> None: ...
+
+    async with app.router.lifespan_context(app):
+        job = await noop.enqueue()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for method, path in (
+                ("GET", "/api/jobs"),
+                ("GET", f"/api/jobs/{job.id}"),
+                ("POST", f"/api/jobs/{job.id}/cancel"),
+            ):
+                assert (await client.request(method, path)).status_code == 401
+            ok = await client.get(f"/api/jobs/{job.id}", headers={"Authorization": "Bearer s3cret"})
+            assert ok.json()["id"] == job.id

@@ -212,7 +212,8 @@ class Settings(BaseSettings):
     metrics_path: str = Field(default="/metrics", description="Where metrics are served.")
     metrics_token: SecretStr | None = Field(
         default=None,
-        description="When set, /metrics requires `Authorization: Bearer <token>`.",
+        description="When set, the operator endpoints (/metrics, the dashboard, the job API) "
+        "require `Authorization: Bearer <token>` (the dashboard page also takes ?token=).",
     )
 
     # --- database (db/) -----------------------------------------------------------------------

@@ -100,9 +100,13 @@ class Jobs:
         """Register a task that runs once per interval (or cron slot) across all processes."""
 
         def register(function: F) -> Task:
-            task = self.task(function, name=name, timeout=timeout)  # type: ignore[call-overload]
-            self.periodics.append(Periodic(task, every=every, cron=cron))
-            return task  # type: ignore[no-any-return]
+            task: Task = self.task(function, name=name, timeout=timeout)  # type: ignore[call-overload]
+            try:
+                self.periodics.append(Periodic(task, every=every, cron=cron))
+            except ValueError:
+                del self.tasks[task.name]  # an invalid schedule registers nothing
+                raise
+            return task
 
         return register
 

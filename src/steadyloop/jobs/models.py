@@ -54,7 +54,8 @@ class Job(BaseModel):
     task: str
     args: dict[str, Any] = Field(default_factory=dict)
     status: JobStatus = JobStatus.queued
-    attempt: int = 0  # attempts started so far
+    attempt: int = 0  # deliveries started so far (a dead worker's counts too)
+    failures: int = 0  # attempts that ended in an error and were retried
     max_retries: int = 0
     timeout: float | None = None
     backoff: float = 1.0  # base seconds of the exponential retry backoff
@@ -100,6 +101,7 @@ class Job(BaseModel):
     def retry_at(self, run_at: float, error: JobError | None, now: float) -> None:
         """A failed attempt with attempts left: scheduled again, off its worker."""
         self.status = JobStatus.scheduled
+        self.failures += 1
         self.run_at = run_at
         self.error = error
         self.worker_id = None

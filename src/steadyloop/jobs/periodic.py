@@ -64,6 +64,7 @@ class PeriodicScheduler:
         self.periodics = periodics
         self._task: asyncio.Task[None] | None = None
         self._done: dict[str, float] = {}  # task name -> last slot handled here
+        self._won: dict[str, float] = {}  # task name -> slot claimed here, not yet enqueued
 
     async def start(self) -> None:
         if self._task is None and self.periodics:
@@ -100,6 +101,11 @@ class PeriodicScheduler:
     async def _fire(self, periodic: Periodic, start: float, nxt: float) -> None:
         key = periodic.slot_key(start)
         ttl = max(60.0, 3 * (nxt - start))  # outlives the slot by far; then the key expires
-        if await self.store.claim_slot(key, ttl):
+        name = periodic.task.name
+        if self._won.get(name) == start or await self.store.claim_slot(key, ttl):
+            # Remember the win: if the enqueue fails, the next turn retries it (the slot
+            # is ours, another process will not run it).
+            self._won[name] = start
             job = await periodic.task.enqueue(_unique_key=key)
+            del self._won[name]
             logger.info("periodic %s: slot %s enqueued as job %s", periodic.task.name, key, job.id)

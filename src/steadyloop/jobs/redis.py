@@ -124,6 +124,7 @@ _ROW = (
     "result",
     "error",
     "progress",
+    "failures",
 )
 _ALL_STATUSES = tuple(s.value for s in JobStatus)
 
@@ -361,6 +362,7 @@ for i = 2, #ARGV, 6 do
       if run_at == '' then run_at = nows end
       redis.call('HDEL', key, 'worker_id', 'lease_expires_at', 'error')
       redis.call('HSET', key, 'status', 'scheduled', 'run_at', run_at, 'updated_at', nows)
+      redis.call('HINCRBY', key, 'failures', 1)
       if ARGV[i + 4] ~= '' then redis.call('HSET', key, 'error', ARGV[i + 4]) end
       redis.call('ZREM', LEASES, id)
       redis.call('ZADD', due_key(f[3]), run_at, id)
@@ -565,6 +567,7 @@ def _decode(row: Sequence[str | None]) -> Job:
         result,
         error,
         progress,
+        failures,
     ) = row
     if spec is None:
         raise ValueError("not a job")
@@ -573,6 +576,7 @@ def _decode(row: Sequence[str | None]) -> Job:
     data["max_retries"] = max_retries
     data["status"] = status
     data["attempt"] = attempt
+    data["failures"] = failures or 0
     data["run_at"] = run_at
     data["updated_at"] = updated_at
     data["unique_key"] = unique_key

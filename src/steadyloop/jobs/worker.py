@@ -44,6 +44,16 @@ MAX_RETRY_DELAY = 3600.0
 StopReason = Literal["cancel", "shutdown"]
 
 
+def _jsonable(job: Job, result: object) -> object:
+    """The result as JSON; a value JSON cannot hold is kept as its text (not a failure:
+    retrying would repeat the task's side effects for a result nobody can store)."""
+    try:
+        return to_jsonable_python(result)
+    except Exception:
+        logger.warning("job %s (%s): result is not JSON; storing its repr", job.id, job.task)
+        return repr(result)
+
+
 def retry_delay(backoff: float, attempt: int) -> float:
     """Exponential backoff with equal jitter: half fixed, half random, capped at an hour."""
     ceiling: float = min(MAX_RETRY_DELAY, backoff * 2.0 ** max(0, attempt - 1))
@@ -226,8 +236,9 @@ class Worker:
                     result = await task.fn(context, **kwargs)
                 else:
                     result = await run_blocking(JOBS_DOMAIN, task.fn, context, **kwargs)
-            return Outcome(job.id, "succeeded", result=to_jsonable_python(result))
+            return Outcome(job.id, "succeeded", result=_jsonable(job, result))
         except TimeoutError:
+            context.cancelled.set()  # a sync task's thread runs on: tell it to stop
             error = JobError(type="Timeout", message=f"did not finish within {job.timeout:g}s")
         except Exception as exc:
             error = JobError(type=type(exc).__name__, message=str(exc))
@@ -240,8 +251,9 @@ class Worker:
                 error.message,
                 exc_info=True,
             )
-        if job.attempt < job.max_attempts:
-            retry_at = time.time() + retry_delay(job.backoff, job.attempt)
+        # Retries count failures only: an attempt lost to a dead worker is not the task's fault.
+        if job.failures < job.max_retries:
+            retry_at = time.time() + retry_delay(job.backoff, job.failures + 1)
             return Outcome(job.id, "retry", error=error, retry_at=retry_at)
         return Outcome(job.id, "failed", error=error)
 

@@ -36,6 +36,7 @@ from steadyloop.web.jobs_routes import (
 from steadyloop.web.metrics_endpoint import metrics_endpoint
 from steadyloop.web.middleware import RequestMiddleware
 from steadyloop.web.ratelimit import RateLimitMiddleware, rate_limited_handler
+from steadyloop.web.roles import WorkerRoleGate
 
 
 def install(
@@ -59,6 +60,7 @@ def install(
     quiet = (s.health_path, s.health_ready_path, s.metrics_path, s.dashboard_path + "/snapshot")
     # Added first, so they run inside the request middleware (ids, logs, metrics for 429/503):
     # rate limit, then concurrency, so a refused request never takes a slot.
+    app.add_middleware(WorkerRoleGate, runtime=rt)
     app.add_middleware(ConcurrencyMiddleware, limits=rt.limits)
     app.add_middleware(RateLimitMiddleware, rate_limits=rt.rate_limits)
     app.add_middleware(

@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from steadyloop.jobs.models import JobStatus
-from steadyloop.web.errors import problem
+from steadyloop.web.auth import TokenGuard
+from steadyloop.web.errors import PROBLEM_TYPE_BASE, problem
 
 if TYPE_CHECKING:
     from steadyloop.runtime import Runtime
@@ -26,8 +27,19 @@ def _unavailable() -> Response:
     return problem(503, detail="The job system is not running in this process.")
 
 
+def _guard(runtime: Runtime) -> TokenGuard:
+    # Jobs carry arguments and results and can be cancelled: an operator's API, guarded by
+    # the same token as /metrics and the dashboard.
+    secret = runtime.settings.metrics_token
+    return TokenGuard(secret.get_secret_value() if secret else None)
+
+
 def list_jobs_endpoint(runtime: Runtime) -> Endpoint:
+    guard = _guard(runtime)
+
     async def list_jobs(request: Request) -> Response:
+        if (denied := guard.check(request)) is not None:
+            return denied
         if not runtime.jobs.is_open:
             return _unavailable()
         query = request.query_params
@@ -51,7 +63,12 @@ def list_jobs_endpoint(runtime: Runtime) -> Endpoint:
         if cursor is not None and not _valid_id(cursor):
             errors.append({"loc": ["query", "cursor"], "msg": "not a cursor from this API"})
         if errors:
-            return problem(422, detail="Invalid query parameters.", errors=errors)
+            return problem(
+                422,
+                detail="Invalid query parameters.",
+                type_=PROBLEM_TYPE_BASE + "validation",
+                errors=errors,
+            )
         page = await runtime.jobs.list(status, limit=limit, cursor=cursor)
         return JSONResponse(page.model_dump(mode="json"))
 
@@ -59,7 +76,11 @@ def list_jobs_endpoint(runtime: Runtime) -> Endpoint:
 
 
 def get_job_endpoint(runtime: Runtime) -> Endpoint:
+    guard = _guard(runtime)
+
     async def get_job(request: Request) -> Response:
+        if (denied := guard.check(request)) is not None:
+            return denied
         if not runtime.jobs.is_open:
             return _unavailable()
         job_id = request.path_params["job_id"]
@@ -72,7 +93,11 @@ def get_job_endpoint(runtime: Runtime) -> Endpoint:
 
 
 def cancel_job_endpoint(runtime: Runtime) -> Endpoint:
+    guard = _guard(runtime)
+
     async def cancel_job(request: Request) -> Response:
+        if (denied := guard.check(request)) is not None:
+            return denied
         if not runtime.jobs.is_open:
             return _unavailable()
         job_id = request.path_params["job_id"]

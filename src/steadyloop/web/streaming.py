@@ -232,7 +232,13 @@ async def proxy_stream(
     client: Any,
     url: str,
     *,
-    forward_headers: tuple[str, ...] = ("range", "if-range", "if-none-match", "if-modified-since"),
+    forward_headers: tuple[str, ...] = (
+        "range",
+        "if-range",
+        "if-none-match",
+        "if-modified-since",
+        "accept-encoding",
+    ),
 ) -> Response:
     """Stream `url` from an upstream through `client`, forwarding Range and its validators.
 
@@ -245,6 +251,8 @@ async def proxy_stream(
     """
     http = client  # build_request/send: the resilient client and httpx.AsyncClient alike
     outgoing = {name: request.headers[name] for name in forward_headers if name in request.headers}
+    # The body is relayed as it comes: ask for no encoding the client did not ask for.
+    outgoing.setdefault("accept-encoding", "identity")
     request_id = request_id_var.get()
     if request_id is not None:
         outgoing["x-request-id"] = request_id
