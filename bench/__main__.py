@@ -11,6 +11,14 @@ import time
 SCENARIOS = {
     "responsiveness": "bench.responsiveness",
     "offload_overhead": "bench.offload_overhead",
+    "logging_hot_path": "bench.logging_hot_path",
+    "middleware_overhead": "bench.middleware_overhead",
+    "sqlite_writers": "bench.sqlite_writers",
+    "overload": "bench.overload",
+    "cache": "bench.cache",
+    "http_client": "bench.http_client",
+    "audit": "bench.audit",
+    "jobs": "bench.jobs",
 }
 
 

@@ -1,0 +1,161 @@
+"""One hello endpoint, three middleware stacks: what does the per-request machinery cost?
+
+Served by uvicorn as app factories (`uvicorn bench.apps.middleware_apps:bare_app --factory`),
+each with `GET /hello` returning `{"message": "hello"}`:
+
+- `bare_app`: FastAPI and the endpoint, nothing else.
+- `steadyloop_app`: `steadyloop.install(app)` (request id, JSON access log through the
+  non-blocking handler, Prometheus metrics, last-resort 500). Settings come from the
+  environment (`LOG_FORMAT`, `ACCESS_LOG`, ...).
+- `peer_stack_app`: the usual assembly of separate packages doing comparable work:
+  asgi-correlation-id (`CorrelationIdMiddleware`: request id in and out, in the log records),
+  prometheus-fastapi-instrumentator (`Instrumentator().instrument(app).expose(app)`), slowapi
+  (`Limiter` with a default limit far above the load, `SlowAPIMiddleware`) and a pure-ASGI
+  access-log middleware that logs one line per request through stdlib logging
+  (`StreamHandler` on stderr, synchronous).
+
+When `BENCH_GC_STATS` names a file, each factory also counts the garbage collector's runs and
+pauses per generation (a `gc.callbacks` hook, idle between collections) and writes them there
+as JSON when the app shuts down (the lifespan's end).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HELLO = {"message": "hello"}
+#: slowapi's default limit: far above what one worker serves, so it never rejects.
+PEER_RATE_LIMIT = "100000/second"
+ACCESS_FORMAT = "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s %(message)s"
+
+
+def _hello_app(title: str) -> FastAPI:
+    app = FastAPI(title=title, openapi_url=None, lifespan=_gc_lifespan)
+
+    @app.get("/hello", response_model=None)
+    async def hello() -> dict[str, str]:
+        return HELLO
+
+    return app
+
+
+@asynccontextmanager
+async def _gc_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    write = _count_gc(os.environ.get("BENCH_GC_STATS"))
+    try:
+        yield
+    finally:
+        if write is not None:
+            write()
+
+
+def _count_gc(path: str | None) -> Callable[[], None] | None:
+    if not path:
+        return None
+    runs = [0, 0, 0]
+    pauses = [0.0, 0.0, 0.0]
+    longest = [0.0, 0.0, 0.0]
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        generation = info["generation"]
+        pause = time.perf_counter() - started[0]
+        runs[generation] += 1
+        pauses[generation] += pause
+        longest[generation] = max(longest[generation], pause)
+
+    def write() -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"runs": runs, "pause_seconds": pauses, "longest_seconds": longest}, f)
+
+    gc.callbacks.append(on_gc)
+    return write
+
+
+def bare_app() -> FastAPI:
+    return _hello_app("bare")
+
+
+def steadyloop_app() -> FastAPI:
+    import steadyloop as sl
+
+    app = _hello_app("steadyloop")
+    sl.install(app)
+    return app
+
+
+class AccessLogMiddleware:
+    """One stdlib log line per request: method, path, status, duration (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, logger: logging.Logger) -> None:
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            client = scope.get("client")
+            self.logger.info(
+                '%s - "%s %s" %d %.2fms',
+                f"{client[0]}:{client[1]}" if client else "-",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+def peer_stack_app() -> FastAPI:
+    from asgi_correlation_id import CorrelationIdFilter, CorrelationIdMiddleware
+    from prometheus_fastapi_instrumentator import Instrumentator
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.middleware import SlowAPIMiddleware
+    from slowapi.util import get_remote_address
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(CorrelationIdFilter(uuid_length=32, default_value="-"))
+    handler.setFormatter(logging.Formatter(ACCESS_FORMAT))
+    access = logging.getLogger("peer.access")
+    access.handlers = [handler]
+    access.setLevel(logging.INFO)
+    access.propagate = False
+
+    app = _hello_app("peer-stack")
+    limiter = Limiter(key_func=get_remote_address, default_limits=[PEER_RATE_LIMIT])
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+    # add_middleware wraps outward: the last one added runs first. Order of a request:
+    # correlation id -> access log -> rate limit -> instrumentator -> route.
+    Instrumentator().instrument(app).expose(app)
+    app.add_middleware(SlowAPIMiddleware)
+    app.add_middleware(AccessLogMiddleware, logger=access)
+    app.add_middleware(CorrelationIdMiddleware)
+    return app

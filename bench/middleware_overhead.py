@@ -1,0 +1,548 @@
+"""What does the per-request machinery cost? `wrk` against a hello endpoint, three stacks.
+
+Three versions of one FastAPI app (bench/apps/middleware_apps.py), each a uvicorn subprocess
+with one worker, started one at a time (never two at once) and loaded by `wrk` in its own
+process: bare FastAPI; FastAPI + `steadyloop.install(app)` (JSON access log on); FastAPI +
+the peer stack (asgi-correlation-id, prometheus-fastapi-instrumentator, slowapi and a stdlib
+access-log middleware). Interleaved rounds; the median of the rounds per server.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench import common
+
+NAME = "middleware_overhead"
+TITLE = "Middleware overhead: bare FastAPI vs steadyloop.install vs the peer stack"
+
+ROUNDS = 3
+THREADS = 2
+CONNECTIONS = 64
+SECONDS = 10
+WARMUP_SECONDS = 2
+TARGET_SHARE = 0.80
+PATH = "/hello"
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    factory: str
+    env: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    #: A substring of each access-log line in the server's log (None: no access log).
+    access_marker: str | None = None
+
+
+BARE = "bare"
+STEADYLOOP = "steadyloop"
+PEER = "peer stack"
+#: Diagnostic only (not the target): steadyloop with its access log off, to show what the
+#: access line costs.
+STEADYLOOP_QUIET = "steadyloop, access log off"
+
+SERVERS = (
+    ServerSpec(
+        BARE,
+        "bench.apps.middleware_apps:bare_app",
+        description='FastAPI, `GET /hello` returning `{"message": "hello"}`, no middleware',
+    ),
+    ServerSpec(
+        STEADYLOOP,
+        "bench.apps.middleware_apps:steadyloop_app",
+        env={
+            "LOG_FORMAT": "json",
+            "ACCESS_LOG": "true",
+            "LOG_LEVEL": "INFO",
+            "METRICS_ENABLED": "true",
+        },
+        description="the same app + `steadyloop.install(app)`: request id, one JSON access "
+        "line per request through the non-blocking handler, Prometheus metrics (requests, "
+        "duration histogram, in-progress gauge), last-resort 500; `LOG_FORMAT=json`, "
+        "`ACCESS_LOG=true`, `LOG_LEVEL=INFO`, every other setting at its default (the loop "
+        "watch on)",
+        access_marker='"logger": "steadyloop.access"',
+    ),
+    ServerSpec(
+        PEER,
+        "bench.apps.middleware_apps:peer_stack_app",
+        description="the same app + asgi-correlation-id `CorrelationIdMiddleware`, "
+        "prometheus-fastapi-instrumentator `Instrumentator().instrument(app).expose(app)`, "
+        "slowapi `Limiter(default_limits=['100000/second'])` + `SlowAPIMiddleware`, and a "
+        "pure-ASGI access-log middleware logging one text line per request (with the "
+        "correlation id) through a stdlib `StreamHandler` on stderr",
+        access_marker="peer.access",
+    ),
+    ServerSpec(
+        STEADYLOOP_QUIET,
+        "bench.apps.middleware_apps:steadyloop_app",
+        env={"LOG_FORMAT": "json", "ACCESS_LOG": "false", "LOG_LEVEL": "INFO"},
+        description="diagnostic, not the target: the steadyloop server with `ACCESS_LOG=false` "
+        "(request id, metrics and error handling still on), to separate the access line's "
+        "cost from the rest of the middleware",
+    ),
+)
+
+
+# --- wrk ---------------------------------------------------------------------------------------
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text.strip())
+    if match is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50: float
+    p99: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    wrk_cpu: float  # CPU seconds used by wrk per wall second (1.0 = one core)
+    server_cpu: float  # the same for the server process
+
+    @classmethod
+    def parse(cls, output: str, wrk_cpu: float, server_cpu: float) -> WrkResult:
+        rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+        p50 = re.search(r"^\s+50%\s+(\S+)", output, re.M)
+        p99 = re.search(r"^\s+99%\s+(\S+)", output, re.M)
+        total = re.search(r"(\d+) requests in", output)
+        if rps is None or p50 is None or p99 is None or total is None:
+            raise RuntimeError(f"could not parse wrk's output:\n{output}")
+        non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+        sock = re.search(
+            r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+        )
+        return cls(
+            rps=float(rps[1]),
+            p50=_seconds(p50[1]),
+            p99=_seconds(p99[1]),
+            requests=int(total[1]),
+            non_2xx=int(non_2xx[1]) if non_2xx else 0,
+            socket_errors=sum(int(x) for x in sock.groups()) if sock else 0,
+            wrk_cpu=wrk_cpu,
+            server_cpu=server_cpu,
+        )
+
+
+def run_wrk(url: str, seconds: int, server_pid: int) -> tuple[WrkResult, str]:
+    """Run wrk in its own process; measure its CPU (reaped-children rusage) and the server's."""
+    common.require_loopback(url)
+    cmd = [
+        "wrk",
+        f"-t{THREADS}",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds}s",
+        "--latency",
+        url,
+    ]
+    server = psutil.Process(server_pid)
+    server_before = server.cpu_times()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    wall = time.perf_counter() - started
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_after = server.cpu_times()
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    wrk_cpu = (
+        children_after.ru_utime
+        - children_before.ru_utime
+        + children_after.ru_stime
+        - children_before.ru_stime
+    ) / wall
+    server_cpu = (
+        server_after.user - server_before.user + server_after.system - server_before.system
+    ) / wall
+    return WrkResult.parse(done.stdout, wrk_cpu, server_cpu), done.stdout
+
+
+# --- one server, one round ---------------------------------------------------------------------
+@dataclass
+class RunResult:
+    spec: ServerSpec
+    round: int
+    wrk: WrkResult
+    access_lines: int | None
+    requests_served: int  # readiness checks + warm-up + measured requests
+    log_dropped: float | None
+    checks: list[str]
+    gc: dict[str, list[float]]
+
+
+def _sanity_checks(spec: ServerSpec, base_url: str) -> list[str]:
+    """The server answers what we expect (and the stacks really do their work)."""
+    notes = []
+    with httpx.Client(base_url=base_url, timeout=5.0, trust_env=False) as client:
+        response = client.get(PATH)
+        if response.status_code != 200 or response.json() != {"message": "hello"}:
+            raise RuntimeError(f"{spec.name}: unexpected answer {response.status_code}")
+        if spec.name != BARE:
+            if "x-request-id" not in response.headers:
+                raise RuntimeError(f"{spec.name}: no X-Request-ID in the response")
+            notes.append("X-Request-ID echoed")
+            metrics = client.get("/metrics")
+            if metrics.status_code != 200:
+                raise RuntimeError(f"{spec.name}: /metrics answered {metrics.status_code}")
+            notes.append("/metrics served")
+    return notes
+
+
+def _dropped(base_url: str) -> float | None:
+    with httpx.Client(base_url=base_url, timeout=10.0, trust_env=False) as client:
+        text = client.get("/metrics").text
+    match = re.search(r"^steadyloop_log_dropped_total\s+(\S+)$", text, re.M)
+    return float(match[1]) if match else None
+
+
+def _count_lines(server: common.Server, marker: str, expected: int) -> int:
+    """Access lines in the server's log, once the log writer has caught up (up to 10 s)."""
+    deadline = time.monotonic() + 10.0
+    count = -1
+    while True:
+        previous = count
+        count = server.log_path.read_text(errors="replace").count(marker)
+        if count >= expected or count == previous or time.monotonic() > deadline:
+            return count
+        time.sleep(0.5)  # the log writer thread drains its queue; poll until it stops growing
+
+
+def measure(spec: ServerSpec, round_no: int, seconds: int, workdir: Path) -> RunResult:
+    print(f"[{NAME}] round {round_no}: {spec.name}: starting server", flush=True)
+    gc_path = workdir / f"gc-{round_no}-{spec.name.replace(' ', '_').replace(',', '')}.json"
+    env = {**spec.env, "BENCH_GC_STATS": str(gc_path)}
+    with common.uvicorn_server(spec.name, spec.factory, env=env, ready_path=PATH) as server:
+        checks = _sanity_checks(spec, server.base_url)
+        url = server.base_url + PATH
+        warm, _ = run_wrk(url, WARMUP_SECONDS, server.process.pid)
+        print(f"[{NAME}] round {round_no}: {spec.name}: wrk {seconds} s", flush=True)
+        result, _ = run_wrk(url, seconds, server.process.pid)
+        dropped = _dropped(server.base_url) if spec.name == STEADYLOOP else None
+        # Requests that produce an access line: readiness polls are not counted (a few), the
+        # sanity check's /hello (1), warm-up and the measured run. /metrics is excluded: it is
+        # quiet (DEBUG) for steadyloop and is not measured.
+        expected = 1 + warm.requests + result.requests
+        lines = (
+            _count_lines(server, spec.access_marker, expected)
+            if spec.access_marker is not None
+            else None
+        )
+    try:  # written by the server when its lifespan ends (uvicorn shuts down on SIGTERM)
+        gc_stats = json.loads(gc_path.read_text())
+    except (OSError, ValueError):
+        gc_stats = {}
+    print(
+        f"[{NAME}] round {round_no}: {spec.name}: {result.rps:,.0f} req/s, p50 "
+        f"{common.fmt_ms(result.p50)} ms, p99 {common.fmt_ms(result.p99)} ms, server CPU "
+        f"{result.server_cpu:.2f}, wrk CPU {result.wrk_cpu:.2f}",
+        flush=True,
+    )
+    return RunResult(spec, round_no, result, lines, expected, dropped, checks, gc_stats)
+
+
+# --- the report --------------------------------------------------------------------------------
+@dataclass
+class Summary:
+    rps: float
+    p50: float
+    p99: float
+    server_cpu: float
+    wrk_cpu: float
+    errors: int
+
+    @classmethod
+    def of(cls, runs: list[RunResult]) -> Summary:
+        def med(values: list[float]) -> float:
+            return common.percentile(values, 50)
+
+        return cls(
+            rps=med([r.wrk.rps for r in runs]),
+            p50=med([r.wrk.p50 for r in runs]),
+            p99=med([r.wrk.p99 for r in runs]),
+            server_cpu=med([r.wrk.server_cpu for r in runs]),
+            wrk_cpu=med([r.wrk.wrk_cpu for r in runs]),
+            errors=sum(r.wrk.non_2xx + r.wrk.socket_errors for r in runs),
+        )
+
+
+def report(
+    runs: list[RunResult], summaries: dict[str, Summary], info: dict[str, str], seconds: int
+) -> tuple[str, bool]:
+    bare = summaries[BARE]
+    rows = []
+    for spec in SERVERS:
+        s = summaries[spec.name]
+        rows.append(
+            [
+                spec.name + (" (diagnostic)" if spec.name == STEADYLOOP_QUIET else ""),
+                f"{s.rps:,.0f}",
+                common.fmt_ms(s.p50),
+                common.fmt_ms(s.p99),
+                f"{common.ratio(s.rps, bare.rps):.0%}",
+                common.fmt_ratio(common.ratio(s.p50, bare.p50)),
+                common.fmt_ratio(common.ratio(s.p99, bare.p99)),
+                f"{s.server_cpu:.2f}",
+                f"{s.wrk_cpu:.2f}",
+                str(s.errors),
+            ]
+        )
+    table = common.md_table(
+        [
+            "server",
+            "requests/s",
+            "p50 ms",
+            "p99 ms",
+            "requests/s vs bare",
+            "p50 vs bare",
+            "p99 vs bare",
+            "server CPU (cores)",
+            "wrk CPU (cores)",
+            "non-2xx + socket errors",
+        ],
+        rows,
+    )
+    run_rows = []
+    for r in runs:
+        lines = "n/a" if r.access_lines is None else f"{r.access_lines:,} / {r.requests_served:,}"
+        dropped = "n/a" if r.log_dropped is None else f"{r.log_dropped:,.0f}"
+        if r.gc:
+            gc_runs = " / ".join(str(int(n)) for n in r.gc["runs"])
+            gc_pause = (
+                f"{sum(r.gc['pause_seconds']) * 1000:,.0f} / "
+                f"{max(r.gc['longest_seconds']) * 1000:.0f}"
+            )
+        else:
+            gc_runs = gc_pause = "n/a"
+        run_rows.append(
+            [
+                str(r.round),
+                r.spec.name,
+                f"{r.wrk.rps:,.0f}",
+                common.fmt_ms(r.wrk.p50),
+                common.fmt_ms(r.wrk.p99),
+                f"{r.wrk.requests:,}",
+                f"{r.wrk.server_cpu:.2f}",
+                f"{r.wrk.wrk_cpu:.2f}",
+                lines,
+                dropped,
+                gc_runs,
+                gc_pause,
+            ]
+        )
+    run_table = common.md_table(
+        [
+            "round",
+            "server",
+            "requests/s",
+            "p50 ms",
+            "p99 ms",
+            "requests",
+            "server CPU",
+            "wrk CPU",
+            "access lines written / requests",
+            "log records dropped",
+            "GC runs gen0 / gen1 / gen2",
+            "GC pause ms, total / longest",
+        ],
+        run_rows,
+    )
+    sl = summaries[STEADYLOOP]
+    peer = summaries[PEER]
+    quiet = summaries[STEADYLOOP_QUIET]
+    share = common.ratio(sl.rps, bare.rps)
+    met = not math.isnan(share) and share >= TARGET_SHARE
+    servers = "\n".join(f"- **{spec.name}**: {spec.description}" for spec in SERVERS)
+    rounds = max(r.round for r in runs)
+    markdown = f"""{common.md_header(TITLE, info)}
+
+## Method
+
+End-to-end over HTTP on the loopback interface, compared side by side in one run. Three
+versions of one FastAPI app (`bench/apps/middleware_apps.py`):
+
+{servers}
+
+Each server is a uvicorn subprocess (one worker, `--loop auto` so uvloop, `--http auto` so
+httptools, `--no-access-log`, `--log-level warning`) started on its own port only for its own
+measurement and stopped afterwards, so two servers never compete. Its stdout and stderr go to
+a log file in a temporary directory: steadyloop's JSON access lines and the peer stack's text
+access lines are really formatted and written to that file (the table below counts them).
+
+The load generator is `wrk` in its own process: first a {WARMUP_SECONDS} s warm-up (not
+counted), then `wrk -t{THREADS} -c{CONNECTIONS} -d{seconds}s --latency {PATH}`; requests/s and
+the latency percentiles p50 and p99 are parsed from its output. {rounds} rounds, the servers
+in rotating order within each round; the tables give the median of the rounds per server.
+CPU is measured with psutil for the server process and from the reaped-children rusage for
+wrk, in cores (1.00 = one core busy for the whole run).
+
+**The machine has {os.cpu_count()} cores, and wrk needs CPU too** (see its
+column): the server's single worker and wrk share two cores, so absolute numbers are lower
+than on a dedicated load generator, and all three servers are limited the same way.
+
+## Results
+
+Median of {rounds} rounds:
+
+{table}
+
+Every run:
+
+{run_table}
+
+"Access lines written / requests" counts the access lines in the server's log against the
+requests that should have produced one (the sanity check, the warm-up and the measured run;
+readiness polls before the warm-up are not counted, so a few more lines than requests is
+normal). "Log records dropped" is steadyloop's `steadyloop_log_dropped_total` after the run
+(records dropped because its log queue was full). The GC columns count the cyclic garbage
+collector's runs and pauses per generation from the app's startup (lifespan start) to its
+shutdown (readiness polls, sanity check, warm-up and run), from a `gc.callbacks` hook
+installed the same way in every server.
+
+## Target
+
+steadyloop at least {TARGET_SHARE:.0%} of bare FastAPI's requests/s: {sl.rps:,.0f} vs
+{bare.rps:,.0f} = {share:.0%}: **{"met" if met else "NOT met"}**.
+
+For comparison, the peer stack serves {common.ratio(peer.rps, bare.rps):.0%} of bare, and
+steadyloop serves {common.ratio(sl.rps, peer.rps):.2f}x the peer stack's requests/s. With its
+access log off (diagnostic row, not the target), steadyloop serves
+{common.ratio(quiet.rps, bare.rps):.0%} of bare: the access line accounts for
+{_share_of_gap(bare, sl, quiet)} of steadyloop's gap to bare (in time per request).
+
+Chart: `{NAME}.png` (requests/s and p50/p99 latency per server).
+"""
+    return markdown, met
+
+
+def _label(name: str) -> str:
+    return "steadyloop,\naccess log off\n(diagnostic)" if name == STEADYLOOP_QUIET else name
+
+
+def _share_of_gap(bare: Summary, full: Summary, quiet: Summary) -> str:
+    """Of the extra time per request (1/rps) over bare, the part that turning the log off saves."""
+    gap = 1 / full.rps - 1 / bare.rps
+    saved = 1 / full.rps - 1 / quiet.rps
+    if gap <= 0 or saved <= 0:
+        return "none measurable (the run without it was not faster)"
+    return f"{saved / gap:.0%}"
+
+
+def chart(summaries: dict[str, Summary], runs: list[RunResult]) -> None:
+    plt = common.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
+    names = [spec.name for spec in SERVERS]
+    xs = list(range(len(names)))
+
+    ax = axes[0]
+    values = [summaries[n].rps for n in names]
+    colors = {BARE: "tab:gray", STEADYLOOP: "tab:green", PEER: "tab:blue"}
+    bars = ax.bar(xs, values, 0.6, color=[colors.get(n, "tab:olive") for n in names])
+    bars[names.index(STEADYLOOP_QUIET)].set_hatch("//")
+    bare = summaries[BARE].rps
+    for bar, value, name in zip(bars, values, names, strict=True):
+        top = max([value] + [r.wrk.rps for r in runs if r.spec.name == name])
+        ax.annotate(
+            f"{value:,.0f}\n({value / bare:.0%} of bare)",
+            (bar.get_x() + bar.get_width() / 2, top),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 5),
+            textcoords="offset points",
+        )
+    for x, name in zip(xs, names, strict=True):  # every round as a dot
+        rates = [r.wrk.rps for r in runs if r.spec.name == name]
+        ax.scatter([x] * len(rates), rates, color="black", s=10, zorder=3)
+    ax.axhline(
+        bare * TARGET_SHARE,
+        color="tab:red",
+        linestyle="--",
+        linewidth=1,
+        label=f"target for steadyloop: {TARGET_SHARE:.0%} of bare",
+    )
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_xticks(xs, [_label(n) for n in names], fontsize=8)
+    ax.set_ylabel("requests/s (median of rounds; dots: each round)")
+    ax.set_ylim(0, max(r.wrk.rps for r in runs) * 1.25)
+    ax.set_title("Throughput (higher is better)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+
+    ax = axes[1]
+    width = 0.38
+    for offset, key, label in ((-width / 2, "p50", "p50"), (width / 2, "p99", "p99")):
+        vals = [getattr(summaries[n], key) * 1000 for n in names]
+        bars = ax.bar([x + offset for x in xs], vals, width, label=label)
+        for bar, value in zip(bars, vals, strict=True):
+            ax.annotate(
+                f"{value:.1f}",
+                (bar.get_x() + bar.get_width() / 2, value),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+    ax.set_xticks(xs, [_label(n) for n in names], fontsize=8)
+    ax.set_ylabel("latency, ms")
+    ax.set_title(f"Latency at {CONNECTIONS} connections (lower is better)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+
+    fig.suptitle(f"GET {PATH} under wrk -t{THREADS} -c{CONNECTIONS}, one uvicorn worker, 2 cores")
+    fig.tight_layout()
+    fig.savefig(common.chart_path(NAME))
+    plt.close(fig)
+
+
+def run(rounds: int = ROUNDS, seconds: int = SECONDS) -> bool:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("this scenario needs wrk on the PATH")
+    info = common.machine_info()
+    started = time.monotonic()
+    runs: list[RunResult] = []
+    with tempfile.TemporaryDirectory(prefix="bench-middleware-") as workdir:
+        for r in range(rounds):
+            order = SERVERS[r % len(SERVERS) :] + SERVERS[: r % len(SERVERS)]
+            for spec in order:
+                runs.append(measure(spec, r + 1, seconds, Path(workdir)))
+    info["duration"] = f"{time.monotonic() - started:.0f} s"
+    info["load average at end (1, 5, 15 min)"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    summaries = {
+        spec.name: Summary.of([r for r in runs if r.spec.name == spec.name]) for spec in SERVERS
+    }
+    markdown, met = report(runs, summaries, info, seconds)
+    path = common.write_result(NAME, markdown)
+    chart(summaries, runs)
+    bare = summaries[BARE]
+    for spec in SERVERS:
+        s = summaries[spec.name]
+        print(
+            f"[{NAME}] {spec.name:11s} {s.rps:9,.0f} req/s ({common.ratio(s.rps, bare.rps):.0%} "
+            f"of bare)  p50 {common.fmt_ms(s.p50)} ms  p99 {common.fmt_ms(s.p99)} ms"
+        )
+    print(
+        f"[{NAME}] target (steadyloop ≥ {TARGET_SHARE:.0%} of bare requests/s): "
+        f"{'met' if met else 'NOT met'}"
+    )
+    print(f"[{NAME}] wrote {path} and {common.chart_path(NAME)}")
+    return met
