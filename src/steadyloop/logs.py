@@ -13,11 +13,11 @@ caller's thread (the expensive part), and its default queue is unbounded.
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
 import json
 import logging
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Iterable
@@ -51,7 +51,20 @@ _RECORD_ATTRIBUTES = frozenset(
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES}
+    attributes = vars(record)
+    return {k: attributes[k] for k in attributes.keys() - _RECORD_ATTRIBUTES}
+
+
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _timestamp(created: float) -> str:
+    """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
+    global _last_second
+    second = int(created)
+    if _last_second[0] != second:
+        _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_last_second[1]}.{int((created - second) * 1000):03d}+00:00"
 
 
 class JsonFormatter(logging.Formatter):
@@ -59,9 +72,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "ts": _timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -101,6 +112,10 @@ class TextFormatter(logging.Formatter):
         return f"{head} {extra}{newline}{rest}"
 
 
+#: How often the writer thread writes what was logged (and the most a line waits).
+WRITE_INTERVAL = 0.05
+
+
 class NonBlockingHandler(logging.Handler):
     """Capture records on the caller's thread; format and write them in a background thread.
 
@@ -119,6 +134,7 @@ class NonBlockingHandler(logging.Handler):
             raise ValueError("queue_size must be at least 1")
         self.sinks = list(sinks)
         self.queue_size = queue_size
+        self._wake_at = max(1, queue_size // 4)
         self.dropped = 0
         self.sink_errors = 0
         # Records, plus flush markers (Events) that the writer sets when it reaches them.
@@ -141,7 +157,9 @@ class NonBlockingHandler(logging.Handler):
             metrics.log_dropped_total.inc()
             return False
         self._queue.append(record)
-        if not self._wake.is_set():
+        # The writer wakes by itself every WRITE_INTERVAL; waking it per record would hand the
+        # GIL to it on every log call. Only a filling queue calls it early.
+        if len(self._queue) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
         return True
 
@@ -152,7 +170,7 @@ class NonBlockingHandler(logging.Handler):
     def _write_loop(self) -> None:
         queue = self._queue
         while True:
-            self._wake.wait(0.5)
+            self._wake.wait(WRITE_INTERVAL)
             self._wake.clear()
             while queue:
                 record = queue.popleft()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import threading
 import time
 from enum import StrEnum
@@ -143,7 +143,8 @@ def new_job_id(now: float | None = None) -> str:
         else:
             _last_millis, _sequence = millis, 0
         sequence = _sequence
-    return f"{millis:012x}{sequence:04x}{os.urandom(8).hex()}"
+    # random reseeds itself in a forked child, so processes never share a sequence.
+    return f"{millis:012x}{sequence:04x}{random.getrandbits(64):016x}"
 
 
 def new_job(
