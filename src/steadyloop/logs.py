@@ -51,8 +51,7 @@ _RECORD_ATTRIBUTES = frozenset(
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    attributes = vars(record)
-    return {k: attributes[k] for k in attributes.keys() - _RECORD_ATTRIBUTES}
+    return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES}
 
 
 _last_second: tuple[int, str] = (-1, "")
