@@ -77,6 +77,17 @@ async def test_gcra_in_memory_allows_the_burst_then_one_per_interval() -> None:
     assert (await store.hit("other", rate)).remaining == 2  # buckets are per key
 
 
+@pytest.mark.parametrize("now", [0.1, 4321.123456789, 1e6 + 0.3, 1.7e9 + 0.123])
+def test_gcra_in_memory_is_exact_whatever_the_clock_reads(now: float) -> None:
+    clock = FakeClock()
+    clock.now = now
+    store = MemoryRateStore(clock=clock)
+    for rate in (Rate(1, 3600.0), Rate(3, 1.0), Rate(7, 0.3)):
+        decisions = [store.hit_now(f"k{rate}", rate) for _ in range(rate.limit + 1)]
+        assert [d.allowed for d in decisions] == [True] * rate.limit + [False]
+        assert [d.remaining for d in decisions[:-1]] == list(range(rate.limit - 1, -1, -1))
+
+
 def test_memory_store_sweeps_full_buckets() -> None:
     clock = FakeClock()
     store = MemoryRateStore(clock=clock, sweep_every=10)

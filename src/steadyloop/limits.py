@@ -635,16 +635,21 @@ class RateStore(Protocol):
     async def hit(self, key: str, rate: Rate, cost: int = 1) -> RateDecision: ...
 
 
+#: Seconds of floating-point noise ignored when comparing times (the Redis script is exact:
+#: it counts integer microseconds).
+_EPSILON = 1e-6
+
+
 def _gcra(tat: float, now: float, rate: Rate, cost: int) -> tuple[RateDecision, float | None]:
     """One GCRA step: the decision and the new theoretical arrival time (None: unchanged)."""
     interval = rate.interval
     tat = max(tat, now)
     new_tat = tat + interval * cost
     allow_at = new_tat - rate.period
-    if now < allow_at:
-        remaining = int((now - (tat - rate.period)) / interval + 1e-9)
+    if allow_at - now > _EPSILON:  # (now + P) - P is not always now in floating point
+        remaining = int((now - (tat - rate.period) + _EPSILON) / interval)
         return RateDecision(False, rate.limit, max(0, remaining), tat - now, allow_at - now), None
-    remaining = int((now - allow_at) / interval + 1e-9)
+    remaining = int((now - allow_at + _EPSILON) / interval)
     return RateDecision(True, rate.limit, remaining, new_tat - now, 0.0), new_tat
 
 
