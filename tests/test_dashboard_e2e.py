@@ -114,6 +114,8 @@ def test_dashboard_shows_live_charts_and_failed_jobs(tmp_path: Path) -> None:
                 route_cells = page.locator("#routes td").all_inner_texts()
                 assert "/hello" in route_cells
                 assert page.locator("#bulkheads td").count() > 0
+                process_cells = page.locator("#processes td").all_inner_texts()
+                assert "all" in process_cells  # this process, with its role
                 page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
                 phone = browser.new_page(viewport={"width": 390, "height": 844})
                 phone.goto(base + "/dashboard?token=s3cret")

@@ -68,6 +68,7 @@ async def test_scaled_out_demo_loses_nothing(tmp_path: Path, redis_url: str, dat
         "DEMO_CLEANUP_EVERY": "1",
         "DEMO_DATA_DIR": str(tmp_path / "data"),
         "LOG_LEVEL": "WARNING",
+        "DASHBOARD_ENABLED": "true",
     }
     api_port = free_port()
     worker_ports = [free_port(), free_port()]
@@ -187,4 +188,13 @@ async def test_scaled_out_demo_loses_nothing(tmp_path: Path, redis_url: str, dat
                 route="/api/orders/{order_id}",
             )
             assert after - before == 40
+
+            # The dashboard lists both API worker processes, with their role.
+            snapshot = (await client.get("/dashboard/snapshot")).json()
+            processes = {
+                labels["process"]: labels["role"]
+                for name, labels, _ in snapshot["samples"]
+                if name == "steadyloop_process_start_time_seconds"
+            }
+            assert sorted(processes.values()) == ["api", "api"]
         assert victim.returncode == -signal.SIGKILL

@@ -355,3 +355,12 @@ upstream_breaker_state = Gauge(
     ["upstream"],
     multiprocess_mode="liveall",
 )
+
+# --- processes (runtime.py) ------------------------------------------------------------------
+process_info = Gauge(
+    "steadyloop_process_start_time_seconds",
+    "When each steadyloop process started, by role and process (host:pid); with several "
+    "server workers, one series per live worker.",
+    ["role", "process"],
+    multiprocess_mode="liveall",
+)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -67,6 +69,11 @@ class Runtime:
         self._lock = asyncio.Lock()
 
     @property
+    def process_name(self) -> str:
+        """host:pid, as logs, metrics and the dashboard name this process."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    @property
     def started(self) -> bool:
         return self.started_at is not None
 
@@ -90,6 +97,7 @@ class Runtime:
                 await self.jobs.start(self.role)
                 self.health.add("jobs", self.jobs.store.ping)
             self.started_at = time.time()
+            metrics.process_info.labels(self.role, self.process_name).set(self.started_at)
             logger.info("steadyloop started (role %s)", self.role)
 
     async def open_database(self, url: str | None = None, *, name: str = "main") -> Database:
