@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -69,3 +70,18 @@ def postgres_url() -> str:
     if not reachable(url):
         unavailable("PostgreSQL", f"nothing answers at {url}")
     return url
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A fresh Redis key prefix for one test, and no key left under it afterwards."""
+    redis = pytest.importorskip("redis")
+    name = f"test:{uuid.uuid4().hex[:12]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -295,20 +295,6 @@ def test_bad_arguments_are_rejected() -> None:
 
 
 # --- Redis ------------------------------------------------------------------------------------
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    pytest.importorskip("redis")
-    import redis
-
-    name = f"test:{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @pytest.fixture

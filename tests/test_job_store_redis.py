@@ -8,8 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,20 +22,6 @@ from steadyloop.jobs.memory import MemoryJobStore
 from steadyloop.jobs.models import Job, JobStatus, new_job
 from steadyloop.jobs.redis import RedisJobStore
 from steadyloop.jobs.store import Outcome
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A fresh key prefix, and no key left under it afterwards."""
-    name = f"test:{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -265,20 +263,6 @@ async def test_rate_limited_raised_by_the_app_is_a_429() -> None:
 
 
 # --- Redis ------------------------------------------------------------------------------------
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    pytest.importorskip("redis")
-    import redis
-
-    name = f"test:{uuid.uuid4().hex[:12]}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{name}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 async def test_redis_admits_exactly_the_limit_under_concurrency(

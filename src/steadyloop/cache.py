@@ -48,6 +48,7 @@ from pydantic import TypeAdapter
 from pydantic_core import from_json, to_json
 
 from steadyloop import metrics
+from steadyloop.redis_client import async_redis
 
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
@@ -265,12 +266,7 @@ class RedisBackend:
     async def open(self) -> None:
         if self._client is not None:
             return
-        import redis.asyncio as aioredis
-
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=self.max_connections, **self._options
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = async_redis(self.url, max_connections=self.max_connections, **self._options)
         self._lookup = self._client.register_script(_LOOKUP_LUA)
         self._store = self._client.register_script(_STORE_LUA)
         self._unlock = self._client.register_script(_UNLOCK_LUA)

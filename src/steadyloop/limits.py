@@ -41,6 +41,7 @@ from starlette.routing import compile_path
 from starlette.types import Scope
 
 from steadyloop import metrics
+from steadyloop.redis_client import async_redis
 
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
@@ -755,12 +756,7 @@ class RedisRateStore:
     async def open(self) -> None:
         if self._client is not None:
             return
-        import redis.asyncio as aioredis
-
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=self.max_connections, **self._options
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = async_redis(self.url, max_connections=self.max_connections, **self._options)
         self._script = self._client.register_script(_GCRA_LUA)
 
     async def close(self) -> None:

@@ -121,22 +121,7 @@ log_sink_errors_total = Counter(
 
 # --- HTTP server (web/middleware.py) ---------------------------------------------------------
 #: Request duration buckets: 1 ms to 30 s.
-REQUEST_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+REQUEST_BUCKETS = tuple(b for b in LATENCY_BUCKETS if b >= 0.001)
 http_requests_total = Counter(
     "steadyloop_http_requests_total",
     "HTTP requests answered, by method, route template and status code.",

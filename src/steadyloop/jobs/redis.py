@@ -85,8 +85,6 @@ from typing import Any, Generic, TypeVar, cast
 from pydantic_core import to_json
 
 try:
-    import redis
-    import redis.asyncio as aioredis
     from redis.commands.core import AsyncScript, Script
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -102,6 +100,7 @@ from steadyloop.jobs.models import (
     JobStatus,
 )
 from steadyloop.jobs.store import JobPage, Outcome
+from steadyloop.redis_client import async_redis, sync_redis
 
 __all__ = ["RedisJobStore"]
 
@@ -692,14 +691,8 @@ class _Open:
     """What exists while the store is open."""
 
     def __init__(self, store: RedisJobStore, options: dict[str, Any]) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            store.url, max_connections=store.max_connections, **options
-        )
-        self.client = aioredis.Redis(connection_pool=pool)
-        sync_pool = redis.BlockingConnectionPool.from_url(
-            store.url, max_connections=store.max_connections, **options
-        )
-        self.sync = redis.Redis(connection_pool=sync_pool)
+        self.client = async_redis(store.url, max_connections=store.max_connections, **options)
+        self.sync = sync_redis(store.url, max_connections=store.max_connections, **options)
         self.enqueue = self.client.register_script(_script(_ENQUEUE))
         self.claim = self.client.register_script(_script(_CLAIM))
         self.finish = self.client.register_script(_script(_FINISH))
