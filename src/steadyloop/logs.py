@@ -113,6 +113,10 @@ class TextFormatter(logging.Formatter):
 
 #: How often the writer thread writes what was logged (and the most a line waits).
 WRITE_INTERVAL = 0.05
+#: Records written to a stream with one write() call.
+WRITE_BATCH = 512
+#: Stream handlers whose emit is the standard one (format, write, flush): safe to batch.
+_BATCHABLE = (logging.StreamHandler.emit, logging.FileHandler.emit)
 
 
 class NonBlockingHandler(logging.Handler):
@@ -136,6 +140,7 @@ class NonBlockingHandler(logging.Handler):
         self._wake_at = max(1, queue_size // 4)
         self.dropped = 0
         self.sink_errors = 0
+        self._sink_error_reported = False
         # Records, plus flush markers (Events) that the writer sets when it reaches them.
         self._queue: deque[logging.LogRecord | threading.Event] = deque()
         self._wake = threading.Event()
@@ -172,24 +177,56 @@ class NonBlockingHandler(logging.Handler):
             self._wake.wait(WRITE_INTERVAL)
             self._wake.clear()
             while queue:
-                record = queue.popleft()
-                if isinstance(record, threading.Event):
-                    record.set()  # everything queued before this marker is written
-                    continue
-                for sink in self.sinks:
-                    try:
-                        if record.levelno >= sink.level:
-                            sink.emit(record)  # no sink lock needed: one writer thread
-                    except Exception:
-                        self.sink_errors += 1
-                        metrics.log_sink_errors_total.inc()
-                        self._report_sink_error(sink)
+                batch: list[logging.LogRecord] = []
+                while queue and len(batch) < WRITE_BATCH:
+                    item = queue.popleft()
+                    if isinstance(item, threading.Event):
+                        self._write(batch)
+                        batch = []
+                        item.set()  # everything queued before this marker is written
+                        continue
+                    batch.append(item)
+                self._write(batch)
             if self._closing and not queue:
                 return
 
+    def _write(self, batch: list[logging.LogRecord]) -> None:
+        """One write (and one flush) per stream sink for the whole batch; other sinks
+        (a syslog or HTTP handler) get their records one by one."""
+        if not batch:
+            return
+        for sink in self.sinks:
+            if (
+                isinstance(sink, logging.StreamHandler)
+                and type(sink).emit in _BATCHABLE
+                and sink.stream is not None  # a delayed FileHandler opens on its first emit
+            ):
+                try:
+                    lines = [
+                        sink.format(r) + sink.terminator for r in batch if r.levelno >= sink.level
+                    ]
+                    if lines:
+                        sink.stream.write("".join(lines))
+                        sink.flush()
+                except Exception:
+                    self._sink_failed(sink, len(batch))
+                continue
+            for record in batch:
+                try:
+                    if record.levelno >= sink.level:
+                        sink.emit(record)  # no sink lock needed: one writer thread
+                except Exception:
+                    self._sink_failed(sink, 1)
+
+    def _sink_failed(self, sink: logging.Handler, records: int) -> None:
+        self.sink_errors += records
+        metrics.log_sink_errors_total.inc(records)
+        self._report_sink_error(sink)
+
     def _report_sink_error(self, sink: logging.Handler) -> None:
-        # Rate-limited to the first error: a broken sink must not flood stderr either.
-        if self.sink_errors == 1:
+        # Reported once: a broken sink must not flood stderr either.
+        if not self._sink_error_reported:
+            self._sink_error_reported = True
             try:
                 sys.stderr.write(
                     f"steadyloop: log sink {sink!r} failed; records to it are being lost\n"
@@ -233,6 +270,12 @@ class NonBlockingHandler(logging.Handler):
 
 LogFormat = Literal["json", "text"]
 
+_RECORD_FLAGS = tuple(
+    flag
+    for flag in ("logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks")
+    if hasattr(logging, flag)
+)
+
 #: Loggers of the libraries steadyloop serves next to the app: routed to the same pipeline.
 _LIBRARY_LOGGERS = (
     "uvicorn",
@@ -258,6 +301,8 @@ class LoggingSetup:
         root.removeHandler(self.handler)
         self.handler.close()
         root.setLevel(self._saved["root_level"])
+        for flag, value in self._saved["record_flags"].items():
+            setattr(logging, flag, value)
         for h in self._saved["root_handlers"]:
             root.addHandler(h)
         for name, (handlers, propagate, disabled) in self._saved["loggers"].items():
@@ -297,4 +342,8 @@ def setup_logging(
     access = logging.getLogger("uvicorn.access")
     access.disabled = True
     logging.getLogger("hypercorn.access").disabled = True
+    # Our formatters never print thread or process names: do not look them up per record.
+    saved["record_flags"] = {flag: getattr(logging, flag) for flag in _RECORD_FLAGS}
+    for flag in _RECORD_FLAGS:
+        setattr(logging, flag, False)
     return LoggingSetup(handler, saved)

@@ -9,6 +9,7 @@ reloaders, nested lifespans) is safe.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -96,6 +97,8 @@ class Runtime:
             if self.jobs.tasks:  # an app without tasks opens no job store
                 await self.jobs.start(self.role)
                 self.health.add("jobs", self.jobs.store.ping)
+            if self.settings.gc_freeze:
+                gc.freeze()
             self.started_at = time.time()
             metrics.process_info.labels(self.role, self.process_name).set(self.started_at)
             logger.info("steadyloop started (role %s)", self.role)

@@ -160,6 +160,12 @@ class Settings(BaseSettings):
         description="How often the loop's lag is sampled (and how often it proves it is alive).",
     )
     loop_watch_gc: bool = Field(default=True, description="Measure garbage-collector pauses.")
+    gc_freeze: bool = Field(
+        default=True,
+        description="At startup, move every object that exists (modules, the app, settings) "
+        "out of the garbage collector's reach (gc.freeze): full collections then scan only "
+        "what the process creates while serving, and pause the loop for less.",
+    )
 
     # --- logging (logs.py) -------------------------------------------------------------------
     log_setup: bool = Field(

@@ -20,7 +20,8 @@ from steadyloop.web.errors import internal_error
 
 __all__ = ["UNMATCHED_ROUTE", "RequestMiddleware", "route_template", "valid_request_id"]
 
-access_logger = logging.getLogger("steadyloop.access")
+ACCESS_LOGGER = "steadyloop.access"
+access_logger = logging.getLogger(ACCESS_LOGGER)
 error_logger = logging.getLogger("steadyloop.errors")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -59,6 +60,11 @@ class RequestMiddleware:
         self.header = header.lower().encode("latin-1")
         self.access_log = access_log
         self.quiet_paths = frozenset(quiet_paths)
+        # Labelled metric children, looked up once: `.labels()` validates and locks each time.
+        # Bounded: methods x route templates x status codes.
+        self._in_progress: dict[str, Any] = {}
+        self._totals: dict[tuple[str, str, int], Any] = {}
+        self._durations: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,7 +77,10 @@ class RequestMiddleware:
         id_header = (self.header, request_id.encode("latin-1"))
         token = request_id_var.set(request_id)
         method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
-        in_progress = metrics.http_requests_in_progress.labels(method)
+        in_progress = self._in_progress.get(method)
+        if in_progress is None:
+            in_progress = metrics.http_requests_in_progress.labels(method)
+            self._in_progress[method] = in_progress
         in_progress.inc()
         status = 500
         response_started = False
@@ -98,8 +107,16 @@ class RequestMiddleware:
             duration = time.perf_counter() - started
             route = route_template(scope)
             in_progress.dec()
-            metrics.http_requests_total.labels(method, route, str(status)).inc()
-            metrics.http_request_duration_seconds.labels(method, route).observe(duration)
+            total = self._totals.get((method, route, status))
+            if total is None:
+                total = metrics.http_requests_total.labels(method, route, str(status))
+                self._totals[(method, route, status)] = total
+            total.inc()
+            histogram = self._durations.get((method, route))
+            if histogram is None:
+                histogram = metrics.http_request_duration_seconds.labels(method, route)
+                self._durations[(method, route)] = histogram
+            histogram.observe(duration)
             if self.access_log:
                 self._log(scope, route, status, duration)
             request_id_var.reset(token)
@@ -127,12 +144,16 @@ class RequestMiddleware:
             "duration_ms": round(duration * 1000, 2),
             "client": f"{client[0]}:{client[1]}" if client else None,
         }
-        access_logger.log(
+        # The record is built directly: Logger.log would walk the stack to find its caller
+        # (always this line) and check every extra key, on every request.
+        record = access_logger.makeRecord(
+            ACCESS_LOGGER,
             level,
+            __file__,
+            0,
             "%s %s %d %.1fms",
-            scope["method"],
-            path,
-            status,
-            duration * 1000,
-            extra=fields,
+            (scope["method"], path, status, duration * 1000),
+            None,
         )
+        record.__dict__.update(fields)
+        access_logger.handle(record)
