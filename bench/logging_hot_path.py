@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from bench.revision import source_revision
 
 NAME = "logging_hot_path"
 TITLE = "Logging hot path: NonBlockingHandler vs QueueHandler vs FileHandler"
@@ -593,6 +594,7 @@ def chart(hot: dict[str, HotStats], stall: dict[str, Any], memory: dict[str, Any
 
 def run(rounds: int = ROUNDS, batch: int = BATCH) -> bool:
     info = common.machine_info()
+    info["steadyloop source"] = source_revision()
     started = time.monotonic()
     print(f"[{NAME}] part 1: hot path, {rounds} rounds x {batch:,} calls x 2", flush=True)
     hot_raw = _in_child(hot_main, rounds, batch, timeout=300)
@@ -607,6 +609,10 @@ def run(rounds: int = ROUNDS, batch: int = BATCH) -> bool:
         print(f"[{NAME}] part 2: RSS growth, {impl}", flush=True)
         memory[impl] = _in_child(memory_main, impl, MEMORY_RECORDS, timeout=300)
     info["duration"] = f"{time.monotonic() - started:.0f} s"
+    if source_revision() != info["steadyloop source"]:
+        info["steadyloop source"] += (
+            f" at start, {source_revision()} at end (changed during the run)"
+        )
     info["load average at end (1, 5, 15 min)"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     markdown, met = report(hot, hot_raw, stall, memory, info)
     path = common.write_result(NAME, markdown)

@@ -25,6 +25,7 @@ import httpx
 import psutil
 
 from bench import common
+from bench.revision import source_revision
 
 NAME = "middleware_overhead"
 TITLE = "Middleware overhead: bare FastAPI vs steadyloop.install vs the peer stack"
@@ -70,11 +71,14 @@ SERVERS = (
             "LOG_LEVEL": "INFO",
             "METRICS_ENABLED": "true",
         },
-        description="the same app + `steadyloop.install(app)`: request id, one JSON access "
-        "line per request through the non-blocking handler, Prometheus metrics (requests, "
-        "duration histogram, in-progress gauge), last-resort 500; `LOG_FORMAT=json`, "
-        "`ACCESS_LOG=true`, `LOG_LEVEL=INFO`, every other setting at its default (the loop "
-        "watch on)",
+        description="the same app + `steadyloop.install(app)` (the whole stack it adds at the "
+        "measured commit): request id, one JSON access line per request through the "
+        "non-blocking handler, Prometheus metrics (requests, duration histogram, in-progress "
+        "gauge), last-resort 500, and its rate-limit, concurrency-limit and worker-role "
+        "layers, which pass every request through with the default settings (no limit "
+        "configured, unlike the peer stack's slowapi limit, which is checked on every "
+        "request); `LOG_FORMAT=json`, `ACCESS_LOG=true`, `LOG_LEVEL=INFO`, every other "
+        "setting at its default (the loop watch on)",
         access_marker='"logger": "steadyloop.access"',
     ),
     ServerSpec(
@@ -377,8 +381,9 @@ def report(
 
 ## Method
 
-End-to-end over HTTP on the loopback interface, compared side by side in one run. Three
-versions of one FastAPI app (`bench/apps/middleware_apps.py`):
+End-to-end over HTTP on the loopback interface, compared side by side in one run. Four
+versions of one FastAPI app (`bench/apps/middleware_apps.py`), three compared and one
+diagnostic:
 
 {servers}
 
@@ -389,15 +394,17 @@ a log file in a temporary directory: steadyloop's JSON access lines and the peer
 access lines are really formatted and written to that file (the table below counts them).
 
 The load generator is `wrk` in its own process: first a {WARMUP_SECONDS} s warm-up (not
-counted), then `wrk -t{THREADS} -c{CONNECTIONS} -d{seconds}s --latency {PATH}`; requests/s and
-the latency percentiles p50 and p99 are parsed from its output. {rounds} rounds, the servers
-in rotating order within each round; the tables give the median of the rounds per server.
+counted), then
+`wrk -t{THREADS} -c{CONNECTIONS} -d{seconds}s --latency http://127.0.0.1:PORT{PATH}`;
+requests/s and the latency percentiles p50 and p99 are parsed from its output.
+{rounds} rounds, the servers in rotating order within each round; the tables give the median of
+the rounds per server.
 CPU is measured with psutil for the server process and from the reaped-children rusage for
 wrk, in cores (1.00 = one core busy for the whole run).
 
 **The machine has {os.cpu_count()} cores, and wrk needs CPU too** (see its
 column): the server's single worker and wrk share two cores, so absolute numbers are lower
-than on a dedicated load generator, and all three servers are limited the same way.
+than on a dedicated load generator, and every server is limited the same way.
 
 ## Results
 
@@ -518,6 +525,7 @@ def run(rounds: int = ROUNDS, seconds: int = SECONDS) -> bool:
     if shutil.which("wrk") is None:
         raise RuntimeError("this scenario needs wrk on the PATH")
     info = common.machine_info()
+    info["steadyloop source"] = source_revision()
     started = time.monotonic()
     runs: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="bench-middleware-") as workdir:
@@ -526,6 +534,10 @@ def run(rounds: int = ROUNDS, seconds: int = SECONDS) -> bool:
             for spec in order:
                 runs.append(measure(spec, r + 1, seconds, Path(workdir)))
     info["duration"] = f"{time.monotonic() - started:.0f} s"
+    if source_revision() != info["steadyloop source"]:
+        info["steadyloop source"] += (
+            f" at start, {source_revision()} at end (changed during the run)"
+        )
     info["load average at end (1, 5, 15 min)"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     summaries = {
         spec.name: Summary.of([r for r in runs if r.spec.name == spec.name]) for spec in SERVERS

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from bench.revision import source_revision
 
 NAME = "sqlite_writers"
 TITLE = "SQLite with many concurrent writers: group commit vs pools, locks and one connection"
@@ -614,6 +615,7 @@ def chart(blocks: dict[int, dict[str, Stats]]) -> None:
 
 def run(seconds: float = SECONDS, rounds: int = ROUNDS) -> bool:
     info = common.machine_info()
+    info["steadyloop source"] = source_revision()
     started = time.monotonic()
     blocks: dict[int, dict[str, Stats]] = {}
     for clients in CLIENT_COUNTS:
@@ -635,6 +637,10 @@ def run(seconds: float = SECONDS, rounds: int = ROUNDS) -> bool:
                 )
         blocks[clients] = {v: Stats.of(results[v]) for v in VARIANTS}
     info["duration"] = f"{time.monotonic() - started:.0f} s"
+    if source_revision() != info["steadyloop source"]:
+        info["steadyloop source"] += (
+            f" at start, {source_revision()} at end (changed during the run)"
+        )
     info["load average at end (1, 5, 15 min)"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     markdown, met = report(blocks, info, seconds, rounds)
     path = common.write_result(NAME, markdown)
