@@ -127,3 +127,17 @@ async def test_readiness_runs_checks_off_the_loop_with_timeouts() -> None:
     ok = await _get(app, "/api/health/ready")
     assert ok.status_code == 200
     assert ok.json()["status"] == "ready"
+
+
+def test_every_metric_is_in_the_metrics_docs() -> None:
+    from pathlib import Path
+
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from steadyloop import metrics
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    names = [m._name for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
+    assert len(names) > 20
+    missing = [n for n in names if n not in page]
+    assert missing == [], f"docs/metrics.md does not document {missing}"

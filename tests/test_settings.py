@@ -90,3 +90,13 @@ def test_collect_ignores_unrelated_and_empty_values() -> None:
         {"blocking_drive_concurrency": "9"},
     )
     assert found == {"drive": {"concurrency": "9"}}
+
+
+def test_every_setting_is_in_the_settings_docs() -> None:
+    page = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    missing = [
+        name.upper()
+        for name, field in Settings.model_fields.items()
+        if not field.exclude and f"`{name.upper()}`" not in page
+    ]
+    assert missing == [], f"docs/settings.md does not document {missing}"
