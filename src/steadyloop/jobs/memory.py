@@ -30,6 +30,7 @@ class MemoryJobStore:
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._unique: dict[str, str] = {}  # unique_key -> id of the active job holding it
+        self._active: dict[str, Job] = {}  # queued, scheduled or running: what claim scans
         self._slots: dict[str, float] = {}  # slot key -> expiry
         self._lock = threading.Lock()
 
@@ -52,6 +53,7 @@ class MemoryJobStore:
                     continue
                 stored = job.model_copy()
                 self._jobs[stored.id] = stored
+                self._active[stored.id] = stored
                 if stored.unique_key:
                     self._unique[stored.unique_key] = stored.id
                 out.append(stored.model_copy())
@@ -67,7 +69,7 @@ class MemoryJobStore:
             due = sorted(
                 (
                     j
-                    for j in self._jobs.values()
+                    for j in self._active.values()
                     if j.task in wanted
                     and (
                         (j.status in (JobStatus.queued, JobStatus.scheduled) and j.run_at <= now)
@@ -133,6 +135,7 @@ class MemoryJobStore:
         error: JobError | None = None,
     ) -> None:
         job.end(status, now, result=result, error=error)
+        self._active.pop(job.id, None)
         if job.unique_key and self._unique.get(job.unique_key) == job.id:
             del self._unique[job.unique_key]
 
