@@ -59,7 +59,7 @@ def _serve(
     config.application_path = target
     if factory:
         raise typer.BadParameter("--factory is not supported with hypercorn; expose an app object")
-    hypercorn_run(config)
+    raise typer.Exit(hypercorn_run(config) or 0)
 
 
 @app.command()

@@ -272,7 +272,9 @@ LogFormat = Literal["json", "text"]
 
 _RECORD_FLAGS = tuple(
     flag
-    for flag in ("logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks")
+    # Only names looked up by name (%(processName)s, %(taskName)s): a handler of another
+    # library may format %(process)d or %(thread)d, which must stay numbers.
+    for flag in ("logMultiprocessing", "logAsyncioTasks")
     if hasattr(logging, flag)
 )
 

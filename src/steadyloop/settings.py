@@ -283,7 +283,9 @@ class Settings(BaseSettings):
         description="Key prefix of the Redis job store (several apps can share one Redis).",
     )
     redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="The Redis server, for every Redis backend."
+        default="redis://127.0.0.1:6379/0",
+        description="The Redis server of the job store when JOB_STORE_BACKEND=redis (rate limits "
+        "and the cache take their own URLs: RATE_LIMIT_STORAGE, CACHE_URL).",
     )
     job_concurrency: int = Field(
         default=10, ge=1, le=10_000, description="Jobs one worker process runs at once."

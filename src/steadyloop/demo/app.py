@@ -172,7 +172,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:  # PostgreSQL, shared by every API and worker process
             # Importing SQLAlchemy takes a while: do it off the loop, like any blocking call.
             pg = await sl.run_blocking("fs", importlib.import_module, "steadyloop.demo.postgres")
-            engine = pg.create_engine(settings=settings)
+            engine = await sl.run_blocking(
+                "fs", functools.partial(pg.create_engine, settings=settings)
+            )
             rt.health.add("db_main", engine.ping)
             state["engine"] = engine
             state["catalog"], state["orders"] = pg.PgCatalog(engine), pg.PgOrders(engine)
