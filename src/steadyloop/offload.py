@@ -11,9 +11,11 @@ Design notes:
 - A cancelled caller returns at once, but its slot stays taken until its thread really
   finishes: Python cannot stop a running thread, and freeing the slot early would let more
   calls run than the limit allows.
-- Shared domains run on one thread pool that grows to the sum of their limits (the limiter,
-  not the pool, bounds each domain). A dedicated domain owns named threads that nothing else
-  uses: thread-affine handles (a camera, a serial port) stay on the threads that opened them.
+- Shared domains run on one thread pool that grows with their use, to about the sum of their
+  limits (the limiter, not the pool, bounds each domain; the executor may start a few more
+  threads when a new call arrives while a thread is between two calls). A dedicated domain
+  owns named threads that nothing else uses: thread-affine handles (a camera, a serial port)
+  stay on the threads that opened them.
 - The caller's context variables (the request id) are copied into the thread.
 """
 
