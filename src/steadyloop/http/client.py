@@ -30,7 +30,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import httpx
 
@@ -52,6 +52,26 @@ if TYPE_CHECKING:
         RequestFiles,
         TimeoutTypes,
     )
+
+    class _Options(TypedDict, total=False):
+        """httpx's per-request options (the verbs without a body take these)."""
+
+        params: QueryParamTypes | None
+        headers: HeaderTypes | None
+        cookies: CookieTypes | None
+        auth: AuthTypes | UseClientDefault | None
+        follow_redirects: bool | UseClientDefault
+        timeout: TimeoutTypes | UseClientDefault
+        extensions: RequestExtensions | None
+
+    class _BodyOptions(_Options, total=False):
+        """Plus a body (POST, PUT, PATCH)."""
+
+        content: RequestContent | None
+        data: RequestData | None
+        files: RequestFiles | None
+        json: Any
+
 
 __all__ = ["DeadlineExceeded", "HttpClient", "SyncHttpClient", "default_ssl_context"]
 
@@ -455,197 +475,26 @@ class HttpClient(_Base):
         finally:
             await response.aclose()
 
-    async def get(
-        self,
-        url: httpx.URL | str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return await self.request(
-            "GET",
-            url,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    async def get(self, url: httpx.URL | str, **options: Unpack[_Options]) -> httpx.Response:
+        return await self.request("GET", url, **options)
 
-    async def head(
-        self,
-        url: httpx.URL | str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return await self.request(
-            "HEAD",
-            url,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    async def head(self, url: httpx.URL | str, **options: Unpack[_Options]) -> httpx.Response:
+        return await self.request("HEAD", url, **options)
 
-    async def options(
-        self,
-        url: httpx.URL | str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return await self.request(
-            "OPTIONS",
-            url,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    async def options(self, url: httpx.URL | str, **options: Unpack[_Options]) -> httpx.Response:
+        return await self.request("OPTIONS", url, **options)
 
-    async def delete(
-        self,
-        url: httpx.URL | str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return await self.request(
-            "DELETE",
-            url,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    async def delete(self, url: httpx.URL | str, **options: Unpack[_Options]) -> httpx.Response:
+        return await self.request("DELETE", url, **options)
 
-    async def post(
-        self,
-        url: httpx.URL | str,
-        *,
-        content: RequestContent | None = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        json: Any | None = None,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return await self.request(
-            "POST",
-            url,
-            content=content,
-            data=data,
-            files=files,
-            json=json,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    async def post(self, url: httpx.URL | str, **options: Unpack[_BodyOptions]) -> httpx.Response:
+        return await self.request("POST", url, **options)
 
-    async def put(
-        self,
-        url: httpx.URL | str,
-        *,
-        content: RequestContent | None = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        json: Any | None = None,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return await self.request(
-            "PUT",
-            url,
-            content=content,
-            data=data,
-            files=files,
-            json=json,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    async def put(self, url: httpx.URL | str, **options: Unpack[_BodyOptions]) -> httpx.Response:
+        return await self.request("PUT", url, **options)
 
-    async def patch(
-        self,
-        url: httpx.URL | str,
-        *,
-        content: RequestContent | None = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        json: Any | None = None,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return await self.request(
-            "PATCH",
-            url,
-            content=content,
-            data=data,
-            files=files,
-            json=json,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    async def patch(self, url: httpx.URL | str, **options: Unpack[_BodyOptions]) -> httpx.Response:
+        return await self.request("PATCH", url, **options)
 
     @property
     def is_closed(self) -> bool:
@@ -822,197 +671,26 @@ class SyncHttpClient(_Base):
         finally:
             response.close()
 
-    def get(
-        self,
-        url: httpx.URL | str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return self.request(
-            "GET",
-            url,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    def get(self, url: httpx.URL | str, **options: Unpack[_Options]) -> httpx.Response:
+        return self.request("GET", url, **options)
 
-    def head(
-        self,
-        url: httpx.URL | str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return self.request(
-            "HEAD",
-            url,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    def head(self, url: httpx.URL | str, **options: Unpack[_Options]) -> httpx.Response:
+        return self.request("HEAD", url, **options)
 
-    def options(
-        self,
-        url: httpx.URL | str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return self.request(
-            "OPTIONS",
-            url,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    def options(self, url: httpx.URL | str, **options: Unpack[_Options]) -> httpx.Response:
+        return self.request("OPTIONS", url, **options)
 
-    def delete(
-        self,
-        url: httpx.URL | str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return self.request(
-            "DELETE",
-            url,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    def delete(self, url: httpx.URL | str, **options: Unpack[_Options]) -> httpx.Response:
+        return self.request("DELETE", url, **options)
 
-    def post(
-        self,
-        url: httpx.URL | str,
-        *,
-        content: RequestContent | None = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        json: Any | None = None,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return self.request(
-            "POST",
-            url,
-            content=content,
-            data=data,
-            files=files,
-            json=json,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    def post(self, url: httpx.URL | str, **options: Unpack[_BodyOptions]) -> httpx.Response:
+        return self.request("POST", url, **options)
 
-    def put(
-        self,
-        url: httpx.URL | str,
-        *,
-        content: RequestContent | None = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        json: Any | None = None,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return self.request(
-            "PUT",
-            url,
-            content=content,
-            data=data,
-            files=files,
-            json=json,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    def put(self, url: httpx.URL | str, **options: Unpack[_BodyOptions]) -> httpx.Response:
+        return self.request("PUT", url, **options)
 
-    def patch(
-        self,
-        url: httpx.URL | str,
-        *,
-        content: RequestContent | None = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        json: Any | None = None,
-        params: QueryParamTypes | None = None,
-        headers: HeaderTypes | None = None,
-        cookies: CookieTypes | None = None,
-        auth: AuthTypes | UseClientDefault | None = DEFAULT,
-        follow_redirects: bool | UseClientDefault = DEFAULT,
-        timeout: TimeoutTypes | UseClientDefault = DEFAULT,
-        extensions: RequestExtensions | None = None,
-    ) -> httpx.Response:
-        return self.request(
-            "PATCH",
-            url,
-            content=content,
-            data=data,
-            files=files,
-            json=json,
-            params=params,
-            headers=headers,
-            cookies=cookies,
-            auth=auth,
-            follow_redirects=follow_redirects,
-            timeout=timeout,
-            extensions=extensions,
-        )
+    def patch(self, url: httpx.URL | str, **options: Unpack[_BodyOptions]) -> httpx.Response:
+        return self.request("PATCH", url, **options)
 
     @property
     def is_closed(self) -> bool:
