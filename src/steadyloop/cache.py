@@ -244,12 +244,14 @@ class RedisBackend:
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self.max_connections = max_connections
-        self._options: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": socket_connect_timeout,
+        self._connect = functools.partial(
+            async_redis,
+            url,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
             **options,
-        }
+        )
         self._client: Any = None
         self._lookup: Any = None
         self._store: Any = None
@@ -266,7 +268,7 @@ class RedisBackend:
     async def open(self) -> None:
         if self._client is not None:
             return
-        self._client = async_redis(self.url, max_connections=self.max_connections, **self._options)
+        self._client = self._connect()
         self._lookup = self._client.register_script(_LOOKUP_LUA)
         self._store = self._client.register_script(_STORE_LUA)
         self._unlock = self._client.register_script(_UNLOCK_LUA)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -744,19 +745,21 @@ class RedisRateStore:
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self.max_connections = max_connections
-        self._options: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": socket_connect_timeout,
+        self._connect = functools.partial(
+            async_redis,
+            url,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
             **options,
-        }
+        )
         self._client: Any = None
         self._script: Any = None
 
     async def open(self) -> None:
         if self._client is not None:
             return
-        self._client = async_redis(self.url, max_connections=self.max_connections, **self._options)
+        self._client = self._connect()
         self._script = self._client.register_script(_GCRA_LUA)
 
     async def close(self) -> None:

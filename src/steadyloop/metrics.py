@@ -147,29 +147,33 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
+#: The bulkhead domain that reads the registry (files, in multiprocess mode) off the loop.
+METRICS_DOMAIN = "metrics"
+
+
+def _served_registry() -> CollectorRegistry:
+    """The registry /metrics serves: this process's, or every worker's files summed."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
+
+
 def exposition() -> bytes:
     """The text exposition of every metric; across all worker processes in multiprocess mode.
 
     Reads files in multiprocess mode and takes milliseconds with many series: call it off the
     event loop (the /metrics route runs it in the `metrics` bulkhead).
     """
-    if multiprocess_dir():
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+    return generate_latest(_served_registry())
 
 
 def samples(prefix: str = "steadyloop_") -> list[tuple[str, dict[str, str], float]]:
     """Every sample whose name starts with `prefix`, from the registry /metrics serves
     (summed over worker processes in multiprocess mode). Off the loop, like `exposition`."""
-    if multiprocess_dir():
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    else:
-        registry = REGISTRY
     out = []
-    for family in registry.collect():
+    for family in _served_registry().collect():
         for sample in family.samples:
             if sample.name.startswith(prefix) and not sample.name.endswith("_created"):
                 out.append((sample.name, dict(sample.labels), float(sample.value)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -604,21 +606,14 @@ class Settings(BaseSettings):
                 out[name] = redact_url(value)
         return out
 
-    @field_validator(
-        "blocking_default_max_wait",
-        "job_store_url",
-        "metrics_token",
-        "http_connect_timeout",
-        "http_read_timeout",
-        "http_write_timeout",
-        "http_pool_timeout",
-        "http_deadline",
-        mode="before",
-    )
+    @field_validator("*", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        # `NAME=` in a .env file means "not set", as the generated .env.example shows.
-        return None if value == "" else value
+    def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        # `NAME=` in a .env file means "not set" (as the generated .env.example shows) for
+        # every setting that can be unset; elsewhere an empty value stays an error or a string.
+        if value == "" and info.field_name in _OPTIONAL_FIELDS:
+            return None
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -667,6 +662,14 @@ class Settings(BaseSettings):
             if override.threads is not None:
                 dedicated[name] = override.threads
         return dedicated
+
+
+#: Settings that can be unset (their type admits None): an empty value means unset.
+_OPTIONAL_FIELDS = frozenset(
+    name
+    for name, field in Settings.model_fields.items()
+    if type(None) in typing.get_args(field.annotation)
+)
 
 
 def redact_url(url: str) -> str:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from steadyloop.files import FS_DOMAIN
 from steadyloop.http.breaker import CircuitBreaker
 from steadyloop.http.client import HttpClient, SyncHttpClient, default_ssl_context
 from steadyloop.http.config import UpstreamConfig, resolve
@@ -172,7 +173,7 @@ class Upstreams:
         """Load the TLS trust store off the loop and register the upstreams' readiness checks."""
         self._started = True
         if self.names():
-            await run_blocking("fs", default_ssl_context)
+            await run_blocking(FS_DOMAIN, default_ssl_context)
         for name in self.names():
             if self._has_health_path(name):
                 self._register_check(self.config(name))

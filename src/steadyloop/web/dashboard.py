@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from steadyloop.runtime import Runtime
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-METRICS_DOMAIN = "metrics"
 
 
 def _page() -> str:
@@ -34,7 +33,7 @@ def _page() -> str:
 
 
 async def build_snapshot(runtime: Runtime) -> dict[str, Any]:
-    samples = await runtime.run_blocking(METRICS_DOMAIN, metrics.samples)
+    samples = await runtime.run_blocking(metrics.METRICS_DOMAIN, metrics.samples)
     watch = runtime.loop_watch
     stalls = [
         {

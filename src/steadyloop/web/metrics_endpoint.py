@@ -14,8 +14,6 @@ from steadyloop.web.auth import TokenGuard
 if TYPE_CHECKING:
     from steadyloop.runtime import Runtime
 
-METRICS_DOMAIN = "metrics"
-
 
 def metrics_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     secret = runtime.settings.metrics_token
@@ -25,7 +23,7 @@ def metrics_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response
         denied = guard.check(request)
         if denied is not None:
             return denied
-        body = await runtime.run_blocking(METRICS_DOMAIN, metrics.exposition)
+        body = await runtime.run_blocking(metrics.METRICS_DOMAIN, metrics.exposition)
         return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
 
     return serve_metrics

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from steadyloop.files import FS_DOMAIN
 from steadyloop.logs import request_id_var
 from steadyloop.offload import iterate_in_thread, run_blocking
 from steadyloop.web.errors import problem
@@ -36,7 +37,6 @@ from steadyloop.web.errors import problem
 __all__ = ["ByteRange", "parse_range", "proxy_stream", "range_file_response"]
 
 CHUNK_SIZE = 64 * 1024
-FS_DOMAIN = "fs"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 #: Upstream headers passed through to the client.
 _PASSED_HEADERS = (
