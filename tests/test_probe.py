@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import math
 import re
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -33,9 +29,9 @@ from steadyloop.probe import (
     render_report,
     run_probe,
 )
+from tests.servers import free_port, serve
 
 # Generous bound for a server to start: only a broken server exhausts it.
-STARTUP_DEADLINE = 30.0
 TEST_FLOOR_MS = 25.0
 
 BAD_APP = """
@@ -59,84 +55,29 @@ app = Starlette(routes=[Route("/slow", slow), Route("/fast", fast), Route("/heal
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
+@dataclass(frozen=True)
 class Server:
-    def __init__(self, args: list[str], cwd: Path, health_path: str) -> None:
-        self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log = cwd / f"server-{self.port}.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [*args, "--port", str(self.port)], cwd=cwd, stdout=log, stderr=subprocess.STDOUT
-            )
-        self._wait_ready(health_path)
-
-    def _wait_ready(self, health_path: str) -> None:
-        deadline = time.monotonic() + STARTUP_DEADLINE
-        with httpx.Client(timeout=1.0) as client:
-            while True:
-                if self.process.poll() is not None:
-                    self.stop()
-                    pytest.fail(f"server exited early:\n{self.log.read_text()}")
-                try:
-                    if client.get(self.base_url + health_path).is_success:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(
-                        f"server not ready in {STARTUP_DEADLINE} s:\n{self.log.read_text()}"
-                    )
-                time.sleep(0.05)  # polling interval, bounded by the deadline above
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+    base_url: str
 
 
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("demo")
-    server = Server(
-        [sys.executable, "-m", "steadyloop.cli", "demo", "--data-dir", str(workdir / "data")],
-        cwd=workdir,
-        health_path="/api/health",
-    )
-    yield server
-    server.stop()
+    port = free_port()
+    args = [sys.executable, "-m", "steadyloop.cli", "demo", "--data-dir", str(workdir / "data")]
+    with serve([*args, "--port", str(port)], port, cwd=workdir, log=workdir / "demo.log") as url:
+        yield Server(url)
 
 
 @pytest.fixture
 def bad_server(tmp_path: Path) -> Iterator[Server]:
     """A fresh server per test: a previous probe's queued slow calls would skew the baseline."""
     (tmp_path / "badapp.py").write_text(BAD_APP)
-    server = Server(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "badapp:app",
-            "--app-dir",
-            str(tmp_path),
-            "--log-level",
-            "warning",
-        ],
-        cwd=tmp_path,
-        health_path="/health",
-    )
-    yield server
-    server.stop()
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", "badapp:app", "--app-dir", str(tmp_path)]
+    args += ["--log-level", "warning", "--port", str(port)]
+    with serve(args, port, ready_path="/health", cwd=tmp_path, log=tmp_path / "bad.log") as url:
+        yield Server(url)
 
 
 # --- against real servers --------------------------------------------------------------------
@@ -207,7 +148,7 @@ def test_cli_exits_1_when_the_probe_fails(bad_server: Server) -> None:
 
 def test_unreachable_server_is_a_clear_error() -> None:
     config = ProbeConfig(
-        base_url=f"http://127.0.0.1:{_free_port()}",
+        base_url=f"http://127.0.0.1:{free_port()}",
         slow_path="/slow",
         fast_path="/fast",
         duration=1.0,
