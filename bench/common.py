@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -282,3 +282,38 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+async def time_calls(call: Callable[[], Awaitable[Any]], n: int) -> tuple[list[int], int]:
+    """Await `call` n times in a row: each call's latency and the total, in nanoseconds."""
+    clock = time.perf_counter_ns
+    latencies = [0] * n
+    begin = clock()
+    for i in range(n):
+        started = clock()
+        await call()
+        latencies[i] = clock() - started
+    return latencies, clock() - begin
+
+
+def label_bars(
+    ax: Any,
+    bars: Any,
+    values: Sequence[float],
+    text: Callable[[float], str],
+    *,
+    fontsize: int = 8,
+) -> None:
+    """Write each bar's value above it (NaN bars stay unlabelled)."""
+    for bar, value in zip(bars, values, strict=True):
+        if math.isnan(value):
+            continue
+        ax.annotate(
+            text(value),
+            (bar.get_x() + bar.get_width() / 2, value),
+            ha="center",
+            va="bottom",
+            fontsize=fontsize,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )

@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -147,17 +146,6 @@ class Upstream:
 
 
 # --- the measuring process -----------------------------------------------------------------------
-async def _timed(call: Callable[[], Awaitable[Any]], n: int) -> tuple[list[int], int]:
-    clock = time.perf_counter_ns
-    latencies = [0] * n
-    begin = clock()
-    for i in range(n):
-        started = clock()
-        await call()
-        latencies[i] = clock() - started
-    return latencies, clock() - begin
-
-
 async def _measure() -> dict[str, Any]:
     import logging
 
@@ -201,14 +189,14 @@ async def _measure() -> dict[str, Any]:
 
             # 1. throughput and latency, interleaved rounds
             for impl in IMPLS:
-                await _timed(calls[impl], WARMUP_CALLS if impl != REQUESTS else 50)
+                await common.time_calls(calls[impl], WARMUP_CALLS if impl != REQUESTS else 50)
             latencies: dict[str, list[int]] = {i: [] for i in IMPLS}
             walls: dict[str, list[tuple[int, int]]] = {i: [] for i in IMPLS}
             pooled = (HTTPX, STEADYLOOP)
             for r in range(ROUNDS):
                 order = [REQUESTS, *(pooled if r % 2 == 0 else reversed(pooled))]
                 for impl in order:
-                    lat, wall = await _timed(calls[impl], sizes[impl])
+                    lat, wall = await common.time_calls(calls[impl], sizes[impl])
                     latencies[impl] += lat
                     walls[impl].append((len(lat), wall))
                 print(f"[{NAME}] round {r + 1}/{ROUNDS} done", flush=True)

@@ -608,17 +608,7 @@ def chart(samples: Samples, kills: list[KillResult]) -> None:
                 width,
                 label=label,
             )
-            for bar, value in zip(drawn, values, strict=True):
-                if not math.isnan(value):
-                    ax.annotate(
-                        _rate(value),
-                        (bar.get_x() + bar.get_width() / 2, value),
-                        ha="center",
-                        va="bottom",
-                        fontsize=7,
-                        xytext=(0, 2),
-                        textcoords="offset points",
-                    )
+            common.label_bars(ax, drawn, values, _rate, fontsize=7)
         ax.set_xticks(list(xs), list(systems), fontsize=8, rotation=25, ha="right")
         ax.set_yscale("log")
         ax.set_ylabel("jobs/s (median, log scale)")

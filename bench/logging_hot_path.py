@@ -526,18 +526,6 @@ def chart(hot: dict[str, HotStats], stall: dict[str, Any], memory: dict[str, Any
     )
     width = 0.38
 
-    def annotate(ax: Any, bars: Any, values: list[float], fmt: Callable[[float], str]) -> None:
-        for bar, value in zip(bars, values, strict=True):
-            ax.annotate(
-                fmt(value),
-                (bar.get_x() + bar.get_width() / 2, value),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                xytext=(0, 2),
-                textcoords="offset points",
-            )
-
     def label(impl: str) -> str:
         return {
             STEADYLOOP: "steadyloop\nNonBlocking",
@@ -552,7 +540,7 @@ def chart(hot: dict[str, HotStats], stall: dict[str, Any], memory: dict[str, Any
     for offset, key, name in ((-width / 2, "median_us", "median"), (width / 2, "p99_us", "p99")):
         values = [getattr(hot[i], key) for i in HOT_IMPLS]
         bars = ax.bar([x + offset for x in xs], values, width, label=name)
-        annotate(ax, bars, values, lambda v: f"{v:.1f}")
+        common.label_bars(ax, bars, values, lambda v: f"{v:.1f}")
     ax.set_xticks(xs, [label(i) for i in HOT_IMPLS], fontsize=8)
     ax.set_ylabel("µs per call")
     ax.set_ylim(0, max(hot[i].p99_us for i in HOT_IMPLS) * 1.15)
@@ -565,7 +553,7 @@ def chart(hot: dict[str, HotStats], stall: dict[str, Any], memory: dict[str, Any
     for offset, q, name in ((-width / 2, 50, "median"), (width / 2, 99, "p99")):
         values = [common.percentile(stall[i]["latencies"], q) / 1000 for i in STALL_IMPLS]
         bars = ax.bar([x + offset for x in xs], values, width, label=name)
-        annotate(ax, bars, values, lambda v: f"{v:,.0f}" if v >= 10 else f"{v:.1f}")
+        common.label_bars(ax, bars, values, lambda v: f"{v:,.0f}" if v >= 10 else f"{v:.1f}")
     ax.set_xticks(xs, [label(i) for i in STALL_IMPLS], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("caller µs per call (log scale)")
@@ -579,7 +567,7 @@ def chart(hot: dict[str, HotStats], stall: dict[str, Any], memory: dict[str, Any
     xs = list(range(len(MEMORY_IMPLS)))
     values = [(memory[i]["rss_after"] - memory[i]["rss_before"]) / 2**20 for i in MEMORY_IMPLS]
     bars = ax.bar(xs, values, 0.6, color=["tab:green", "tab:red"])
-    annotate(ax, bars, values, lambda v: f"{v:.1f} MiB")
+    common.label_bars(ax, bars, values, lambda v: f"{v:.1f} MiB")
     ax.set_xticks(xs, [label(i) for i in MEMORY_IMPLS], fontsize=8)
     ax.set_ylabel("RSS growth, MiB")
     ax.set_title(f"RSS growth, {MEMORY_RECORDS:,} records\ninto the stalled sink", fontsize=10)

@@ -499,16 +499,7 @@ def chart(summaries: dict[str, Summary], runs: list[RunResult]) -> None:
     for offset, key, label in ((-width / 2, "p50", "p50"), (width / 2, "p99", "p99")):
         vals = [getattr(summaries[n], key) * 1000 for n in names]
         bars = ax.bar([x + offset for x in xs], vals, width, label=label)
-        for bar, value in zip(bars, vals, strict=True):
-            ax.annotate(
-                f"{value:.1f}",
-                (bar.get_x() + bar.get_width() / 2, value),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                xytext=(0, 2),
-                textcoords="offset points",
-            )
+        common.label_bars(ax, bars, vals, "{:.1f}".format)
     ax.set_xticks(xs, [_label(n) for n in names], fontsize=8)
     ax.set_ylabel("latency, ms")
     ax.set_title(f"Latency at {CONNECTIONS} connections (lower is better)", fontsize=10)

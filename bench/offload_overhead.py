@@ -43,17 +43,6 @@ def noop() -> None:
 
 
 # --- the measuring process ---------------------------------------------------------------------
-async def _sequential(call: Callable[[], Awaitable[None]], n: int) -> tuple[list[int], int]:
-    clock = time.perf_counter_ns
-    latencies = [0] * n
-    begin = clock()
-    for i in range(n):
-        started = clock()
-        await call()
-        latencies[i] = clock() - started
-    return latencies, clock() - begin
-
-
 async def _concurrent(
     call: Callable[[], Awaitable[None]], n: int, callers: int
 ) -> tuple[list[int], int]:
@@ -104,7 +93,7 @@ async def _measure(rounds: int, calls: int) -> dict[str, Any]:
     }
     try:
         for impl in IMPLS:  # warm-up: threads started, code paths and caches warm
-            await _sequential(calls_by_impl[impl], WARMUP_CALLS)
+            await common.time_calls(calls_by_impl[impl], WARMUP_CALLS)
             await _concurrent(calls_by_impl[impl], WARMUP_CALLS, CONCURRENCY)
         started = time.monotonic()
         done = 0
@@ -113,7 +102,7 @@ async def _measure(rounds: int, calls: int) -> dict[str, Any]:
                 break
             order = IMPLS[r % len(IMPLS) :] + IMPLS[: r % len(IMPLS)]
             for impl in order:
-                lat, wall = await _sequential(calls_by_impl[impl], calls)
+                lat, wall = await common.time_calls(calls_by_impl[impl], calls)
                 latencies[VARIANTS[0]][impl] += lat
                 walls[VARIANTS[0]][impl].append((len(lat), wall))
             for impl in order:
@@ -300,16 +289,7 @@ def chart(stats: dict[str, dict[str, ImplStats]]) -> None:
         xs = range(len(IMPLS))
         for offset, values, label in ((-width / 2, medians, "median"), (width / 2, p99s, "p99")):
             bars = ax.bar([x + offset for x in xs], values, width, label=label)
-            for bar, value in zip(bars, values, strict=True):
-                ax.annotate(
-                    f"{value:.0f}",
-                    (bar.get_x() + bar.get_width() / 2, value),
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                    xytext=(0, 2),
-                    textcoords="offset points",
-                )
+            common.label_bars(ax, bars, values, "{:.0f}".format)
         ax.set_xticks(list(xs), [i.replace(".", ".\n", 1) for i in IMPLS], fontsize=8)
         ax.set_title(variant)
         ax.set_ylabel("µs per call")

@@ -578,19 +578,9 @@ def chart(blocks: dict[int, dict[str, Stats]]) -> None:
             if key == "p99":
                 values = [v * 1000 for v in values]
             bars = ax.bar(xs, values, width, label=SHORT[variant], color=colors[variant])
-            for bar, value in zip(bars, values, strict=True):
-                if math.isnan(value):
-                    continue
-                text = f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
-                ax.annotate(
-                    text,
-                    (bar.get_x() + bar.get_width() / 2, value),
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    xytext=(0, 2),
-                    textcoords="offset points",
-                )
+            common.label_bars(
+                ax, bars, values, lambda v: f"{v:,.0f}" if v >= 10 else f"{v:.2g}", fontsize=7
+            )
         ax.set_yscale("log")
         ax.set_xticks(range(len(counts)), [f"{c} clients" for c in counts])
         ax.set_ylabel(ylabel)
