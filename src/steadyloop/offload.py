@@ -301,9 +301,13 @@ class Bulkheads:
             default_limit=settings.blocking_default_concurrency,
             default_max_wait=settings.blocking_default_max_wait,
             limits={
-                name: cfg.concurrency
-                for name, cfg in settings.bulkheads.items()
-                if cfg.concurrency is not None
+                # Sync job tasks run in `jobs`: a slot per job slot unless the env says otherwise.
+                "jobs": settings.job_concurrency,
+                **{
+                    name: cfg.concurrency
+                    for name, cfg in settings.bulkheads.items()
+                    if cfg.concurrency is not None
+                },
             },
             max_waits={
                 name: cfg.max_wait

@@ -61,8 +61,6 @@ class Runtime:
         #: Named upstreams: `rt.http("drive")` / `rt.http_sync("drive")` (docs/http.md).
         self.upstreams = Upstreams(self.settings, health=self.health)
         self.jobs = Jobs(self.settings)
-        # Sync tasks run in the `jobs` bulkhead: give it a slot per job slot (env still wins).
-        self.bulkheads.configure("jobs", limit=self.settings.job_concurrency)
         self.started_at: float | None = None
         self._logging: LoggingSetup | None = None
         self._databases: dict[str, Database] = {}

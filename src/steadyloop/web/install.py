@@ -60,7 +60,8 @@ def install(
     quiet = (s.health_path, s.health_ready_path, s.metrics_path, s.dashboard_path + "/snapshot")
     # Added first, so they run inside the request middleware (ids, logs, metrics for 429/503):
     # rate limit, then concurrency, so a refused request never takes a slot.
-    app.add_middleware(WorkerRoleGate, runtime=rt)
+    if rt.role == "worker":  # only a worker's port is gated: no layer for the others
+        app.add_middleware(WorkerRoleGate, runtime=rt)
     app.add_middleware(ConcurrencyMiddleware, limits=rt.limits)
     app.add_middleware(RateLimitMiddleware, rate_limits=rt.rate_limits)
     app.add_middleware(
