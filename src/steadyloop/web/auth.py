@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hmac
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from steadyloop.web.errors import problem
+
+if TYPE_CHECKING:
+    from steadyloop.settings import Settings
 
 
 class TokenGuard:
@@ -16,6 +20,12 @@ class TokenGuard:
     def __init__(self, token: str | None, *, allow_query: bool = False) -> None:
         self._expected = token.encode() if token else None
         self._allow_query = allow_query
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, allow_query: bool = False) -> TokenGuard:
+        """The operator token, METRICS_TOKEN (no guard when it is unset)."""
+        secret = settings.metrics_token
+        return cls(secret.get_secret_value() if secret else None, allow_query=allow_query)
 
     @property
     def enabled(self) -> bool:

@@ -86,8 +86,7 @@ def _job_row(job: Any) -> dict[str, Any]:
 
 
 def dashboard_endpoints(runtime: Runtime) -> tuple[Endpoint, Endpoint]:
-    secret = runtime.settings.metrics_token
-    guard = TokenGuard(secret.get_secret_value() if secret else None, allow_query=True)
+    guard = TokenGuard.from_settings(runtime.settings, allow_query=True)
     page = _page()
 
     async def dashboard(request: Request) -> Response:

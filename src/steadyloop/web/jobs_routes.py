@@ -23,25 +23,23 @@ def _valid_id(job_id: str) -> bool:
     return len(job_id) == JOB_ID_LENGTH and all(c in "0123456789abcdef" for c in job_id)
 
 
-def _unavailable() -> Response:
-    return problem(503, detail="The job system is not running in this process.")
+def _operator_endpoint(runtime: Runtime, handler: Endpoint) -> Endpoint:
+    """Jobs carry arguments and results and can be cancelled: an operator's API, guarded by
+    the same token as /metrics and the dashboard, answering 503 where jobs do not run."""
+    guard = TokenGuard.from_settings(runtime.settings)
 
-
-def _guard(runtime: Runtime) -> TokenGuard:
-    # Jobs carry arguments and results and can be cancelled: an operator's API, guarded by
-    # the same token as /metrics and the dashboard.
-    secret = runtime.settings.metrics_token
-    return TokenGuard(secret.get_secret_value() if secret else None)
-
-
-def list_jobs_endpoint(runtime: Runtime) -> Endpoint:
-    guard = _guard(runtime)
-
-    async def list_jobs(request: Request) -> Response:
+    async def endpoint(request: Request) -> Response:
         if (denied := guard.check(request)) is not None:
             return denied
         if not runtime.jobs.is_open:
-            return _unavailable()
+            return problem(503, detail="The job system is not running in this process.")
+        return await handler(request)
+
+    return endpoint
+
+
+def list_jobs_endpoint(runtime: Runtime) -> Endpoint:
+    async def list_jobs(request: Request) -> Response:
         query = request.query_params
         errors = []
         status: JobStatus | None = None
@@ -72,34 +70,22 @@ def list_jobs_endpoint(runtime: Runtime) -> Endpoint:
         page = await runtime.jobs.list(status, limit=limit, cursor=cursor)
         return JSONResponse(page.model_dump(mode="json"))
 
-    return list_jobs
+    return _operator_endpoint(runtime, list_jobs)
 
 
 def get_job_endpoint(runtime: Runtime) -> Endpoint:
-    guard = _guard(runtime)
-
     async def get_job(request: Request) -> Response:
-        if (denied := guard.check(request)) is not None:
-            return denied
-        if not runtime.jobs.is_open:
-            return _unavailable()
         job_id = request.path_params["job_id"]
         job = await runtime.jobs.get(job_id) if _valid_id(job_id) else None
         if job is None:
             return problem(404, detail=f"No job {job_id!r}.", instance=request.url.path)
         return JSONResponse(job.model_dump(mode="json"))
 
-    return get_job
+    return _operator_endpoint(runtime, get_job)
 
 
 def cancel_job_endpoint(runtime: Runtime) -> Endpoint:
-    guard = _guard(runtime)
-
     async def cancel_job(request: Request) -> Response:
-        if (denied := guard.check(request)) is not None:
-            return denied
-        if not runtime.jobs.is_open:
-            return _unavailable()
         job_id = request.path_params["job_id"]
         job = await runtime.jobs.cancel(job_id) if _valid_id(job_id) else None
         if job is None:
@@ -107,4 +93,4 @@ def cancel_job_endpoint(runtime: Runtime) -> Endpoint:
         status = 202 if job.status is JobStatus.running else 200
         return JSONResponse(job.model_dump(mode="json"), status_code=status)
 
-    return cancel_job
+    return _operator_endpoint(runtime, cancel_job)

@@ -16,8 +16,7 @@ if TYPE_CHECKING:
 
 
 def metrics_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
-    secret = runtime.settings.metrics_token
-    guard = TokenGuard(secret.get_secret_value() if secret else None)
+    guard = TokenGuard.from_settings(runtime.settings)
 
     async def serve_metrics(request: Request) -> Response:
         denied = guard.check(request)
