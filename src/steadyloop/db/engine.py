@@ -232,18 +232,9 @@ class SqlEngine:
         Reads do not wait for the writer (WAL), except on `:memory:`, where the single
         connection is shared. Do not write here: on SQLite that is not serialized.
         """
-        async with self._serialized(self.memory):
-            conn = await self.engine.connect()
-            try:
-                await conn.begin()
-                yield conn
-            except BaseException:
-                await conn.rollback()
-                raise
-            else:
-                await conn.commit()
-            finally:
-                await conn.close()
+        async with self._serialized(self.memory), _unit(await self.engine.connect()) as conn:
+            await conn.begin()
+            yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -255,15 +246,8 @@ class SqlEngine:
         """
         async with self._serialized(True):
             conn = await self._open_with_retry(self._open_write_connection)
-            try:
+            async with _unit(conn):
                 yield conn
-            except BaseException:
-                await conn.rollback()
-                raise
-            else:
-                await conn.commit()
-            finally:
-                await conn.close()
 
     @asynccontextmanager
     async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
@@ -362,6 +346,20 @@ class SqlEngine:
                     delay,
                 )
                 await self._sleep(delay)
+
+
+@asynccontextmanager
+async def _unit(conn: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """Commit when the block succeeds, roll back when it raises, close either way."""
+    try:
+        yield conn
+    except BaseException:
+        await conn.rollback()
+        raise
+    else:
+        await conn.commit()
+    finally:
+        await conn.close()
 
 
 def create_engine(
