@@ -27,7 +27,19 @@ MAINTENANCE_INTERVAL = 5.0
 
 
 class JobsNotStarted(RuntimeError):
-    """The job store is not open: the runtime has not started (or has stopped)."""
+    """The job store is not open: the runtime has not started (or has stopped).
+
+    Under a test client that skips the lifespan (`TestClient(app)` without `with`, httpx's
+    `ASGITransport`), start the runtime first: docs/testing.md.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message
+            or "the job store is not open: steadyloop's runtime has not started (the app's "
+            "lifespan did not run; under a test client use `with TestClient(app)` or the "
+            "steadyloop_runtime fixture, see docs/testing.md)"
+        )
 
 
 class Jobs:
@@ -235,4 +247,4 @@ class Jobs:
 
     def _require_open(self) -> None:
         if not self._open:
-            raise JobsNotStarted("the job store is not open: start the runtime first")
+            raise JobsNotStarted()
