@@ -763,7 +763,11 @@ class _SharedNamesLenient(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         data = self._inner()
+        prefixed = {key.upper() for key in os.environ if key.upper().startswith(ENV_PREFIX)}
         for name in SHARED_NAMES & data.keys():
+            if ENV_PREFIX + name.upper() in prefixed:
+                del data[name]  # steadyloop has its own value: the app's is none of its business
+                continue
             try:
                 _shared_name_probe().model_validate({name: data[name]})
             except ValidationError as exc:

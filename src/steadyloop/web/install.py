@@ -172,7 +172,7 @@ def check_route_collisions(existing: list[BaseRoute], ours: list[SteadyloopRoute
                 methods is not None and not methods & (route.methods or set())
             ):
                 continue
-            method = sorted(route.methods or {"GET"})[-1]
+            method = next(m for m in ("GET", "POST") if m in (route.methods or {"GET"}))
             raise RouteCollision(
                 f"install(app): the app already serves {method} {route.path}, where steadyloop "
                 f"would add its own route; set {route.setting} (or STEADYLOOP_{route.setting}) "
