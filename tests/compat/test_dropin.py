@@ -284,3 +284,38 @@ def test_testing_page_shows_the_layout_files() -> None:
     page = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
     for path in ("tasks.py", "routers/videos.py", "main.py"):
         assert (LAYOUT / path).read_text(encoding="utf-8").strip() in page, path
+
+
+def test_steadyloop_runtime_fixture_starts_the_apps_runtime(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+        from fastapi import FastAPI
+        import steadyloop as sl
+        from steadyloop.settings import Settings
+
+        @pytest.fixture
+        def app():
+            app = FastAPI()
+            rt = sl.install(app, Settings(log_setup=False, job_store_url="memory://"))
+
+            @rt.jobs.task(name="double")
+            async def double(ctx, n: int) -> int:
+                return 2 * n
+
+            return app
+        """
+    )
+    pytester.makepyfile(
+        """
+        async def test_started(steadyloop_runtime):
+            assert steadyloop_runtime.started
+            job = await steadyloop_runtime.jobs.enqueue("double", n=4)
+            assert (await steadyloop_runtime.jobs.wait(job.id, within=10)).result == 8
+
+        async def test_not_started_without_it(app):
+            assert not app.state.steadyloop.started
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "asyncio", "-o", "asyncio_mode=auto")
+    result.assert_outcomes(passed=2)
