@@ -141,7 +141,14 @@ def test_error_log_survives_file_config(tmp_path: Path) -> None:
         "[formatter_plain]\nformat=%(name)s %(message)s\n"
     )
     app = build_app(installed=True)
-    previous = logging.getLogger("steadyloop.errors").disabled
+    loggers = [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    previous = {logger: logger.disabled for logger in loggers}
+    root = logging.getLogger()
+    root_level, root_handlers = root.level, root.handlers[:]
     try:
         logging.config.fileConfig(ini)  # disable_existing_loggers=True, alembic's default
         TestClient(app, raise_server_exceptions=False).get("/items/2")
@@ -149,10 +156,14 @@ def test_error_log_survives_file_config(tmp_path: Path) -> None:
             handler.flush()
         assert "steadyloop.errors unhandled error in GET /items/{item_id}" in log_file.read_text()
     finally:
-        for handler in logging.getLogger().handlers[:]:
-            logging.getLogger().removeHandler(handler)
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
             handler.close()
-        logging.getLogger("steadyloop.errors").disabled = previous
+        root.setLevel(root_level)
+        for handler in root_handlers:
+            root.addHandler(handler)
+        for logger, disabled in previous.items():  # fileConfig disabled every other logger
+            logger.disabled = disabled
 
 
 def jobs_app(**settings: Any) -> tuple[FastAPI, sl.Runtime]:
