@@ -9,6 +9,7 @@ from steadyloop.http import UpstreamUnavailable
 from steadyloop.jobs.group import TaskGroup
 from steadyloop.jobs.manager import JobsNotStarted
 from steadyloop.jobs.tasks import JobContext
+from steadyloop.locks import InstrumentedAsyncLock, InstrumentedLock
 from steadyloop.loopwatch import LoopWatch
 from steadyloop.offload import (
     BulkheadFull,
@@ -28,6 +29,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BulkheadFull",
     "Bulkheads",
+    "InstrumentedAsyncLock",
+    "InstrumentedLock",
     "JobContext",
     "JobsNotStarted",
     "LoopWatch",

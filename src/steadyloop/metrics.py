@@ -353,3 +353,22 @@ process_info = Gauge(
     ["role", "process"],
     multiprocess_mode="liveall",
 )
+
+# --- instrumented locks (locks.py) -----------------------------------------------------------
+lock_wait_seconds = Histogram(
+    "steadyloop_lock_wait_seconds",
+    "Time spent waiting to acquire an instrumented lock (0 when it was free).",
+    ["lock"],
+    buckets=LATENCY_BUCKETS,
+)
+lock_hold_seconds = Histogram(
+    "steadyloop_lock_hold_seconds",
+    "Time an instrumented lock was held, from acquire to release.",
+    ["lock"],
+    buckets=LATENCY_BUCKETS,
+)
+lock_loop_waits_total = Counter(
+    "steadyloop_lock_loop_waits_total",
+    "Times code on the event-loop thread waited for a thread lock (the loop stopped meanwhile).",
+    ["lock"],
+)
