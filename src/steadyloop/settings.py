@@ -339,7 +339,7 @@ class Settings(BaseSettings):
         default="static",
         description="static: the global limit is MAX_CONCURRENT_REQUESTS. adaptive: a "
         "gradient controller moves it between CONCURRENCY_MIN and CONCURRENCY_MAX from "
-        "observed latency (docs/limits.md).",
+        "observed latency (https://steadyloop.readthedocs.io/en/latest/limits/).",
     )
     concurrency_min: int = Field(
         default=2,
