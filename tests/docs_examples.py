@@ -7,7 +7,9 @@ run `python example.py`, so each block runs as a script in its own process, from
 for the whole page, twice (a second run finds the files the first one left, as a reader's
 second try does). Each block shows its output in a ```text block right after it; the output is
 compared line by line with numbers, ids and paths made neutral, and a `...` line stands for any
-lines (tracebacks, timings that vary in count).
+lines (tracebacks, timings that vary in count). The output shown is either what the program
+prints (the pages leave the runtime's log lines out) or its log lines followed by what it
+prints.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from sybil.parsers.markdown.lexers import FencedCodeBlockLexer
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT_TIMEOUT = 60.0
-FENCE_AFTER = re.compile(r"\A\s*```text\n(?P<output>.*?)^```", re.DOTALL | re.MULTILINE)
+FENCE_AFTER = re.compile(r"\s*```text\n(?P<output>.*?)^```", re.DOTALL | re.MULTILINE)
 
 
 def pages() -> list[Path]:
@@ -87,21 +89,24 @@ def run_script(example: Example) -> str | None:
         completed = subprocess.run(
             [sys.executable, path.name],
             cwd=folder,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,  # one pipe, unbuffered: prints and log lines in order
+            capture_output=True,
             text=True,
             timeout=SCRIPT_TIMEOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(folder)},
             stdin=subprocess.DEVNULL,
             check=False,
         )
-        output = completed.stdout
+        # A page shows what the program prints, or its log lines (stderr) and then what it
+        # prints; the two pipes are read apart, so a page never relies on their interleaving.
+        output = (completed.stdout, completed.stderr + completed.stdout)
         if completed.returncode != 0:
-            return f"line {script.line}: run {attempt} exited {completed.returncode}\n{output}"
+            return f"line {script.line}: run {attempt} exited {completed.returncode}\n{output[1]}"
         outputs.append(output)
     if script.expected is not None:
-        for attempt, output in enumerate(outputs, start=1):
-            mismatch = compare_output(script.expected, output)
+        for attempt, (printed, everything) in enumerate(outputs, start=1):
+            mismatch = compare_output(script.expected, printed) and compare_output(
+                script.expected, everything
+            )
             if mismatch:
                 return f"line {script.line}: run {attempt}: {mismatch}"
     return None

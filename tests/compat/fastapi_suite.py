@@ -205,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"with install:    {summary(after)}")
     for test_id, was, now in changed:
         print(f"CHANGED {test_id}: {was} -> {now}")
-    if not before or before.keys() != after.keys() or not any(
-        o == "passed" for o in before.values()
+    if (
+        not before
+        or before.keys() != after.keys()
+        or not any(o == "passed" for o in before.values())
     ):
         print("the tutorial tests did not run in both trees")
         return 1
