@@ -1,8 +1,14 @@
 """Every Python block of README.md and docs/*.md runs, and shows the output its page shows.
 
-The examples are found and parsed with Sybil (see tests/docs_examples.py for why it was picked
-and how a block is run); a block that cannot run on its own is marked on its page with
-`<!-- skip: next "reason" -->`, and the reason is required.
+The blocks are found with Sybil. Why Sybil over pytest-examples or mktestdocs: it is the
+maintained, general documentation-testing library (releases every few months, used by large
+projects); it parses Markdown fences with their line numbers, reads skip directives written as
+HTML comments (`<!-- skip: next "reason" -->`, invisible on the rendered site) and lets the
+evaluator be ours. pytest-examples is still a 0.0.x release tied to its own print-comment
+format and to ruff/black linting of each block; mktestdocs executes blocks in the test process
+and has no per-block skip with a reason. How a block is run: tests/docs_examples.py. Examples
+that are apps are served and queried in tests/test_docs_servers.py. A block that cannot run on
+its own carries the skip directive on its page, and the reason is required.
 """
 
 from __future__ import annotations
