@@ -125,6 +125,18 @@ def test_dashboard_page_names_every_panel() -> None:
         assert f"| {panel} |" in page, f"dashboard.md does not describe the {panel!r} panel"
 
 
+def test_dashboard_labels_every_metric_it_shows_in_words() -> None:
+    """Breaker, limit and rate-limit metrics appear with a label, never as a metric name."""
+    html = read(ROOT / "src" / "steadyloop" / "web" / "static" / "dashboard.html")
+    assert "name.replace(/^steadyloop_/" not in html
+    metrics_source = read(ROOT / "src" / "steadyloop" / "metrics.py")
+    families = r"breaker|limiter|concurrency_limit|rate_limit"  # the panel's metric families
+    shown = set(re.findall(rf'"(steadyloop_\w*(?:{families})\w*)"', metrics_source))
+    assert shown, "metrics.py defines breaker and limit metrics"
+    for name in sorted(shown):
+        assert f'"{name}": (l, v) =>' in html, f"the dashboard has no label for {name}"
+
+
 def test_api_reference_covers_the_package_and_every_imported_module() -> None:
     reference = read(DOCS / "api.md")
     assert "::: steadyloop\n" in reference
@@ -172,3 +184,13 @@ def test_files_page_says_install_answers_its_errors() -> None:
     page = read(DOCS / "files.md")
     assert "unhandled errors (500)" not in page
     assert "`install(app)` answers each of them" in page
+
+
+def test_constants_are_not_presented_as_settings() -> None:
+    from steadyloop.jobs.models import LOST_WORKER_REDELIVERIES
+    from steadyloop.settings import Settings
+
+    assert "lost_worker_redeliveries" not in Settings.model_fields
+    assert "LOST_WORKER_REDELIVERIES" not in read(DOCS / "settings.md")
+    jobs = read(DOCS / "jobs.md")
+    assert f"a constant of `steadyloop.jobs.models`, {LOST_WORKER_REDELIVERIES}; not a" in jobs
