@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ONLY ?=
 PORT ?= 8000
 
-.PHONY: demo docs test lint typecheck pytest bench env-example clean browser
+.PHONY: demo docs test lint typecheck pytest compat bench env-example clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,12 @@ pytest: $(STAMP) browser
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site
 
-test: lint typecheck docs pytest
+# FastAPI's own tutorial tests (from its sdist), with and without install(app): no outcome
+# may change (tests/compat/fastapi_suite.py).
+compat: $(STAMP)
+	$(BIN)/python -m tests.compat.fastapi_suite
+
+test: lint typecheck docs pytest compat
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY),)

@@ -33,7 +33,7 @@ def steadyloop_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedP
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), lines[0]
+    assert lines[0].startswith("steadyloop: "), lines[0]
     return lines[0]
 
 
@@ -91,7 +91,7 @@ def test_app_dir_that_does_not_exist_is_named(command: str, tmp_path: Path) -> N
     missing = tmp_path / "nowhere"
     result = steadyloop_cli(command, "service:app", "--app-dir", str(missing), cwd=tmp_path)
     assert result.returncode == 2
-    assert one_error_line(result) == f"Error: --app-dir: no such folder: {missing}"
+    assert one_error_line(result) == f"steadyloop: --app-dir: no such folder: {missing}"
 
 
 async def test_upstream_without_base_url_names_the_variable() -> None:

@@ -47,7 +47,7 @@ def _main(
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
     """A CLI mistake: one line on stderr, then exit `code` (raise what this returns)."""
-    typer.echo(f"Error: {message}", err=True)
+    typer.echo(f"steadyloop: {message}", err=True)
     return typer.Exit(code)
 
 
@@ -67,6 +67,17 @@ class RoleChoice(StrEnum):
 class ServerChoice(StrEnum):
     uvicorn = "uvicorn"
     hypercorn = "hypercorn"
+
+
+def _check_settings() -> None:
+    """Stop with one line naming the variable when a setting is invalid (no traceback)."""
+    from steadyloop.settings import Settings, SettingsError
+
+    try:
+        Settings()
+    except SettingsError as exc:
+        typer.echo(f"steadyloop: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _serve(
@@ -123,6 +134,7 @@ def run(
     sys.path.insert(0, _import_dir(app_dir))
     if role is not None:
         os.environ["WORKER_ROLE"] = role.value  # worker processes inherit the environment
+    _check_settings()
     with _multiprocess_metrics(workers):
         _serve(target, host=host, port=port, workers=workers, server=server, factory=factory)
 
@@ -170,6 +182,7 @@ def worker(
     os.environ["WORKER_ROLE"] = "worker"
     if concurrency is not None:
         os.environ["JOB_CONCURRENCY"] = str(concurrency)
+    _check_settings()
     worker_app = _load_worker_app(target, factory=factory)
     _serve_app(worker_app, host=host, port=port)
 
@@ -232,6 +245,7 @@ def demo(
         os.environ["DEMO_DATA_DIR"] = str(data_dir.resolve())
     os.environ.setdefault("LOG_FORMAT", "text")  # readable in a terminal; JSON in production
     os.environ.setdefault("DASHBOARD_ENABLED", "true")
+    _check_settings()  # before the URLs: a bad setting is the only line printed
     typer.echo(f"mediahub demo: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     typer.echo(f"dashboard:     http://{host}:{port}/dashboard")
     from steadyloop.demo.drive_upstream import demo_upstream
