@@ -63,7 +63,7 @@ def _watched(
         try:
             return await test(*args, **kwargs)
         finally:
-            watch.stop()
+            watch.stop()  # steadyloop: ignore[SL705] joins the watcher thread, bounded
 
     return run_watched
 
