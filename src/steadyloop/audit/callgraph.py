@@ -39,7 +39,7 @@ class CallGraph:
         #: Module -> (file, is_package, project matcher); None when two files claim the name.
         self._files: dict[str, tuple[Path, bool, ProjectMatcher | None] | None] = {}
         self._analyzers: dict[str, ModuleAnalyzer | None] = {}
-        self.loaded = 0
+        self.parsed = 0
 
     def add_file(
         self, module: str, file: Path, is_package: bool, matcher: ProjectMatcher | None
@@ -53,13 +53,17 @@ class CallGraph:
         if self._files.get(module, False) is not None:
             self._analyzers.setdefault(module, analyzer)
 
+    def loaded(self, module: str) -> ModuleAnalyzer | None:
+        """The analyzer of `module` if a call already made the graph parse it."""
+        return self._analyzers.get(module)
+
     def analyzer(self, module: str) -> ModuleAnalyzer | None:
         if module in self._analyzers:
             return self._analyzers[module]
         entry = self._files.get(module)
         result: ModuleAnalyzer | None = None
-        if entry is not None and self.loaded < MAX_LOADED:
-            self.loaded += 1
+        if entry is not None and self.parsed < MAX_LOADED:
+            self.parsed += 1
             file, is_package, matcher = entry
             tree = self._parse(file)
             if tree is not None:

@@ -1225,19 +1225,17 @@ class ModuleAnalyzer:
         call of its body, directly or through the project functions it calls."""
         if target.summary != _UNSET:
             return target.summary  # type: ignore[return-value]
-        if (
-            target.node is None
-            or target.is_async
-            or not _plain(target.node)
-            or _is_generator(target.node)
-        ):
+        if target.node is None or target.is_async or not _plain(target.node):
             target.summary = None
             return None
         if depth >= MAX_CHAIN:
             return None  # not remembered: a shorter way in may reach further
         target.summary = None  # a recursive call adds nothing
+        calls = _calls_of(target.node)
+        if calls is None:
+            return None  # a generator
         result: BlockingPath | None = None
-        for call in _calls_of(target.node):
+        for call in calls:
             try:
                 found = self._match(call, target)
             except RecursionError:
@@ -1408,31 +1406,33 @@ def _suspends(body: list[ast.stmt]) -> bool:
     return False
 
 
-def _is_generator(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-    """Calling a generator function runs none of its body: its work happens when iterated."""
-    pending: list[ast.AST] = list(node.body)
-    nested = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
-    while pending:
-        current = pending.pop()
-        if isinstance(current, ast.Yield | ast.YieldFrom):
-            return True
-        if not isinstance(current, nested):
-            pending.extend(ast.iter_child_nodes(current))
-    return False
-
-
-def _calls_of(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.Call]:
+def _calls_of(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Call] | None:
     """The calls a function's body makes when it runs, in source order (not those of nested
-    functions, classes or lambdas, which run later if at all)."""
+    functions, classes or lambdas, which run later if at all); None for a generator function,
+    whose body runs only when it is iterated."""
+    calls: list[ast.Call] = []
     pending: list[ast.AST] = list(reversed(node.body))
     nested = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+    generator = (ast.Yield, ast.YieldFrom)
+    call_type = ast.Call
     while pending:
         current = pending.pop()
         if isinstance(current, nested):
             continue
-        if isinstance(current, ast.Call):
-            yield current
-        pending.extend(reversed(list(ast.iter_child_nodes(current))))
+        if type(current) is call_type:
+            calls.append(current)  # type: ignore[arg-type]
+        elif isinstance(current, generator):
+            return None
+        children = [
+            child
+            for name in current._fields
+            for value in (getattr(current, name, None),)
+            for child in (value if isinstance(value, list) else (value,))
+            if isinstance(child, ast.AST)
+        ]
+        children.reverse()
+        pending.extend(children)
+    return calls
 
 
 def _catches_blocking_io(handler_type: ast.expr | None) -> bool:
