@@ -21,6 +21,9 @@ __all__ = ["CallGraph"]
 MAX_REEXPORTS = 4
 #: Modules parsed on demand in one audit, at most.
 MAX_LOADED = 5000
+#: Larger sync modules are not parsed to follow calls into them (generated API bindings and
+#: protocol tables, whose parsing costs more than the rest of a module's audit).
+MAX_FOLLOWED_BYTES = 200_000
 
 
 class CallGraph:
@@ -85,7 +88,10 @@ class CallGraph:
 
     def _parse(self, file: Path) -> ast.Module | None:
         try:
-            return ast.parse(file.read_bytes(), filename=str(file))
+            data = file.read_bytes()
+            if len(data) > MAX_FOLLOWED_BYTES and b"async" not in data:
+                return None
+            return ast.parse(data, filename=str(file))
         except (OSError, SyntaxError, ValueError, RecursionError):
             return None  # reported when the file itself is audited, if it has async code
 

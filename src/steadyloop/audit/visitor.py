@@ -1420,7 +1420,7 @@ def _calls_of(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Call] | 
         if isinstance(current, nested):
             continue
         if type(current) is call_type:
-            calls.append(current)  # type: ignore[arg-type]
+            calls.append(current)
         elif isinstance(current, generator):
             return None
         children = [
