@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ONLY ?=
 
-.PHONY: demo test lint typecheck pytest bench env-example clean browser
+.PHONY: demo test lint typecheck pytest compat bench env-example clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,12 @@ browser:
 pytest: $(STAMP) browser
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+# FastAPI's own tutorial tests (from its sdist), with and without install(app): no outcome
+# may change (tests/compat/fastapi_suite.py).
+compat: $(STAMP)
+	$(BIN)/python -m tests.compat.fastapi_suite
+
+test: lint typecheck pytest compat
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY),)

@@ -32,6 +32,17 @@ class ServerChoice(StrEnum):
     hypercorn = "hypercorn"
 
 
+def _check_settings() -> None:
+    """Stop with one line naming the variable when a setting is invalid (no traceback)."""
+    from steadyloop.settings import Settings, SettingsError
+
+    try:
+        Settings()
+    except SettingsError as exc:
+        typer.echo(f"steadyloop: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _serve(
     target: str,
     *,
@@ -86,6 +97,7 @@ def run(
     sys.path.insert(0, str(app_dir.resolve()))
     if role is not None:
         os.environ["WORKER_ROLE"] = role.value  # worker processes inherit the environment
+    _check_settings()
     with _multiprocess_metrics(workers):
         _serve(target, host=host, port=port, workers=workers, server=server, factory=factory)
 
@@ -133,6 +145,7 @@ def worker(
     os.environ["WORKER_ROLE"] = "worker"
     if concurrency is not None:
         os.environ["JOB_CONCURRENCY"] = str(concurrency)
+    _check_settings()
     _serve(target, host=host, port=port, workers=1, server=ServerChoice.uvicorn, factory=factory)
 
 
@@ -150,6 +163,7 @@ def demo(
         os.environ["DEMO_DATA_DIR"] = str(data_dir.resolve())
     os.environ.setdefault("LOG_FORMAT", "text")  # readable in a terminal; JSON in production
     os.environ.setdefault("DASHBOARD_ENABLED", "true")
+    _check_settings()  # before the URLs: a bad setting is the only line printed
     typer.echo(f"mediahub demo: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     typer.echo(f"dashboard:     http://{host}:{port}/dashboard")
     from steadyloop.demo.drive_upstream import demo_upstream
