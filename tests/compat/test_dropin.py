@@ -141,7 +141,10 @@ def test_error_log_survives_file_config(tmp_path: Path) -> None:
         "[formatter_plain]\nformat=%(name)s %(message)s\n"
     )
     app = build_app(installed=True)
-    previous = logging.getLogger("steadyloop.errors").disabled
+    # fileConfig disables every logger that exists: put them all back for the other tests.
+    loggers = [logging.getLogger(name) for name in logging.root.manager.loggerDict]
+    previous = {logger.name: logger.disabled for logger in loggers}
+    root_level = logging.getLogger().level
     try:
         logging.config.fileConfig(ini)  # disable_existing_loggers=True, alembic's default
         TestClient(app, raise_server_exceptions=False).get("/items/2")
@@ -152,7 +155,9 @@ def test_error_log_survives_file_config(tmp_path: Path) -> None:
         for handler in logging.getLogger().handlers[:]:
             logging.getLogger().removeHandler(handler)
             handler.close()
-        logging.getLogger("steadyloop.errors").disabled = previous
+        for logger in loggers:
+            logger.disabled = previous[logger.name]
+        logging.getLogger().setLevel(root_level)
 
 
 def jobs_app(**settings: Any) -> tuple[FastAPI, sl.Runtime]:
