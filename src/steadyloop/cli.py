@@ -336,6 +336,7 @@ def probe(
 
 class AuditFormat(StrEnum):
     text = "text"
+    concise = "concise"
     json = "json"
     sarif = "sarif"
     github = "github"
@@ -358,6 +359,16 @@ def audit(
     fail_on: Annotated[
         int, typer.Option(min=0, help="Exit 1 from this many findings on (0: never).")
     ] = 1,
+    loose: Annotated[
+        bool,
+        typer.Option(help="Also match known module names used without an import (more noise)."),
+    ] = False,
+    fix: Annotated[
+        bool,
+        typer.Option(
+            help="Rewrite the simple cases in place (`time.sleep(x)` -> `await asyncio.sleep(x)`)."
+        ),
+    ] = False,
 ) -> None:
     """Find blocking calls inside async functions (the code is parsed, never run). Exit 1 when
     findings reach --fail-on, 2 on a bad path, an unknown rule or an invalid audit table in
@@ -370,7 +381,14 @@ def audit(
             paths,
             select=select.split(",") if select is not None else None,
             ignore=ignore.split(",") if ignore else (),
+            loose=loose,
         )
+        if fix:
+            from steadyloop.audit.fixes import apply_fixes
+
+            fixed = apply_fixes(report)
+            if fixed:
+                typer.echo(f"Fixed {fixed} finding(s) in place.", err=True)
     except AuditUsageError as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from exc
