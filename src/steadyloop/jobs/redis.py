@@ -40,7 +40,8 @@ script that errors). Per operation:
   returns the ids the worker must stop.
 - `finish`, `release`, `set_progress`, `cancel`: one script each, checking the status and
   owner of each job and moving it between the indexes in the same step.
-- `purge`: one script per batch of `purge_batch` jobs from `P:finished`; each batch is
+- `purge`: one script per batch of `purge_batch` jobs from the old end of `P:finished` (past
+  the age limit, or past the `keep` newest, counted with `ZCARD`); each batch is
   atomic, the purge as a whole is not (nor needs to be: finished jobs never change).
 - `list` and `counts` read in one script or one MULTI: a consistent snapshot.
 - `claim_slot`: `SET NX PX`, atomic in Redis itself.
@@ -58,10 +59,11 @@ default since Redis 5.
 Coalescing: concurrent `enqueue` calls share round trips, and so do concurrent `finish` calls
 (group commit). When nothing is in flight, a call flushes at once in its own task (no
 timer, no hop through another task: a lone caller pays exactly one round trip); calls that
-arrive while a flush is in flight wait and all go together in the next one, up to `max_batch` jobs (one caller's
-list is never split). Each caller gets its own results or the flush's error; a caller
-cancelled before its flush was sent is left out of it. Each caller's jobs are encoded before
-they join a batch, so one caller's bad input cannot fail the others.
+arrive while a flush is in flight wait and all go together in the next one, up to
+`max_batch` jobs (one caller's list is never split). Each caller gets its own results or
+the flush's error; a caller cancelled before its flush was sent is left out of it. Each
+caller's jobs are encoded before they join a batch, so one caller's bad input cannot fail the
+others.
 
 Connections: `redis.asyncio` for every coroutine, and a separate synchronous `redis.Redis`
 client for `heartbeat`, which runs in a plain thread while the event loop may be blocked and
@@ -445,9 +447,19 @@ end
 return out
 """
 
-# ARGV: prefix, finished before (exclusive), batch size. Returns how many were deleted.
+# ARGV: prefix, finished before (exclusive), keep (-1: no count limit), batch size. Deletes
+# one batch of the oldest finished jobs past the age limit or past the `keep` newest, and
+# returns how many it deleted.
 _PURGE = """
-local ids = redis.call('ZRANGEBYSCORE', FINISHED, '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[3])
+local batch = tonumber(ARGV[4])
+local ids = redis.call('ZRANGEBYSCORE', FINISHED, '-inf', '(' .. ARGV[2], 'LIMIT', 0, batch)
+local keep = tonumber(ARGV[3])
+if keep >= 0 and #ids < batch then
+  local excess = redis.call('ZCARD', FINISHED) - keep
+  if excess > #ids then
+    ids = redis.call('ZRANGE', FINISHED, 0, math.min(excess, batch) - 1)
+  end
+end
 for _, id in ipairs(ids) do
   local key = job_key(id)
   local f = redis.call('HMGET', key, 'status', 'unique_key')
@@ -892,9 +904,10 @@ class RedisJobStore:
         millis = max(1, math.ceil(ttl * 1000))
         return bool(await cast(Awaitable[Any], client.set(name, "1", nx=True, px=millis)))
 
-    async def purge(self, finished_before: float) -> int:
+    async def purge(self, finished_before: float, keep: int | None = None) -> int:
         state = self._state()
-        args = [self.prefix, _time(finished_before), str(self.purge_batch)]
+        limit = "-1" if keep is None else str(max(0, keep))
+        args = [self.prefix, _time(finished_before), limit, str(self.purge_batch)]
         total = 0
         while True:
             deleted = int(await _run(state.purge, args))
