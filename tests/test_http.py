@@ -36,7 +36,7 @@ from steadyloop.http import (
 from steadyloop.http.config import resolve
 from steadyloop.logs import request_id_var
 from steadyloop.runtime import Runtime
-from steadyloop.settings import Settings, UpstreamSettings
+from steadyloop.settings import Settings, SettingsError, UpstreamSettings
 from tests.servers import BIN, free_port, serve
 
 pytestmark = pytest.mark.timeout(120)
@@ -242,7 +242,7 @@ def test_code_configuration_wins_over_the_environment(monkeypatch: pytest.Monkey
 
 def test_invalid_upstream_variables_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIVE_HTTP_TIMEOUT", "-1")
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError, match="DRIVE_HTTP_TIMEOUT='-1'"):
         Settings()
 
 

@@ -81,7 +81,13 @@ async def test_health_hides_secrets_and_reports_loop_lag() -> None:
                 await asyncio.sleep(0.01)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get("/api/health")
+            plain = await client.get("/api/health")
+            anonymous = await client.get("/api/health", params={"verbose": "1"})
+            response = await client.get(
+                "/api/health", params={"verbose": "1"}, headers={"Authorization": "Bearer s3cret"}
+            )
+    assert "settings" not in plain.json()
+    assert anonymous.status_code == 401
     assert "s3cret" not in response.text
     body = response.json()
     assert body["settings"]["metrics_token"] == "set"

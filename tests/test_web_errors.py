@@ -1,4 +1,4 @@
-"""Request ids, problem+json for every error class, and HTTP metrics."""
+"""Request ids, problem+json for every error class (PROBLEM_DETAILS=all), and HTTP metrics."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class Upload(BaseModel):
 
 def make_app() -> FastAPI:
     app = FastAPI()
-    sl.install(app, Settings(log_setup=False))
+    sl.install(app, Settings(log_setup=False, problem_details="all"))
 
     @app.get("/videos/{video_id}")
     async def video(video_id: int) -> dict[str, int]:

@@ -10,15 +10,52 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+DOCS_URL = "https://steadyloop.readthedocs.io/en/latest/"
+
 app = typer.Typer(
-    help="Keep FastAPI/Starlette backends responsive: run, demo, probe.",
+    help=(
+        "Keep FastAPI/Starlette backends responsive. Commands: run (serve an app), worker (run"
+        " its jobs), audit (find blocking calls), probe (check a server under load), demo (the"
+        f" reference app). Docs: {DOCS_URL}cli/"
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from steadyloop import __version__
+
+        typer.echo(f"steadyloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Keep FastAPI/Starlette backends responsive."""
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """A CLI mistake: one line on stderr, then exit `code` (raise what this returns)."""
+    typer.echo(f"steadyloop: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _import_dir(app_dir: Path) -> str:
+    folder = app_dir.resolve()
+    if not folder.is_dir():
+        raise _fail(f"--app-dir: no such folder: {folder}")
+    return str(folder)
 
 
 class RoleChoice(StrEnum):
@@ -30,6 +67,17 @@ class RoleChoice(StrEnum):
 class ServerChoice(StrEnum):
     uvicorn = "uvicorn"
     hypercorn = "hypercorn"
+
+
+def _check_settings() -> None:
+    """Stop with one line naming the variable when a setting is invalid (no traceback)."""
+    from steadyloop.settings import Settings, SettingsError
+
+    try:
+        Settings()
+    except SettingsError as exc:
+        typer.echo(f"steadyloop: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _serve(
@@ -83,9 +131,10 @@ def run(
         raise typer.BadParameter(
             "expected module:attribute, e.g. myapp.main:app", param_hint="TARGET"
         )
-    sys.path.insert(0, str(app_dir.resolve()))
+    sys.path.insert(0, _import_dir(app_dir))
     if role is not None:
         os.environ["WORKER_ROLE"] = role.value  # worker processes inherit the environment
+    _check_settings()
     with _multiprocess_metrics(workers):
         _serve(target, host=host, port=port, workers=workers, server=server, factory=factory)
 
@@ -129,11 +178,48 @@ def worker(
         raise typer.BadParameter(
             "expected module:attribute, e.g. myapp.main:app", param_hint="TARGET"
         )
-    sys.path.insert(0, str(app_dir.resolve()))
+    sys.path.insert(0, _import_dir(app_dir))
     os.environ["WORKER_ROLE"] = "worker"
     if concurrency is not None:
         os.environ["JOB_CONCURRENCY"] = str(concurrency)
-    _serve(target, host=host, port=port, workers=1, server=ServerChoice.uvicorn, factory=factory)
+    _check_settings()
+    worker_app = _load_worker_app(target, factory=factory)
+    _serve_app(worker_app, host=host, port=port)
+
+
+def _load_worker_app(target: str, *, factory: bool) -> Any:
+    """Import the app (built once, here) and check it has something for a worker to run."""
+    import importlib
+
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _fail(f"cannot import {module_name!r} for {target}: {exc}") from exc
+    try:
+        loaded = getattr(module, attribute)
+    except AttributeError as exc:
+        raise _fail(f"{module_name!r} has no attribute {attribute!r}") from exc
+    if factory:
+        loaded = loaded()
+    runtime = getattr(getattr(loaded, "state", None), "steadyloop", None)
+    if runtime is None:
+        raise _fail(
+            f"{target} does not call steadyloop.install(app): a worker runs the jobs of an "
+            f"installed app ({DOCS_URL}jobs/)"
+        )
+    if not runtime.jobs.tasks and not runtime.jobs.periodics:
+        raise _fail(
+            f"{target} registers no tasks: decorate one with @rt.jobs.task or "
+            f"@rt.jobs.periodic ({DOCS_URL}jobs/)"
+        )
+    return loaded
+
+
+def _serve_app(asgi_app: Any, *, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(asgi_app, host=host, port=port)
 
 
 @app.command()
@@ -144,18 +230,28 @@ def demo(
         Path | None,
         typer.Option(help="Where the demo keeps its data (default: DEMO_DATA_DIR, else ./data)."),
     ] = None,
+    drive_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            envvar="DEMO_DRIVE_PORT",
+            help="Port of the stand-in drive upstream (0: a free one; unused with DRIVE_BASE_URL).",
+        ),
+    ] = 0,
 ) -> None:
     """Run mediahub, the reference app, on embedded defaults (SQLite, no other service)."""
     if data_dir is not None:
         os.environ["DEMO_DATA_DIR"] = str(data_dir.resolve())
     os.environ.setdefault("LOG_FORMAT", "text")  # readable in a terminal; JSON in production
     os.environ.setdefault("DASHBOARD_ENABLED", "true")
+    _check_settings()  # before the URLs: a bad setting is the only line printed
     typer.echo(f"mediahub demo: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     typer.echo(f"dashboard:     http://{host}:{port}/dashboard")
     from steadyloop.demo.drive_upstream import demo_upstream
 
     # The remote "drive" service: DRIVE_BASE_URL if set, else a local stand-in subprocess.
-    with demo_upstream() as drive_url:
+    with demo_upstream(port=drive_port) as drive_url:
         typer.echo(f"drive upstream: {drive_url}")
         _serve(
             "steadyloop.demo.app:create_app",

@@ -47,7 +47,10 @@ class Liveness(BaseModel):
     uptime_seconds: float
     loop: LoopHealth
     bulkheads: dict[str, BulkheadHealth]
-    settings: dict[str, Any]
+    #: Only in the verbose answer (`?verbose=1`), for operators (docs/runtime.md#health).
+    settings: dict[str, Any] | None = None
+    #: Why a process is not ok: e.g. its lifespan never ran.
+    detail: str | None = None
 
 
 class CheckResult(BaseModel):
@@ -117,7 +120,15 @@ class HealthChecks:
         )
 
 
-def liveness(runtime: Runtime) -> Liveness:
+#: Why `status` is "stopped" in a process whose lifespan never ran (docs/testing.md).
+NOT_STARTED = (
+    "steadyloop's runtime has not started: the app's lifespan did not run. Under a test client "
+    "use `with TestClient(app)`, or start it with the steadyloop_runtime fixture "
+    "(https://steadyloop.readthedocs.io/en/latest/testing/)."
+)
+
+
+def liveness(runtime: Runtime, *, verbose: bool = False) -> Liveness:
     watch = runtime.loop_watch
     p50, p99 = watch.lag_percentiles() if watch is not None else (None, None)
     return Liveness(
@@ -141,5 +152,6 @@ def liveness(runtime: Runtime) -> Liveness:
             )
             for s in runtime.bulkheads.statistics()
         },
-        settings=runtime.settings.summary(),
+        settings=runtime.settings.summary() if verbose else None,
+        detail=None if runtime.started else NOT_STARTED,
     )

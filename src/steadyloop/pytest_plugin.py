@@ -93,3 +93,22 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     if stalls:
         pytest.fail(describe_stall(stalls[0], threshold_ms), pytrace=False)
     return result
+
+
+# --- the `steadyloop_runtime` fixture (docs/testing.md) ---------------------------------------
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - the fixture needs pytest-asyncio
+    pass
+else:
+    from collections.abc import AsyncIterator
+
+    from steadyloop.runtime import Runtime
+    from steadyloop.testing import running
+
+    @pytest_asyncio.fixture
+    async def steadyloop_runtime(app: Any) -> AsyncIterator[Runtime]:
+        """The started runtime of the test suite's own `app` fixture, for one test: the app's
+        lifespan runs around the test, on the test's event loop (for httpx ASGITransport)."""
+        async with running(app) as runtime:
+            yield runtime

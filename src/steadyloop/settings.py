@@ -7,10 +7,17 @@ cannot drift (a test compares them).
 Per-domain bulkhead settings follow the pattern `BLOCKING_<DOMAIN>_<KNOB>`: the domain is any
 name the application passes to `run_blocking`, so they cannot be fixed fields. They are
 collected from the environment and the `.env` file into `Settings.bulkheads`.
+
+Every variable can also be given as `STEADYLOOP_<NAME>`, which wins over `<NAME>`. The few
+unprefixed names a host app commonly owns for itself (`LOG_LEVEL`, `LOG_FORMAT`,
+`DATABASE_URL`, `REDIS_URL`) are read leniently: levels and formats in any case, and a value
+steadyloop cannot use is ignored with one warning, never a crash. A bad value anywhere else is
+a `SettingsError` whose message is one line naming the variable, the value and what is accepted.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import typing
@@ -22,16 +29,51 @@ from urllib.parse import urlsplit, urlunsplit
 from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+logger = logging.getLogger("steadyloop.settings")
 
 Role = Literal["api", "worker", "all"]
+
+#: `STEADYLOOP_<NAME>` sets any setting and wins over `<NAME>`.
+ENV_PREFIX = "STEADYLOOP_"
+#: Unprefixed names a host app commonly owns: read leniently, never a reason to fail.
+SHARED_NAMES = frozenset({"log_level", "log_format", "database_url", "redis_url"})
+
+
+class SettingsError(ValueError):
+    """A setting has a value steadyloop cannot use; the message names the variable."""
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)
+]
+LogFormat = Annotated[Literal["json", "text"], BeforeValidator(_lower)]
 
 _DOMAIN_VAR = re.compile(r"^BLOCKING_(?P<name>[A-Z0-9_]+?)_(?P<knob>CONCURRENCY|MAX_WAIT|THREADS)$")
 _DOMAIN_NAME = re.compile(r"^[a-z0-9_]{1,40}$")
@@ -97,7 +139,8 @@ _UPSTREAM_VAR = re.compile(
 
 
 class Settings(BaseSettings):
-    """steadyloop's configuration. Every field maps to the upper-case environment variable."""
+    """steadyloop's configuration. Every field maps to the upper-case environment variable,
+    which `STEADYLOOP_<NAME>` overrides; a bad value raises `SettingsError` naming it."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -106,6 +149,34 @@ class Settings(BaseSettings):
         case_sensitive=False,
         validate_default=True,
     )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            # One line naming the variable, not pydantic's field path and traceback chain.
+            raise SettingsError(describe_errors(exc, given=values)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: arguments, STEADYLOOP_<NAME> (environment, then .env), then
+        # <NAME> (environment, then .env) with the host app's shared names read leniently.
+        env_file = cls.model_config.get("env_file")
+        return (
+            init_settings,
+            EnvSettingsSource(settings_cls, env_prefix=ENV_PREFIX),
+            DotEnvSettingsSource(settings_cls, env_file=env_file, env_prefix=ENV_PREFIX),
+            _SharedNamesLenient(env_settings),
+            _SharedNamesLenient(dotenv_settings),
+            file_secret_settings,
+        )
 
     # --- roles -------------------------------------------------------------------------------
     worker_role: Role = Field(
@@ -175,11 +246,12 @@ class Settings(BaseSettings):
         description="Route the app's, uvicorn's and httpx's loggers through steadyloop's "
         "non-blocking handler at startup; false leaves logging as the app configured it.",
     )
-    log_format: Literal["json", "text"] = Field(
+    log_format: LogFormat = Field(
         default="json", description="Log line format: json (one object per line) or text."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO", description="Lowest level written, for the app and library loggers."
+    log_level: LogLevel = Field(
+        default="INFO",
+        description="Lowest level written, for the app and library loggers (any case).",
     )
     log_queue_size: int = Field(
         default=10_000,
@@ -195,6 +267,12 @@ class Settings(BaseSettings):
     )
 
     # --- web ---------------------------------------------------------------------------------
+    problem_details: Literal["own", "all"] = Field(
+        default="own",
+        description="own: only steadyloop's own errors (429, 503, 413, its 500) are "
+        "application/problem+json, and the app's HTTPException and validation errors keep "
+        "their usual body. all: every error answer is problem+json (RFC 9457).",
+    )
     request_id_header: str = Field(
         default="X-Request-ID",
         description="Header that carries the request id in and out (kept when it is at most "
@@ -329,8 +407,10 @@ class Settings(BaseSettings):
     )
     jobs_api_enabled: bool = Field(
         default=True,
-        description="Serve GET /api/jobs, GET /api/jobs/{id} and POST /api/jobs/{id}/cancel.",
+        description="Serve the job API: GET <JOBS_API_PATH>, GET <JOBS_API_PATH>/{id} and "
+        "POST <JOBS_API_PATH>/{id}/cancel (operator routes: METRICS_TOKEN or loopback).",
     )
+    jobs_api_path: str = Field(default="/api/jobs", description="Where the job API is served.")
 
     # --- backpressure: concurrency limits (limits.py, web/limits.py) -------------------------
     max_concurrent_requests: int = Field(
@@ -351,7 +431,7 @@ class Settings(BaseSettings):
         default="static",
         description="static: the global limit is MAX_CONCURRENT_REQUESTS. adaptive: a "
         "gradient controller moves it between CONCURRENCY_MIN and CONCURRENCY_MAX from "
-        "observed latency (docs/limits.md).",
+        "observed latency (https://steadyloop.readthedocs.io/en/latest/limits/).",
     )
     concurrency_min: int = Field(
         default=2,
@@ -567,7 +647,9 @@ class Settings(BaseSettings):
         "environment variable.",
     )
 
-    @field_validator("health_path", "health_ready_path", "metrics_path", "dashboard_path")
+    @field_validator(
+        "health_path", "health_ready_path", "metrics_path", "dashboard_path", "jobs_api_path"
+    )
     @classmethod
     def _absolute_path(cls, value: str) -> str:
         if not value.startswith("/") or any(c in value for c in " ?#"):
@@ -639,6 +721,8 @@ class Settings(BaseSettings):
         if isinstance(env_file, str) and Path(env_file).is_file():
             sources.append(dotenv_values(env_file))
         sources.append(os.environ)  # the environment wins over the file
+        # STEADYLOOP_BLOCKING_DRIVE_CONCURRENCY wins over BLOCKING_DRIVE_CONCURRENCY.
+        sources += [_unprefixed(source) for source in sources]
         data = dict(data)
         data.setdefault("bulkheads", collect_bulkhead_variables(*sources))
         data.setdefault("upstreams", collect_upstream_variables(*sources))
@@ -674,6 +758,106 @@ class Settings(BaseSettings):
             if override.threads is not None:
                 dedicated[name] = override.threads
         return dedicated
+
+
+class _SharedNamesLenient(PydanticBaseSettingsSource):
+    """An unprefixed source in which a shared name's unusable value is dropped with a warning.
+
+    `LOG_LEVEL=verbose` may mean something to the host app; it must not stop it starting.
+    """
+
+    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(inner.settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)  # pragma: no cover - unused
+
+    def __call__(self) -> dict[str, Any]:
+        data = self._inner()
+        prefixed = {key.upper() for key in os.environ if key.upper().startswith(ENV_PREFIX)}
+        for name in SHARED_NAMES & data.keys():
+            if ENV_PREFIX + name.upper() in prefixed:
+                del data[name]  # steadyloop has its own value: the app's is none of its business
+                continue
+            try:
+                _shared_name_probe().model_validate({name: data[name]})
+            except ValidationError as exc:
+                value = data.pop(name)
+                _warn_once(
+                    f"{name.upper()}={value!r} is not a value steadyloop can use "
+                    f"({exc.errors()[0]['msg']}); steadyloop ignores it. Set "
+                    f"{ENV_PREFIX}{name.upper()} to give steadyloop its own value."
+                )
+        return data
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
+
+
+_probe: type[BaseModel] | None = None
+
+
+def _shared_name_probe() -> type[BaseModel]:
+    """A model of the shared-name fields alone, to check one value with its own rules."""
+    global _probe
+    if _probe is None:
+        fields: dict[str, Any] = {
+            name: (Settings.model_fields[name].annotation, Settings.model_fields[name])
+            for name in SHARED_NAMES
+        }
+        _probe = create_model("SharedNames", **fields)
+    return _probe
+
+
+def _unprefixed(source: Mapping[str, str | None]) -> dict[str, str | None]:
+    """The `STEADYLOOP_` variables of `source`, without the prefix."""
+    return {
+        key[len(ENV_PREFIX) :]: value
+        for key, value in source.items()
+        if key.upper().startswith(ENV_PREFIX)
+    }
+
+
+def variable_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable behind a validation error's location, as it was given.
+
+    `("bulkheads", "drive", "concurrency")` -> `BLOCKING_DRIVE_CONCURRENCY`,
+    `("upstreams", "drive", "timeout")` -> `DRIVE_HTTP_TIMEOUT`; `STEADYLOOP_` in front when
+    that is the form set in the environment.
+    """
+    parts = [str(p) for p in loc]
+    if not parts:
+        return "settings"
+    if parts[0] == "bulkheads" and len(parts) >= 3:
+        name = f"BLOCKING_{parts[1]}_{parts[2]}".upper()
+    elif parts[0] == "upstreams" and len(parts) >= 3:
+        knob = "BASE_URL" if parts[2] == "base_url" else f"HTTP_{parts[2]}"
+        name = f"{parts[1]}_{knob}".upper()
+    else:
+        name = parts[0].upper()
+    prefixed = ENV_PREFIX + name
+    return prefixed if prefixed in {k.upper() for k in os.environ} else name
+
+
+def describe_errors(exc: ValidationError, *, given: Mapping[str, Any] | None = None) -> str:
+    """One line: every invalid variable with its value and what is accepted."""
+    parts = []
+    for error in exc.errors():
+        loc = tuple(error.get("loc", ()))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if not loc:
+            parts.append(message)
+            continue
+        where = f"Settings({loc[0]}=...)" if given and loc[0] in given else variable_name(loc)
+        parts.append(f"{where}={error.get('input')!r}: {message}")
+    return "invalid setting: " + "; ".join(parts)
 
 
 #: Settings that can be unset (their type admits None): an empty value means unset.

@@ -489,8 +489,8 @@ def _expand(selectors: Iterable[str]) -> set[str]:
         if not matched:
             raise UnknownRule(
                 f"unknown rule {selector!r}: use an id like SL101, a prefix like SL1, a name "
-                "like requests-call, or ALL (`steadyloop audit --help` lists the catalogue in "
-                "docs/audit.md)"
+                "like requests-call, or ALL (the catalogue: "
+                "https://steadyloop.readthedocs.io/en/latest/audit/#rules)"
             )
         ids.update(matched)
     return ids

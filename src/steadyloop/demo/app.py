@@ -158,6 +158,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings = settings.model_copy(
             update={"job_store_url": f"sqlite:///{data_dir / 'jobs.db'}"}
         )
+    if "problem_details" not in settings.model_fields_set:
+        # The demo opts in: every error it answers is problem+json (its OpenAPI says so).
+        settings = settings.model_copy(update={"problem_details": "all"})
     library = settings.demo_data_dir / "library"
     camera = Camera()
     state: dict[str, Any] = {}

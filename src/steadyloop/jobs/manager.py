@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from steadyloop import metrics
+from steadyloop.jobs.group import TaskGroup
 from steadyloop.jobs.models import Job, JobStatus, new_job
 from steadyloop.jobs.periodic import Periodic, PeriodicScheduler
 from steadyloop.jobs.store import JobPage, JobStore, open_store
 from steadyloop.jobs.tasks import Task
 from steadyloop.jobs.worker import Worker
 from steadyloop.logs import request_id_var
+from steadyloop.settings import redact_url
 
 if TYPE_CHECKING:
     from steadyloop.settings import Role, Settings
 
-__all__ = ["Jobs", "JobsNotStarted"]
+__all__ = ["JobStoreUnavailable", "Jobs", "JobsNotStarted"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("steadyloop.jobs")
@@ -27,7 +31,23 @@ MAINTENANCE_INTERVAL = 5.0
 
 
 class JobsNotStarted(RuntimeError):
-    """The job store is not open: the runtime has not started (or has stopped)."""
+    """The job store is not open: the runtime has not started (or has stopped).
+
+    Under a test client that skips the lifespan (`TestClient(app)` without `with`, httpx's
+    `ASGITransport`), start the runtime first: docs/testing.md.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message
+            or "the job store is not open: steadyloop's runtime has not started (the app's "
+            "lifespan did not run; under a test client use `with TestClient(app)` or the "
+            "steadyloop_runtime fixture, see https://steadyloop.readthedocs.io/en/latest/testing/)"
+        )
+
+
+class JobStoreUnavailable(RuntimeError):
+    """The job store could not be opened at start; the message names JOB_STORE_URL."""
 
 
 class Jobs:
@@ -79,15 +99,33 @@ class Jobs:
 
         def register(function: F) -> Task:
             task_name = name or f"{function.__module__}.{function.__qualname__}"
-            if task_name in self.tasks:
-                raise ValueError(f"a task named {task_name!r} is already registered")
             task = Task(
                 self, function, name=task_name, retries=retries, timeout=timeout, backoff=backoff
             )
-            self.tasks[task_name] = task
+            self._register(task)
             return task
 
         return register(fn) if fn is not None else register
+
+    def include(self, group: TaskGroup) -> None:
+        """Register the tasks and periodic tasks declared in `group` (a module's tasks).
+
+        The group's tasks then enqueue into this runtime; including the group in another
+        runtime later (a test that builds a fresh app) moves them there.
+        """
+        for task in group.tasks:
+            if self.tasks.get(task.name) is task:
+                continue
+            self._register(task)
+            task.jobs = self
+        for periodic in group.periodics:
+            if periodic not in self.periodics:
+                self.periodics.append(periodic)
+
+    def _register(self, task: Task) -> None:
+        if task.name in self.tasks:
+            raise ValueError(f"a task named {task.name!r} is already registered")
+        self.tasks[task.name] = task
 
     def periodic(
         self,
@@ -183,7 +221,21 @@ class Jobs:
     async def start(self, role: Role) -> None:
         if self._open:
             return
-        await self.store.open()
+        location = self.settings.job_store_location()
+        try:
+            await self.store.open()
+        except (OSError, sqlite3.Error) as exc:
+            where = (
+                f"the default, {location}, in the working directory {os.getcwd()}"
+                if not self.settings.job_store_url
+                else location
+            )
+            raise JobStoreUnavailable(
+                f"could not open the job store ({where}): {exc}. Set JOB_STORE_URL to a "
+                "writable place (sqlite:////var/lib/app/jobs.db, redis://host:6379/0) or "
+                "memory:// (jobs lost on restart)."
+            ) from exc
+        logger.info("job store: %s (JOB_STORE_URL moves it)", redact_url(location))
         self._open = True
         if role in ("worker", "all") and self.tasks:
             self.worker = Worker(
@@ -239,4 +291,4 @@ class Jobs:
 
     def _require_open(self) -> None:
         if not self._open:
-            raise JobsNotStarted("the job store is not open: start the runtime first")
+            raise JobsNotStarted()

@@ -75,7 +75,7 @@ class Task:
 
     def __init__(
         self,
-        jobs: Jobs,
+        jobs: Jobs | None,
         fn: Callable[..., Any],
         *,
         name: str,
@@ -139,6 +139,13 @@ class Task:
             if _run_at is not None
             else (time.time() + _delay if _delay is not None else None)
         )
+        if self.jobs is None:
+            from steadyloop.jobs.manager import JobsNotStarted
+
+            raise JobsNotStarted(
+                f"task {self.name!r} is declared in a TaskGroup that no runtime includes: "
+                "call rt.jobs.include(group) where the app is built (https://steadyloop.readthedocs.io/en/latest/jobs/)"
+            )
         return await self.jobs.enqueue_task(
             self, self.validate(args, kwargs), unique_key=_unique_key, run_at=run_at
         )

@@ -1,8 +1,16 @@
-"""The bearer-token guard shared by /metrics and the dashboard (`METRICS_TOKEN`)."""
+"""Who may read operator data: the bearer-token guard (`METRICS_TOKEN`) and the local rule.
+
+`/metrics` is open when no token is set (a scraper on the network needs it). The operator
+routes (the job API, the dashboard, health with its settings) carry arguments, results and
+configuration, so without a token they answer only local clients: a loopback peer that did not
+come through a proxy, or an in-process test client. Anyone else gets a 401 that says how to
+set the token.
+"""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -13,36 +21,81 @@ from steadyloop.web.errors import problem
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
 
+#: The peer name Starlette's TestClient gives its requests: in-process, never a network peer.
+IN_PROCESS_CLIENT = "testclient"
+#: A request carrying one of these came through a proxy: its loopback peer is the proxy.
+_PROXY_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-real-ip"})
+
+
+def is_local_request(request: Request) -> bool:
+    """A loopback peer without proxy headers, or an in-process test client."""
+    client = request.scope.get("client")
+    if not client:
+        return False
+    host = client[0]
+    if host == IN_PROCESS_CLIENT:
+        return True
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+    return loopback and not any(name in _PROXY_HEADERS for name, _ in request.scope["headers"])
+
 
 class TokenGuard:
-    """Checks `Authorization: Bearer <token>` (or `?token=` where a browser cannot send headers)."""
+    """Checks `Authorization: Bearer <token>` (or `?token=` where a browser cannot send headers).
 
-    def __init__(self, token: str | None, *, allow_query: bool = False) -> None:
+    `local_without_token`: with no token configured, allow local clients only (operator
+    routes); otherwise, with no token configured, allow everyone (`/metrics`).
+    """
+
+    def __init__(
+        self,
+        token: str | None,
+        *,
+        allow_query: bool = False,
+        local_without_token: bool = False,
+    ) -> None:
         self._expected = token.encode() if token else None
         self._allow_query = allow_query
+        self._local_without_token = local_without_token
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, allow_query: bool = False) -> TokenGuard:
-        """The operator token, METRICS_TOKEN (no guard when it is unset)."""
+    def from_settings(
+        cls, settings: Settings, *, allow_query: bool = False, operator: bool = False
+    ) -> TokenGuard:
+        """The operator token, METRICS_TOKEN; `operator` routes answer only local clients
+        while it is unset."""
         secret = settings.metrics_token
-        return cls(secret.get_secret_value() if secret else None, allow_query=allow_query)
+        return cls(
+            secret.get_secret_value() if secret else None,
+            allow_query=allow_query,
+            local_without_token=operator,
+        )
 
     @property
     def enabled(self) -> bool:
         return self._expected is not None
 
-    def check(self, request: Request) -> Response | None:
-        """None when allowed; otherwise the 401 problem to answer."""
+    def allows(self, request: Request) -> bool:
         if self._expected is None:
-            return None
+            return not self._local_without_token or is_local_request(request)
         header = request.headers.get("authorization", "")
         given = header[7:] if header.lower().startswith("bearer ") else ""
         if not given and self._allow_query:
             given = request.query_params.get("token", "")
-        if given and hmac.compare_digest(given.encode("utf-8", "replace"), self._expected):
+        return bool(given) and hmac.compare_digest(given.encode("utf-8", "replace"), self._expected)
+
+    def check(self, request: Request) -> Response | None:
+        """None when allowed; otherwise the 401 problem to answer."""
+        if self.allows(request):
             return None
+        detail = (
+            "This endpoint needs `Authorization: Bearer <METRICS_TOKEN>`."
+            if self._expected is not None
+            else "This operator endpoint answers local clients only while METRICS_TOKEN is "
+            "unset; set METRICS_TOKEN and send `Authorization: Bearer <token>`."
+        )
         return problem(
-            401,
-            detail="This endpoint needs `Authorization: Bearer <METRICS_TOKEN>`.",
-            headers={"WWW-Authenticate": 'Bearer realm="steadyloop"'},
+            401, detail=detail, headers={"WWW-Authenticate": 'Bearer realm="steadyloop"'}
         )

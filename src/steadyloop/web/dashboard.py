@@ -86,7 +86,7 @@ def _job_row(job: Any) -> dict[str, Any]:
 
 
 def dashboard_endpoints(runtime: Runtime) -> tuple[Endpoint, Endpoint]:
-    guard = TokenGuard.from_settings(runtime.settings, allow_query=True)
+    guard = TokenGuard.from_settings(runtime.settings, allow_query=True, operator=True)
     page = _page()
 
     async def dashboard(request: Request) -> Response:

@@ -1,9 +1,11 @@
-"""RFC 9457 `application/problem+json` for every error the app answers.
+"""RFC 9457 `application/problem+json` errors.
 
-HTTP errors (404, 405, any HTTPException), request validation (422 with the field errors),
-`BulkheadFull` and `UpstreamUnavailable` (503 + Retry-After) and unhandled exceptions (500,
-generic detail; the stack goes to the log only, see `web/middleware.py`). Every body carries
-the request id.
+steadyloop's own errors are always problem+json: `BulkheadFull`, `UpstreamUnavailable` and
+`JobsNotStarted` (503 + Retry-After), its limits (429, 503, 413), its client errors and the
+last-resort 500 (generic detail; the stack goes to the log only, see `web/middleware.py`).
+The app's own HTTP errors (404, 405, any HTTPException) and request validation errors (422)
+keep the framework's body unless `PROBLEM_DETAILS=all`, when they become problem+json too.
+Every problem body carries the request id.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def problem(
     status: int,
     *,
     title: str | None = None,
-    detail: str | None = None,
+    detail: Any = None,
     type_: str = "about:blank",
     instance: str | None = None,
     headers: dict[str, str] | None = None,
@@ -63,13 +65,15 @@ def _phrase(status: int) -> str:
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    """`PROBLEM_DETAILS=all`: an HTTPException as problem+json; its `detail` is kept as given
+    (a string, or the dict or list the app raised, as JSON)."""
     assert isinstance(exc, HTTPException)
-    detail = exc.detail if exc.detail != _phrase(exc.status_code) else None
     if exc.status_code in (204, 304):  # no body allowed
         return Response(status_code=exc.status_code, headers=exc.headers)
+    detail: Any = exc.detail
     return problem(
         exc.status_code,
-        detail=str(detail) if detail is not None else None,
+        detail=detail,
         instance=request.url.path,
         headers=dict(exc.headers) if exc.headers else None,
     )
@@ -127,6 +131,17 @@ async def upstream_unavailable_handler(request: Request, exc: Exception) -> Resp
         instance=request.url.path,
         headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
         upstream=exc.upstream,
+    )
+
+
+async def jobs_not_started_handler(request: Request, exc: Exception) -> Response:
+    """A job enqueued in a process whose runtime has not started (its lifespan never ran)."""
+    return problem(
+        503,
+        detail=str(exc),
+        type_=PROBLEM_TYPE_BASE + "jobs-not-started",
+        instance=request.url.path,
+        headers={"Retry-After": "1"},
     )
 
 

@@ -2,6 +2,12 @@
 
 One pure-ASGI layer does all four because each layer costs a `send` wrapper per message;
 together they stay within a few microseconds of a bare app (see bench/middleware_overhead).
+
+An exception that escapes the app is logged with its request id and raised again, as
+Starlette's own server-error layer does: that layer answers the 500 (the app's own handler
+for `Exception`, or its plain "Internal Server Error"), the server logs it, and a test client
+raises it in the test instead of showing only `500 != 201`. With `problem_500` (the setting
+`PROBLEM_DETAILS=all`) this layer answers a 500 problem first.
 """
 
 from __future__ import annotations
@@ -54,8 +60,10 @@ class RequestMiddleware:
         header: str = "X-Request-ID",
         access_log: bool = True,
         quiet_paths: tuple[str, ...] = (),
+        problem_500: bool = False,
     ) -> None:
         self.app = app
+        self.problem_500 = problem_500
         self.header = header.lower().encode("latin-1")
         self.access_log = access_log
         self.quiet_paths = frozenset(quiet_paths)
@@ -95,13 +103,17 @@ class RequestMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
+            # logging.config.fileConfig / dictConfig disable every logger that existed before
+            # they ran (disable_existing_loggers): this one must still report the error.
+            error_logger.disabled = False
             error_logger.exception(
                 "unhandled error in %s %s", scope["method"], route_template(scope)
             )
-            if response_started:
-                raise  # the body is under way: only the server can end the connection
-            status = 500
-            await internal_error()(scope, receive, send_with_id)
+            if not response_started:
+                status = 500
+                if self.problem_500:
+                    await internal_error()(scope, receive, send_with_id)
+            raise
         finally:
             duration = time.perf_counter() - started
             route = route_template(scope)
