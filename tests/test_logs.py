@@ -259,9 +259,13 @@ def test_access_line_from_the_writer_matches_the_record_format() -> None:
         _log_one_access()
         assert len(calls) == 1  # the fast path: no record built on the caller's thread
         # The same line rendered the slow way: a real record through the formatter.
-        entry = AccessEntry(1.5, logging.INFO, "req-1", "GET", "/v", "/v", 200, 0.001, None)
-        via_record = json.loads(JsonFormatter().format(entry.record("api")))
-        assert json.loads(entry.json_line("api")) == via_record
+        for entry in (
+            AccessEntry(1.5, logging.INFO, "req-1", "GET", '/v"\n\u00e9', "/v", 200, 0.001, None),
+            AccessEntry(2.25, logging.DEBUG, None, "GET", "/v", "/v", 404, 1.23456, "1.2.3.4:5"),
+        ):
+            for role in ("api", None):
+                via_record = JsonFormatter().format(entry.record(role))
+                assert entry.json_line(role) == via_record  # byte for byte
     finally:
         logging_setup.restore()
     [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
