@@ -381,6 +381,18 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds finished jobs (and their results) are kept.",
     )
+    job_result_max_jobs: int = Field(
+        default=100_000,
+        ge=0,
+        description="At most this many finished jobs are kept, the most recently finished; "
+        "older ones are deleted even before JOB_RESULT_TTL. 0 keeps any number.",
+    )
+    job_purge_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between two retention passes of a worker (JOB_RESULT_TTL and "
+        "JOB_RESULT_MAX_JOBS); the first runs right after start.",
+    )
     job_shutdown_grace: float = Field(
         default=10.0,
         ge=0,
