@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ONLY ?=
+PORT ?= 8000
 
-.PHONY: demo test lint typecheck pytest compat bench env-example clean browser
+.PHONY: demo docs test lint typecheck pytest compat bench env-example clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/steadyloop demo
+	$(BIN)/steadyloop demo --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -34,12 +35,16 @@ browser:
 pytest: $(STAMP) browser
 	$(BIN)/python -m pytest
 
+# The documentation site: every page and the API reference must build without a warning.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site
+
 # FastAPI's own tutorial tests (from its sdist), with and without install(app): no outcome
 # may change (tests/compat/fastapi_suite.py).
 compat: $(STAMP)
 	$(BIN)/python -m tests.compat.fastapi_suite
 
-test: lint typecheck pytest compat
+test: lint typecheck docs pytest compat
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY),)
@@ -48,4 +53,4 @@ env-example: $(STAMP)
 	$(BIN)/python -c 'import sys; from steadyloop.settings import render_env_example as r; sys.stdout.write(r())' > .env.example
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .site .mypy_cache .ruff_cache .pytest_cache

@@ -19,6 +19,7 @@ SCENARIOS = {
     "http_client": "bench.http_client",
     "audit": "bench.audit",
     "jobs": "bench.jobs",
+    "growth": "bench.growth",
 }
 
 

@@ -239,7 +239,10 @@ def machine_info() -> dict[str, str]:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{package} (not installed)")
+    from bench.revision import source_revision  # here: revision imports this module
+
     return {
+        "steadyloop source": source_revision(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "machine": f"nproc {os.cpu_count()} (usable {usable}), {_cpu_model()}",
         "os": platform.platform(),

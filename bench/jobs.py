@@ -55,9 +55,9 @@ BREAKDOWN_CALLS = 200  # per block; blocks of each layer interleave
 BREAKDOWN_ROUNDS = 25
 SETTLE = 1.0  # seconds the standby worker gets to reach its polling loop before the kill
 
-TARGET_PROCESSING = 2.0  # steadyloop-redis no-op processing vs the faster peer
-TARGET_FLOOR = 0.90  # steadyloop-redis one-caller enqueue vs the PING floor
-TARGET_CONCURRENT = 2.0  # steadyloop-redis 50-caller enqueue vs the faster peer
+TARGET_PROCESSING = 4.0  # steadyloop-redis no-op processing vs the faster peer
+TARGET_FLOOR = 1 / 1.5  # steadyloop-redis one-caller enqueue: at most 1.5x a PING
+TARGET_CONCURRENT = 3.0  # steadyloop-redis 50-caller enqueue vs the faster peer
 
 FLOOR = "redis-ping"
 STEADYLOOP = "steadyloop-redis"

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from steadyloop.audit import (
+    RULES,
     AuditConfig,
     AuditUsageError,
     Report,
@@ -74,7 +75,7 @@ def test_a_finding_carries_location_call_fix_and_domain() -> None:
     assert (finding.callee, finding.resolved) == ("r.get", "requests.get")
     assert finding.function == "Api.fetch"
     assert finding.domain == "http"
-    assert finding.fix == 'await run_blocking("http", r.get, url, timeout=5)'
+    assert finding.fix == 'await sl.run_blocking("http", r.get, url, timeout=5)'
     assert "`r.get()` (requests.get) blocks the event loop in `async def Api.fetch`" in (
         finding.message
     )
@@ -94,7 +95,7 @@ def test_a_call_made_before_offloading_is_reported_with_a_note() -> None:
     ).findings
     assert finding.rule == "SL304"
     assert "pass the function and its arguments" in finding.message
-    assert finding.fix == 'await run_blocking("fs", os.listdir, root)'
+    assert finding.fix == 'await sl.run_blocking("fs", os.listdir, root)'
 
 
 def test_the_code_is_never_imported_or_run(tmp_path: Path) -> None:
@@ -317,7 +318,7 @@ def test_relative_imports_resolve_against_the_package(tmp_path: Path) -> None:
         ("api.py", 7, "SL900", "drive"),
     }
     fixes = {f.fix for f in report.findings if f.line == 5 and f.path.endswith("api.py")}
-    assert fixes == {"await run_blocking(\"drive\", videos, 'x')"}
+    assert fixes == {"await sl.run_blocking(\"drive\", videos, 'x')"}
 
 
 # --- suppressions --------------------------------------------------------------------------------
@@ -569,9 +570,10 @@ def test_json_report(mixed_report: Report) -> None:
         "call": "requests.get",
         "resolved": "requests.get",
         "message": "`requests.get()` blocks the event loop in `async def handler`",
-        "fix": 'await run_blocking("http", requests.get, url)',
+        "fix": 'await sl.run_blocking("http", requests.get, url)',
         "alternative": first["alternative"],
         "domain": "http",
+        "chain": [],
     }
     assert document["errors"][0]["path"].endswith("bad.py")
 
@@ -590,7 +592,7 @@ def test_sarif_validates_against_the_official_schema(mixed_report: Report) -> No
     _validate_sarif(log)
     run = log["runs"][0]
     assert run["tool"]["driver"]["name"] == "steadyloop-audit"
-    assert len(run["tool"]["driver"]["rules"]) == 30
+    assert len(run["tool"]["driver"]["rules"]) == len(RULES)
     result = run["results"][0]
     assert result["ruleId"] == "SL101"
     assert run["tool"]["driver"]["rules"][result["ruleIndex"]]["id"] == "SL101"
@@ -624,7 +626,7 @@ def test_github_annotations_escape_properties_and_messages(mixed_report: Report)
         "::warning file=app/api%2C v2.py,line=7,col=5,endLine=7,endColumn=22,"
         "title=SL101 requests-call::`requests.get()` blocks the event loop"
     )
-    assert 'Fix: await run_blocking("http", requests.get, url)' in lines[0]
+    assert 'Fix: await sl.run_blocking("http", requests.get, url)' in lines[0]
     assert lines[3].startswith("::error file=app/bad.py,line=1,")
 
 
@@ -637,7 +639,7 @@ def test_text_report_groups_by_file_and_summarises(mixed_report: Report) -> None
     text = render(mixed_report, "text")
     assert text.count(str(Path("app") / "api, v2.py")) == 1
     assert "SL101 requests-call" in text
-    assert 'fix: await run_blocking("http", requests.get, url)' in text
+    assert 'fix: await sl.run_blocking("http", requests.get, url)' in text
     assert "Not audited" in text
     assert "bad.py:1:" in text
     assert "3 blocking calls in 1 file (3 files scanned, 2 with async code" in text

@@ -269,6 +269,53 @@ async def test_purge_removes_only_old_finished_jobs(store: JobStore) -> None:
     assert await store.get(active.id) is not None
 
 
+async def _finish_one_by_one(store: JobStore, count: int) -> list[Job]:
+    done = []
+    for _ in range(count):
+        one = job()
+        await store.enqueue([one])
+        [claimed] = await store.claim("w1", ["sync"], 1, 30)
+        await store.finish("w1", [Outcome(claimed.id, "succeeded")])
+        done.append(one)
+    return done
+
+
+async def test_purge_keeps_only_the_most_recently_finished(store: JobStore) -> None:
+    done = await _finish_one_by_one(store, 5)
+    cancelled = job()
+    await store.enqueue([cancelled])
+    await store.cancel(cancelled.id)  # finished last: the newest
+    active = job(unique_key="still-here")
+    await store.enqueue([active])
+    assert await store.purge(0.0, keep=3) == 3
+    kept = [j.id for j in (await store.list(None, 10, None)).items]
+    assert sorted(kept) == sorted([done[3].id, done[4].id, cancelled.id, active.id])
+    assert await store.purge(0.0, keep=3) == 0
+    counts = await store.counts()
+    assert (counts[JobStatus.succeeded], counts[JobStatus.cancelled]) == (2, 1)
+    assert counts[JobStatus.queued] == 1
+
+
+async def test_purge_applies_age_and_count_together(store: JobStore) -> None:
+    await _finish_one_by_one(store, 4)
+    assert await store.purge(time.time() - 3600, keep=10) == 0  # neither limit reached
+    assert await store.purge(time.time() + 1, keep=10) == 4  # all are past the age limit
+    assert (await store.counts())[JobStatus.succeeded] == 0
+
+
+async def test_purge_with_keep_zero_leaves_active_jobs(store: JobStore) -> None:
+    await _finish_one_by_one(store, 3)
+    queued, running = job(), job()
+    await store.enqueue([running])
+    await store.claim("w2", ["sync"], 1, 30)
+    await store.enqueue([queued])
+    assert await store.purge(0.0, keep=0) == 3
+    assert (await store.get(queued.id)) is not None
+    current = await store.get(running.id)
+    assert current is not None
+    assert current.status is JobStatus.running
+
+
 async def test_jobs_survive_reopening_the_store(
     make_store: StoreFactory, request: pytest.FixtureRequest
 ) -> None:

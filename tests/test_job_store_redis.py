@@ -276,3 +276,29 @@ async def test_close_waits_for_a_coalesced_write_in_flight(redis_url: str, prefi
         assert await store.get(a.id) == a
     finally:
         await store.close()
+
+
+async def test_a_lone_caller_flushes_in_its_own_task_and_overlapping_callers_merge() -> None:
+    from steadyloop.jobs.redis import _Coalescer
+
+    release = asyncio.Event()
+    batches: list[tuple[list[int], asyncio.Task[Any] | None]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        batches.append((items, asyncio.current_task()))
+        if len(batches) == 1:
+            await release.wait()  # the first flush is in flight while the others arrive
+        return [item * 10 for item in items]
+
+    coalescer: _Coalescer[int, int] = _Coalescer(flush, max_batch=100)
+    lone = asyncio.create_task(coalescer.submit([1]))
+    while not batches:
+        await asyncio.sleep(0)
+    assert batches[0] == ([1], lone)  # no hop through a drain task
+    others = [asyncio.create_task(coalescer.submit([n])) for n in (2, 3, 4)]
+    while len(coalescer._pending) < 3:  # let them queue behind the flush in flight
+        await asyncio.sleep(0)
+    release.set()
+    assert await lone == [10]
+    assert [await t for t in others] == [[20], [30], [40]]
+    assert [items for items, _ in batches] == [[1], [2, 3, 4]]  # merged into one flush

@@ -13,9 +13,11 @@ from prometheus_client import REGISTRY
 
 import steadyloop as sl
 from steadyloop.logs import (
+    AccessEntry,
     JsonFormatter,
     NonBlockingHandler,
     TextFormatter,
+    log_access,
     request_id_var,
     setup_logging,
 )
@@ -216,3 +218,105 @@ def test_setup_logging_routes_library_loggers_and_restores(tmp_path: object) -> 
     assert "server says hi" in stream.getvalue()
     assert uvicorn_error.handlers == before
     uvicorn_error.handlers = []
+
+
+ACCESS_KEYS = [
+    "ts",
+    "level",
+    "logger",
+    "message",
+    "request_id",
+    "role",
+    "method",
+    "path",
+    "route",
+    "status_code",
+    "duration_ms",
+    "client",
+]
+
+
+def _log_one_access(request_id: str = "req-1") -> None:
+    token = request_id_var.set(request_id)
+    try:
+        log_access(logging.INFO, "GET", "/v/%C3%A9", "/v/{id}", 200, 0.01234, "10.0.0.1:80")
+    finally:
+        request_id_var.reset(token)
+
+
+def test_access_line_from_the_writer_matches_the_record_format() -> None:
+    stream = io.StringIO()
+    logging_setup = setup_logging(Settings(log_format="json"), stream=stream, role="api")
+    try:
+        _only_pipeline = logging_setup.handler.handle_access
+        calls: list[AccessEntry] = []
+
+        def counted(entry: AccessEntry) -> bool:
+            calls.append(entry)
+            return _only_pipeline(entry)
+
+        logging_setup.handler.handle_access = counted  # type: ignore[method-assign]
+        _log_one_access()
+        assert len(calls) == 1  # the fast path: no record built on the caller's thread
+        # The same line rendered the slow way: a real record through the formatter.
+        for entry in (
+            AccessEntry(1.5, logging.INFO, "req-1", "GET", '/v"\n\u00e9', "/v", 200, 0.001, None),
+            AccessEntry(2.25, logging.DEBUG, None, "GET", "/v", "/v", 404, 1.23456, "1.2.3.4:5"),
+        ):
+            for role in ("api", None):
+                via_record = JsonFormatter().format(entry.record(role))
+                assert entry.json_line(role) == via_record  # byte for byte
+    finally:
+        logging_setup.restore()
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert list(line) == ACCESS_KEYS
+    assert line["message"] == "GET /v/%C3%A9 200 12.3ms"
+    assert (line["request_id"], line["role"], line["duration_ms"]) == ("req-1", "api", 12.34)
+    assert line["logger"] == "steadyloop.access"
+
+
+def test_access_line_in_text_format() -> None:
+    stream = io.StringIO()
+    logging_setup = setup_logging(Settings(log_format="text"), stream=stream, role="api")
+    try:
+        _log_one_access("req-2")
+    finally:
+        logging_setup.restore()
+    text = stream.getvalue()
+    assert "steadyloop.access GET /v/%C3%A9 200 12.3ms" in text
+    assert "request_id=req-2" in text
+    assert "route=/v/{id}" in text
+
+
+def test_access_record_reaches_another_handler_too() -> None:
+    stream = io.StringIO()
+    logging_setup = setup_logging(Settings(log_format="json"), stream=stream)
+    extra = ListSink()
+    logging.getLogger("steadyloop.access").addHandler(extra)
+    try:
+        _log_one_access()
+    finally:
+        logging.getLogger("steadyloop.access").removeHandler(extra)
+        logging_setup.restore()
+    assert extra.messages == ["GET /v/%C3%A9 200 12.3ms"]
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["request_id"] == "req-1"
+    assert line["route"] == "/v/{id}"
+
+
+def test_access_lines_are_flushed_on_close_and_counted_when_dropped() -> None:
+    stream = io.StringIO()
+    sink = logging.StreamHandler(stream)
+    sink.setFormatter(JsonFormatter())
+    handler = NonBlockingHandler([sink], queue_size=1000)
+    entries = [
+        AccessEntry(1.0 + i, logging.INFO, None, "GET", f"/{i}", "/{n}", 200, 0.0, None)
+        for i in range(300)
+    ]
+    assert all(handler.handle_access(entry) for entry in entries)
+    handler.close()
+    assert [json.loads(line)["path"] for line in stream.getvalue().splitlines()] == [
+        f"/{i}" for i in range(300)
+    ]
+    assert not handler.handle_access(entries[0])  # closed: refused and counted
+    assert handler.dropped == 1

@@ -48,7 +48,7 @@ from pydantic import TypeAdapter
 from pydantic_core import from_json, to_json
 
 from steadyloop import metrics
-from steadyloop.redis_client import async_redis
+from steadyloop.redis_client import async_redis, require_redis
 
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
@@ -242,6 +242,7 @@ class RedisBackend:
         socket_connect_timeout: float | None = 2.0,
         **options: Any,
     ) -> None:
+        require_redis("CACHE_URL")  # at start-up, with the install hint, not at the first get
         self.url = url
         self.prefix = prefix
         self._connect = functools.partial(

@@ -10,15 +10,52 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+DOCS_URL = "https://steadyloop.readthedocs.io/en/latest/"
+
 app = typer.Typer(
-    help="Keep FastAPI/Starlette backends responsive: run, demo, probe.",
+    help=(
+        "Keep FastAPI/Starlette backends responsive. Commands: run (serve an app), worker (run"
+        " its jobs), audit (find blocking calls), probe (check a server under load), demo (the"
+        f" reference app). Docs: {DOCS_URL}cli/"
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from steadyloop import __version__
+
+        typer.echo(f"steadyloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Keep FastAPI/Starlette backends responsive."""
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """A CLI mistake: one line on stderr, then exit `code` (raise what this returns)."""
+    typer.echo(f"steadyloop: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _import_dir(app_dir: Path) -> str:
+    folder = app_dir.resolve()
+    if not folder.is_dir():
+        raise _fail(f"--app-dir: no such folder: {folder}")
+    return str(folder)
 
 
 class RoleChoice(StrEnum):
@@ -94,7 +131,7 @@ def run(
         raise typer.BadParameter(
             "expected module:attribute, e.g. myapp.main:app", param_hint="TARGET"
         )
-    sys.path.insert(0, str(app_dir.resolve()))
+    sys.path.insert(0, _import_dir(app_dir))
     if role is not None:
         os.environ["WORKER_ROLE"] = role.value  # worker processes inherit the environment
     _check_settings()
@@ -141,12 +178,48 @@ def worker(
         raise typer.BadParameter(
             "expected module:attribute, e.g. myapp.main:app", param_hint="TARGET"
         )
-    sys.path.insert(0, str(app_dir.resolve()))
+    sys.path.insert(0, _import_dir(app_dir))
     os.environ["WORKER_ROLE"] = "worker"
     if concurrency is not None:
         os.environ["JOB_CONCURRENCY"] = str(concurrency)
     _check_settings()
-    _serve(target, host=host, port=port, workers=1, server=ServerChoice.uvicorn, factory=factory)
+    worker_app = _load_worker_app(target, factory=factory)
+    _serve_app(worker_app, host=host, port=port)
+
+
+def _load_worker_app(target: str, *, factory: bool) -> Any:
+    """Import the app (built once, here) and check it has something for a worker to run."""
+    import importlib
+
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _fail(f"cannot import {module_name!r} for {target}: {exc}") from exc
+    try:
+        loaded = getattr(module, attribute)
+    except AttributeError as exc:
+        raise _fail(f"{module_name!r} has no attribute {attribute!r}") from exc
+    if factory:
+        loaded = loaded()
+    runtime = getattr(getattr(loaded, "state", None), "steadyloop", None)
+    if runtime is None:
+        raise _fail(
+            f"{target} does not call steadyloop.install(app): a worker runs the jobs of an "
+            f"installed app ({DOCS_URL}jobs/)"
+        )
+    if not runtime.jobs.tasks and not runtime.jobs.periodics:
+        raise _fail(
+            f"{target} registers no tasks: decorate one with @rt.jobs.task or "
+            f"@rt.jobs.periodic ({DOCS_URL}jobs/)"
+        )
+    return loaded
+
+
+def _serve_app(asgi_app: Any, *, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(asgi_app, host=host, port=port)
 
 
 @app.command()
@@ -157,6 +230,15 @@ def demo(
         Path | None,
         typer.Option(help="Where the demo keeps its data (default: DEMO_DATA_DIR, else ./data)."),
     ] = None,
+    drive_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            envvar="DEMO_DRIVE_PORT",
+            help="Port of the stand-in drive upstream (0: a free one; unused with DRIVE_BASE_URL).",
+        ),
+    ] = 0,
 ) -> None:
     """Run mediahub, the reference app, on embedded defaults (SQLite, no other service)."""
     if data_dir is not None:
@@ -169,7 +251,7 @@ def demo(
     from steadyloop.demo.drive_upstream import demo_upstream
 
     # The remote "drive" service: DRIVE_BASE_URL if set, else a local stand-in subprocess.
-    with demo_upstream() as drive_url:
+    with demo_upstream(port=drive_port) as drive_url:
         typer.echo(f"drive upstream: {drive_url}")
         _serve(
             "steadyloop.demo.app:create_app",
@@ -254,6 +336,7 @@ def probe(
 
 class AuditFormat(StrEnum):
     text = "text"
+    concise = "concise"
     json = "json"
     sarif = "sarif"
     github = "github"
@@ -276,6 +359,16 @@ def audit(
     fail_on: Annotated[
         int, typer.Option(min=0, help="Exit 1 from this many findings on (0: never).")
     ] = 1,
+    loose: Annotated[
+        bool,
+        typer.Option(help="Also match known module names used without an import (more noise)."),
+    ] = False,
+    fix: Annotated[
+        bool,
+        typer.Option(
+            help="Rewrite the simple cases in place (`time.sleep(x)` -> `await asyncio.sleep(x)`)."
+        ),
+    ] = False,
 ) -> None:
     """Find blocking calls inside async functions (the code is parsed, never run). Exit 1 when
     findings reach --fail-on, 2 on a bad path, an unknown rule or an invalid audit table in
@@ -288,7 +381,14 @@ def audit(
             paths,
             select=select.split(",") if select is not None else None,
             ignore=ignore.split(",") if ignore else (),
+            loose=loose,
         )
+        if fix:
+            from steadyloop.audit.fixes import apply_fixes
+
+            fixed = apply_fixes(report)
+            if fixed:
+                typer.echo(f"Fixed {fixed} finding(s) in place.", err=True)
     except AuditUsageError as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -124,7 +124,7 @@ class HealthChecks:
 NOT_STARTED = (
     "steadyloop's runtime has not started: the app's lifespan did not run. Under a test client "
     "use `with TestClient(app)`, or start it with the steadyloop_runtime fixture "
-    "(docs/testing.md)."
+    "(https://steadyloop.readthedocs.io/en/latest/testing/)."
 )
 
 

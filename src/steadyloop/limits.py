@@ -42,7 +42,7 @@ from starlette.routing import compile_path
 from starlette.types import Scope
 
 from steadyloop import metrics
-from steadyloop.redis_client import async_redis
+from steadyloop.redis_client import async_redis, require_redis
 
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
@@ -743,6 +743,7 @@ class RedisRateStore:
         socket_connect_timeout: float | None = 1.0,
         **options: Any,
     ) -> None:
+        require_redis("RATE_LIMIT_STORAGE")  # at start-up, with the install hint
         self.url = url
         self.prefix = prefix
         self._connect = functools.partial(

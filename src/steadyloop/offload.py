@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -554,4 +555,16 @@ async def run_cpu(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 
     `fn` and its arguments must be picklable (a module-level function).
     """
-    return await current_bulkheads().get(CPU_DOMAIN).run(fn, *args, **kwargs)
+    try:
+        return await current_bulkheads().get(CPU_DOMAIN).run(fn, *args, **kwargs)
+    except BrokenProcessPool as exc:
+        raise BrokenProcessPool(f"{exc} {CPU_POOL_HINT}") from exc
+
+
+#: Why a process pool breaks, most often: worker processes start by importing the main module
+#: again, so a script that calls run_cpu at import time starts workers that do the same.
+CPU_POOL_HINT = (
+    "A run_cpu worker process died. In a script, put the code that calls it under "
+    '`if __name__ == "__main__":` (worker processes import the main module again); '
+    "fn and its arguments must be picklable."
+)

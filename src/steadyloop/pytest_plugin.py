@@ -11,13 +11,27 @@ whole run:
 It wraps the test coroutine, so it works with pytest-asyncio and anyio's plugin alike: the
 watch starts inside the loop that runs the test, and a stall found while the test ran fails
 it with the file, line and function that held the loop.
+
+The stall watch needs a threshold; the blocking-call guard does not. With it, any call the
+guard knows to block (`time.sleep`, file and socket I/O, `os.stat`, sqlite3, thread locks,
+...) made on the event loop's thread fails the test, however short it is, naming the call and
+where it was made. Calls in worker threads (`run_blocking`, `asyncio.to_thread`) are fine. It
+uses blockbuster (`pip install 'steadyloop[testing]'`):
+
+    @pytest.mark.forbid_blocking
+    async def test_listing(): ...
+
+    pytest --forbid-blocking            # every async test
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import sysconfig
+import traceback
 from collections.abc import Callable, Coroutine, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -33,6 +47,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="Fail every async test whose event loop does not turn for this many ms.",
     )
+    group.addoption(
+        "--forbid-blocking",
+        action="store_true",
+        default=False,
+        help="Fail every async test that makes a blocking call (time.sleep, file or socket "
+        "I/O, ...) on its event loop's thread (needs steadyloop[testing]).",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,6 +61,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "loop_stall(threshold_ms=100): fail this async test if its event loop stalls "
         "for longer than threshold_ms, naming the code that blocked it.",
+    )
+    config.addinivalue_line(
+        "markers",
+        "forbid_blocking: fail this async test if it makes a blocking call on its event "
+        "loop's thread (time.sleep, file or socket I/O, ...), naming the call.",
     )
 
 
@@ -63,7 +89,7 @@ def _watched(
         try:
             return await test(*args, **kwargs)
         finally:
-            watch.stop()
+            watch.stop()  # steadyloop: ignore[SL705] joins the watcher thread, bounded
 
     return run_watched
 
@@ -80,19 +106,135 @@ def describe_stall(stall: Stall, threshold_ms: float) -> str:
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     threshold_ms = _threshold_ms(item)
+    forbid = _forbids_blocking(item)
     test = getattr(item, "obj", None)
-    if threshold_ms is None or not inspect.iscoroutinefunction(test):
+    if (threshold_ms is None and not forbid) or not inspect.iscoroutinefunction(test):
         return (yield)
     assert isinstance(item, pytest.Function)
     stalls: list[Stall] = []
-    item.obj = _watched(test, threshold_ms / 1000, stalls)
+    blocked: list[BlockingCall] = []
+    wrapped = test
+    if forbid:
+        wrapped = _guarded(wrapped, blocked)
+    if threshold_ms is not None:
+        wrapped = _watched(wrapped, threshold_ms / 1000, stalls)
+    item.obj = wrapped
     try:
         result = yield
+    except Exception:
+        if blocked:  # the test failed because of the blocking call: say which one
+            pytest.fail(blocked[0].describe(), pytrace=False)
+        raise
     finally:
         item.obj = test
-    if stalls:
+    if blocked:  # also when the test caught the error itself
+        pytest.fail(blocked[0].describe(), pytrace=False)
+    if stalls and threshold_ms is not None:
         pytest.fail(describe_stall(stalls[0], threshold_ms), pytrace=False)
     return result
+
+
+# --- blocking calls on the loop thread (blockbuster) ---------------------------------------------
+@dataclass(frozen=True)
+class BlockingCall:
+    """A blocking call made on the event loop's thread: the function and the stack that
+    called it (innermost frame last)."""
+
+    function: str
+    stack: traceback.StackSummary
+
+    def describe(self) -> str:
+        # The innermost frame outside the standard library: `Path.read_text` in the stdlib
+        # calls `open`, but the line to change is the caller's.
+        outside = [f for f in self.stack if not f.filename.startswith(_STDLIB)]
+        where = outside[-1] if outside else (self.stack[-1] if self.stack else None)
+        at = f" at {where.filename}:{where.lineno} in {where.name}" if where else ""
+        line = f"\n    {where.line}" if where and where.line else ""
+        return (
+            f"blocking call to {self.function} on the event loop thread{at}{line}\n"
+            f'Move it off the loop: await sl.run_blocking("<domain>", fn, ...)\n\n'
+            f"Stack of the call:\n{''.join(self.stack.format())}"
+        )
+
+
+_STDLIB = sysconfig.get_paths()["stdlib"]
+
+
+def _forbids_blocking(item: pytest.Item) -> bool:
+    return item.get_closest_marker("forbid_blocking") is not None or bool(
+        item.config.getoption("--forbid-blocking")
+    )
+
+
+def _blockbuster() -> Any:
+    try:
+        import blockbuster
+    except ImportError as exc:  # pragma: no cover - the dev extra installs it
+        raise pytest.UsageError(
+            "--forbid-blocking / @pytest.mark.forbid_blocking needs blockbuster: "
+            "pip install 'steadyloop[testing]'"
+        ) from exc
+    return blockbuster
+
+
+def _caller_stack() -> traceback.StackSummary:
+    """The stack of the code that made the blocking call, without blockbuster's and this
+    module's frames."""
+    frames = []
+    frame = inspect.currentframe()
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if "blockbuster" not in name and name != __file__:
+            frames.append((frame, frame.f_lineno))
+        frame = frame.f_back
+    frames.reverse()
+    return traceback.StackSummary.extract(frames[-12:], lookup_lines=True)
+
+
+def _allowed_here(allowed: list[tuple[str, Any]]) -> bool:
+    """Whether blockbuster lets this call block (a frame it allows, like a debugger's)."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        filename = frame.f_code.co_filename.replace("\\", "/")
+        for suffix, functions in allowed:
+            if filename.endswith(suffix) and frame.f_code.co_name in functions:
+                return True
+        frame = frame.f_back
+    return False
+
+
+def _recorder(name: str, function: Any, blocked: list[BlockingCall]) -> Callable[..., bool]:
+    """Wrap one guarded function's predicate so the call is recorded before blockbuster raises
+    (a test that catches the error still fails)."""
+    original = function.can_block_predicate
+
+    def can_block(*args: Any, **kwargs: Any) -> bool:
+        if original(*args, **kwargs):
+            return True
+        if not _allowed_here(function.can_block_functions):
+            blocked.append(BlockingCall(name, _caller_stack()))
+        return False
+
+    return can_block
+
+
+def _guarded(
+    test: Callable[..., Coroutine[Any, Any, Any]], blocked: list[BlockingCall]
+) -> Callable[..., Coroutine[Any, Any, Any]]:
+    module = _blockbuster()
+
+    @functools.wraps(test)
+    async def run_guarded(*args: Any, **kwargs: Any) -> Any:
+        guard = module.BlockBuster()
+        for name, function in guard.functions.items():
+            function.can_block_predicate = _recorder(name, function, blocked)
+        guard.activate()
+        try:
+            return await test(*args, **kwargs)
+        finally:
+            guard.deactivate()
+
+    return run_guarded
 
 
 # --- the `steadyloop_runtime` fixture (docs/testing.md) ---------------------------------------

@@ -8,11 +8,28 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["async_redis", "sync_redis"]
+__all__ = ["MissingRedisExtra", "async_redis", "require_redis", "sync_redis"]
+
+INSTALL_HINT = "pip install 'steadyloop[redis]'"
+
+
+class MissingRedisExtra(ModuleNotFoundError):
+    """A Redis URL was configured but the `redis` package (the `redis` extra) is missing."""
+
+
+def require_redis(setting: str) -> None:
+    """Fail now, naming `setting` and the install command, when the redis extra is missing."""
+    try:
+        import redis  # noqa: F401
+    except ImportError as exc:
+        raise MissingRedisExtra(
+            f"{setting} is a Redis URL but redis is not installed: {INSTALL_HINT}"
+        ) from exc
 
 
 def async_redis(url: str, *, max_connections: int, **options: Any) -> Any:
     """A `redis.asyncio.Redis` on a blocking pool (hiredis is used when installed)."""
+    require_redis("a Redis URL")
     import redis.asyncio as aioredis
 
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, **options)
@@ -21,6 +38,7 @@ def async_redis(url: str, *, max_connections: int, **options: Any) -> Any:
 
 def sync_redis(url: str, *, max_connections: int, **options: Any) -> Any:
     """A `redis.Redis` on a blocking pool, for threads (lease heartbeats)."""
+    require_redis("a Redis URL")
     import redis
 
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, **options)

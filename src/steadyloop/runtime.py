@@ -135,7 +135,7 @@ class Runtime:
                 self.health.remove(f"db_{name}")
             self._databases.clear()
             if self.loop_watch is not None:
-                self.loop_watch.stop()
+                self.loop_watch.stop()  # steadyloop: ignore[SL705] bounded join, at shutdown
             await self.upstreams.close()
             await self.cache.close()
             await self.rate_limits.close()
@@ -145,7 +145,8 @@ class Runtime:
             metrics.mark_process_dead()
             logger.info("steadyloop stopped")
             if self._logging is not None:
-                self._logging.restore()  # last: flushes every queued record
+                # last: flushes every queued record (a bounded join of the writer thread)
+                self._logging.restore()  # steadyloop: ignore[SL705]
                 self._logging = None
 
     def http(self, upstream: str) -> HttpClient:

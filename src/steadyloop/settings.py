@@ -381,6 +381,18 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds finished jobs (and their results) are kept.",
     )
+    job_result_max_jobs: int = Field(
+        default=100_000,
+        ge=0,
+        description="At most this many finished jobs are kept, the most recently finished; "
+        "older ones are deleted even before JOB_RESULT_TTL. 0 keeps any number.",
+    )
+    job_purge_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between two retention passes of a worker (JOB_RESULT_TTL and "
+        "JOB_RESULT_MAX_JOBS); the first runs right after start.",
+    )
     job_shutdown_grace: float = Field(
         default=10.0,
         ge=0,
@@ -419,7 +431,7 @@ class Settings(BaseSettings):
         default="static",
         description="static: the global limit is MAX_CONCURRENT_REQUESTS. adaptive: a "
         "gradient controller moves it between CONCURRENCY_MIN and CONCURRENCY_MAX from "
-        "observed latency (docs/limits.md).",
+        "observed latency (https://steadyloop.readthedocs.io/en/latest/limits/).",
     )
     concurrency_min: int = Field(
         default=2,

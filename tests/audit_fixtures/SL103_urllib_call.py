@@ -29,3 +29,10 @@ async def negatives(url: str) -> None:
     urllib.request.Request(url)  # ok: building a request does no I/O
     await run_blocking("http", urllib.request.urlopen, url)  # ok: handed to a bulkhead
     http.client.HTTPConnection("example.com")  # ok: constructing does not connect
+
+
+async def annotated_pool(pool: urllib3.PoolManager, url: str) -> None:
+    pool.request("GET", url)  # expect: SL103
+    pool.urlopen("GET", url)  # expect: SL103
+    pool.request_encode_body("POST", url, fields={"a": "b"})  # expect: SL103
+    pool.clear()  # ok: closes idle connections, no request

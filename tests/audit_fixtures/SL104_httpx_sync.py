@@ -33,3 +33,18 @@ async def negatives(url: str, optional: httpx.AsyncClient | None) -> None:
     httpx.URL(url)  # ok: no I/O
     httpx.Client()  # ok: constructing does no I/O
     await run_blocking("http", httpx.get, url)  # ok: handed to a bulkhead
+
+
+async def the_httpx2_fork(url: str) -> None:
+    import httpx2
+
+    httpx2.get(url)  # expect: SL104
+    with httpx2.Client() as client:
+        client.post(url)  # expect: SL104
+    async with httpx2.AsyncClient() as aclient:
+        await aclient.get(url)  # ok: the async client of the fork
+
+
+async def annotated_client(client: httpx.Client, url: str) -> None:
+    client.get(url)  # expect: SL104
+    client.build_request("GET", url)  # ok: builds a request, sends nothing

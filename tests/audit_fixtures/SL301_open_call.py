@@ -3,6 +3,7 @@
 
 import gzip
 import io
+import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from steadyloop import run_blocking
 
 async def positives(path: str, p: Path) -> None:
     with open(path) as f:  # expect: SL301
-        f.read()
+        f.read()  # expect: SL306
     io.open(path, "rb")  # expect: SL301
     p.open()  # expect: SL301
     Path(path).open("w")  # expect: SL301
@@ -42,3 +43,11 @@ class Wrapper:
 
     async def use(self) -> None:
         await self.open()  # ok: an awaited method named open
+
+
+async def async_with_a_sync_file(path: str, fd: int) -> None:
+    async with open(path) as f:  # expect: SL301
+        await f.read()  # ok: reported at the open
+    os.fdopen(fd)  # expect: SL301
+    async with aiofiles.open(path) as g:  # ok: an async file
+        await g.read()

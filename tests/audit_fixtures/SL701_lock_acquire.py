@@ -32,3 +32,19 @@ async def negatives() -> None:
     await alock.acquire()  # ok: asyncio lock, awaited
     with lock:  # ok: short critical sections are not flagged
         pass
+
+
+class Cache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rlock = threading.RLock()
+
+    async def refresh(self) -> None:
+        with self._lock:  # expect: SL701
+            await asyncio.sleep(0)
+        with threading.Lock():  # expect: SL701
+            pass
+        with self._rlock:  # ok: no await inside, a short critical section
+            self.value = 1
+        async with asyncio.Lock():  # ok: an asyncio lock
+            await asyncio.sleep(0)

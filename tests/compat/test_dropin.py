@@ -189,7 +189,7 @@ async def test_jobs_under_asgi_transport_fail_clearly_then_work_with_the_lifespa
         health = await client.get("/api/health")
         assert refused.status_code == 503
         assert refused.headers["content-type"] == "application/problem+json"
-        assert "docs/testing.md" in refused.json()["detail"]
+        assert "/en/latest/testing/" in refused.json()["detail"]
         assert health.status_code == 503
         assert "lifespan did not run" in health.json()["detail"]
         async with running(app):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import gc
 import io
 import os
 import re
@@ -15,6 +16,7 @@ from importlib.util import decode_source
 from pathlib import Path
 
 from steadyloop.audit import rules
+from steadyloop.audit.callgraph import CallGraph
 from steadyloop.audit.config import AuditConfig, ConfigError, find_config
 from steadyloop.audit.visitor import Hit, ModuleAnalyzer, ProjectMatcher
 
@@ -91,6 +93,9 @@ class Finding:
     #: The suggested bulkhead domain, None when the fix is an async equivalent.
     domain: str | None
     note: str = ""
+    #: When the call blocks through project functions: the async function, the sync
+    #: functions on the way and the blocking call (`videos`, `Drive.list`, `requests.get`).
+    chain: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -102,6 +107,8 @@ class Finding:
         if self.resolved:
             shown += f" ({self.resolved})"
         text = f"{shown} blocks the event loop in `async def {self.function}`"
+        if self.chain:
+            text += f" via {' → '.join(self.chain)}"
         return f"{text}: {self.note}" if self.note else text
 
 
@@ -148,13 +155,36 @@ def audit_paths(
     select: Sequence[str] | None = None,
     ignore: Sequence[str] = (),
     use_config: bool = True,
+    loose: bool = False,
 ) -> Report:
     """Audit files and folders (recursively, `.py` files) for blocking calls in async code.
 
     `select` replaces the configuration's `select` and `ignore`; `ignore` adds to them. With
     `use_config`, each path gets the `[tool.steadyloop.audit]` of the nearest pyproject.toml
-    above it. Raises `AuditUsageError` for a missing path, an unknown rule or a bad config.
+    above it. Calls into other audited modules are followed (a sync function that blocks is
+    reported where an async function calls it). `loose` also matches known module names used
+    without an import (`requests.get` with no `import requests`). Raises `AuditUsageError` for
+    a missing path, an unknown rule or a bad config.
     """
+    # The syntax trees of the modules stay alive until the call graph is done: the cyclic
+    # garbage collector would walk them again and again (it doubled the run time on
+    # site-packages) while they hold no garbage. It runs once at the end instead.
+    enabled_gc = gc.isenabled()
+    gc.disable()
+    try:
+        return _audit_paths(paths, select, ignore, use_config, loose)
+    finally:
+        if enabled_gc:
+            gc.enable()
+
+
+def _audit_paths(
+    paths: Iterable[str | os.PathLike[str]],
+    select: Sequence[str] | None,
+    ignore: Sequence[str],
+    use_config: bool,
+    loose: bool,
+) -> Report:
     started = time.perf_counter()
     report = Report()
     targets: list[tuple[Path, AuditConfig, frozenset[str]]] = []
@@ -173,6 +203,11 @@ def audit_paths(
         raise AuditUsageError(str(exc)) from exc
     seen: set[str] = set()
     packages: dict[str, tuple[str, ...] | None] = {}
+    graph = CallGraph(enabled=rules.select_rules(None), loose=loose)
+    pending: list[
+        tuple[Path, bytes, frozenset[str], ProjectMatcher | None, tuple[str | None, bool]]
+    ]
+    pending = []
     for path, config, enabled in targets:
         matcher = config.project_matcher()
         for file in _python_files(path, config):
@@ -181,8 +216,21 @@ def audit_paths(
                 continue
             seen.add(key)
             report.files_scanned += 1
+            module = _module_name(file, packages)
+            if module[0] is not None:
+                graph.add_file(module[0], file, module[1], matcher)
+            try:
+                data = file.read_bytes()
+            except OSError as exc:
+                message = f"cannot read: {exc.strerror or exc}"
+                report.errors.append(FileError(str(file), 1, 1, message))
+                continue
+            if b"async" not in data or not _ASYNC_DEF.search(data):
+                continue  # no async code: parsed only if an async function calls into it
             ignored = config.ignored_in(file)
-            _audit_file(file, report, enabled - ignored if ignored else enabled, matcher, packages)
+            pending.append((file, data, enabled - ignored if ignored else enabled, matcher, module))
+    for file, data, enabled, matcher, module in pending:
+        _analyse(data, str(file), report, enabled, matcher, module, graph=graph, loose=loose)
     report.findings.sort(key=lambda f: (f.path, f.line, f.column, f.rule))
     report.duration = time.perf_counter() - started
     return report
@@ -196,6 +244,7 @@ def audit_source(
     ignore: Sequence[str] = (),
     config: AuditConfig | None = None,
     module: str | None = None,
+    loose: bool = False,
 ) -> Report:
     """Audit one module's source text (tests, editors). Never imports or runs it."""
     started = time.perf_counter()
@@ -206,7 +255,7 @@ def audit_source(
         raise AuditUsageError(str(exc)) from exc
     data = source.encode("utf-8") if isinstance(source, str) else source
     matcher = config.project_matcher() if config else None
-    _analyse(data, path, report, enabled, matcher, (module, False))
+    _analyse(data, path, report, enabled, matcher, (module, False), loose=loose)
     report.findings.sort(key=lambda f: (f.line, f.column, f.rule))
     report.duration = time.perf_counter() - started
     return report
@@ -285,24 +334,6 @@ def _package_of(folder: str, packages: dict[str, tuple[str, ...] | None]) -> tup
     return result
 
 
-def _audit_file(
-    file: Path,
-    report: Report,
-    enabled: frozenset[str],
-    matcher: ProjectMatcher | None,
-    packages: dict[str, tuple[str, ...] | None],
-) -> None:
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        report.errors.append(FileError(str(file), 1, 1, f"cannot read: {exc.strerror or exc}"))
-        return
-    if not _ASYNC_DEF.search(data):
-        return
-    module = _module_name(file, packages)
-    _analyse(data, str(file), report, enabled, matcher, module)
-
-
 def _analyse(
     data: bytes,
     path: str,
@@ -310,7 +341,17 @@ def _analyse(
     enabled: frozenset[str],
     matcher: ProjectMatcher | None,
     module: tuple[str | None, bool],
+    *,
+    graph: CallGraph | None = None,
+    loose: bool = False,
 ) -> None:
+    known = graph.loaded(module[0]) if graph is not None and module[0] is not None else None
+    if known is not None and known.project is matcher:
+        # Already parsed because another module calls into it: analyse that tree.
+        report.files_parsed += 1
+        known.enabled = enabled
+        _report_hits(known, data, path, report)
+        return
     try:
         tree = ast.parse(data, filename=path)
     except RecursionError:
@@ -326,8 +367,20 @@ def _analyse(
         return
     report.files_parsed += 1
     analyzer = ModuleAnalyzer(
-        tree, module=module[0], is_package=module[1], enabled=enabled, project=matcher
+        tree,
+        module=module[0],
+        is_package=module[1],
+        enabled=enabled,
+        project=matcher,
+        graph=graph,
+        loose=loose,
     )
+    if graph is not None and module[0] is not None:
+        graph.add_analyzer(module[0], analyzer)
+    _report_hits(analyzer, data, path, report)
+
+
+def _report_hits(analyzer: ModuleAnalyzer, data: bytes, path: str, report: Report) -> None:
     try:
         hits = analyzer.run()
     except RecursionError:
@@ -362,6 +415,7 @@ def _finding(hit: Hit, path: str, lines: list[str]) -> Finding:
         fix=hit.fix,
         domain=hit.domain,
         note=hit.note,
+        chain=hit.chain,
     )
 
 

@@ -14,9 +14,17 @@ from urllib.parse import quote
 from steadyloop.audit import rules
 from steadyloop.audit._core import FileError, Finding, Report
 
-__all__ = ["FORMATS", "render", "render_github", "render_json", "render_sarif", "sarif_log"]
+__all__ = [
+    "FORMATS",
+    "render",
+    "render_concise",
+    "render_github",
+    "render_json",
+    "render_sarif",
+    "sarif_log",
+]
 
-FORMATS = ("text", "json", "sarif", "github")
+FORMATS = ("text", "concise", "json", "sarif", "github")
 TOOL_NAME = "steadyloop-audit"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 JSON_VERSION = 1
@@ -26,6 +34,8 @@ def render(report: Report, fmt: str, *, color: bool = False) -> str:
     """The report in one of `FORMATS`, ending with a newline."""
     if fmt == "text":
         return render_text(report, color=color)
+    if fmt == "concise":
+        return render_concise(report)
     if fmt == "json":
         return render_json(report)
     if fmt == "sarif":
@@ -116,6 +126,18 @@ def _plural(count: int, word: str) -> str:
     return word if count == 1 else f"{word}s"
 
 
+# --- concise: one line per finding, as compilers print them -------------------------------------
+def render_concise(report: Report) -> str:
+    """`path:line:col: CODE message [fix: ...]`, the form editors and CI logs jump to."""
+    lines = [
+        f"{f.path}:{f.line}:{f.column}: {f.rule} {f.message} [fix: {f.fix}]"
+        for f in report.findings
+    ]
+    lines += [f"{e.path}:{e.line}:{e.column}: error: {e.message}" for e in report.errors]
+    lines.append(_summary(report))
+    return "".join(line + "\n" for line in lines)
+
+
 # --- JSON ---------------------------------------------------------------------------------------
 def _finding_dict(finding: Finding) -> dict[str, Any]:
     rule = rules.RULES_BY_ID[finding.rule]
@@ -135,6 +157,7 @@ def _finding_dict(finding: Finding) -> dict[str, Any]:
         "fix": finding.fix,
         "alternative": rule.alternative,
         "domain": finding.domain,
+        "chain": list(finding.chain),
     }
 
 

@@ -117,12 +117,13 @@ CATEGORIES: dict[str, str] = {
     "db": "SL5xx databases",
     "net": "SL6xx sockets, DNS and protocol clients",
     "wait": "SL7xx waits on threads and processes",
+    "devices": "SL8xx cameras, serial ports and I2C devices",
     "project": "SL9xx project-specific (configured)",
 }
 
-_WRAP = 'await run_blocking("{domain}", {func}{args})'
+_WRAP = 'await sl.run_blocking("{domain}", {func}{args})'
 _FS_BLOCK = (
-    'await run_blocking("fs", fn) with the file work moved into a sync function `fn` '
+    'await sl.run_blocking("fs", fn) with the file work moved into a sync function `fn` '
     "(or `await steadyloop.files.read_bytes(path)` / `write_atomic(path, data)`)"
 )
 
@@ -267,6 +268,19 @@ RULES: tuple[Rule, ...] = (
         _WRAP,
         "",
     ),
+    Rule(
+        "SL306",
+        "file-object-io",
+        "files",
+        "A method of an open file object: `f.read()`, `f.write()`, `f.readline()`, ... where "
+        "`f` came from `open()`, `io.open`, `os.fdopen`, `Path.open()`, `codecs`/`gzip` open, "
+        "a `with open(...) as f`, or is annotated `io.TextIOWrapper`, `io.Buffered*`, "
+        "`typing.IO` / `TextIO` / `BinaryIO`.",
+        "fs",
+        'await sl.run_blocking("fs", fn) with the file work moved into a sync function `fn`',
+        "aiofiles or `anyio.wrap_file(f)`",
+        ("ASYNC232",),
+    ),
     # --- SL4xx subprocesses ---------------------------------------------------------------------
     Rule(
         "SL401",
@@ -352,6 +366,16 @@ RULES: tuple[Rule, ...] = (
         _WRAP,
         "`sqlalchemy.ext.asyncio` (`AsyncSession`)",
     ),
+    Rule(
+        "SL506",
+        "mongo-sync",
+        "db",
+        "A query of a sync pymongo client: a collection's `find_one`, `insert_one`, "
+        "`update_many`, `aggregate`, ..., a database's `command`, a cursor's `next`/`to_list`.",
+        "db",
+        _WRAP,
+        "`pymongo.AsyncMongoClient` or motor",
+    ),
     # --- SL6xx sockets, DNS and protocol clients ------------------------------------------------
     Rule(
         "SL601",
@@ -385,13 +409,35 @@ RULES: tuple[Rule, ...] = (
         _WRAP,
         "aiosmtplib, aioftp, aioimaplib",
     ),
+    Rule(
+        "SL604",
+        "ssh-sync",
+        "net",
+        "paramiko: `SSHClient.connect`/`exec_command`/`open_sftp`, `Transport(...)`, and "
+        "every method of an SFTP client.",
+        "ssh",
+        _WRAP,
+        "asyncssh",
+    ),
+    Rule(
+        "SL605",
+        "broker-sync",
+        "net",
+        "Sync message-broker clients: `pika.BlockingConnection` and its channels, "
+        "kafka-python producers and consumers (`KafkaProducer(...)`, `send(...).get()`, "
+        "`flush`, `poll`), paho-mqtt waits (`connect`, `loop_forever`, `loop`, "
+        "`wait_for_publish`, `publish.single`).",
+        "broker",
+        _WRAP,
+        "aio-pika, aiokafka, aiomqtt",
+    ),
     # --- SL7xx waits on threads and processes ---------------------------------------------------
     Rule(
         "SL701",
         "lock-acquire",
         "wait",
         "`.acquire()` of a threading or multiprocessing lock, semaphore or condition "
-        "(unless `blocking=False` or `timeout=0`).",
+        "(unless `blocking=False` or `timeout=0`), and `with lock:` on one.",
         "wait",
         _WRAP,
         "`asyncio.Lock` / `asyncio.Semaphore` for code on the loop",
@@ -433,6 +479,37 @@ RULES: tuple[Rule, ...] = (
         "wait",
         "`.join()` of a thread, timer, process or pool (unless `timeout=0`).",
         "wait",
+        _WRAP,
+        "",
+    ),
+    # --- SL8xx devices -------------------------------------------------------------------------
+    Rule(
+        "SL801",
+        "opencv-io",
+        "devices",
+        "OpenCV I/O: `cv2.imread`/`imwrite`/`imreadmulti`, opening a `cv2.VideoCapture` and "
+        "its `read`/`grab`/`retrieve`/`open`, `VideoWriter.write`, `cv2.waitKey`.",
+        "camera",
+        _WRAP,
+        "",
+    ),
+    Rule(
+        "SL802",
+        "serial-io",
+        "devices",
+        "pyserial: opening `serial.Serial(port)` and its `read`, `readline`, `read_until`, "
+        "`write`, `flush`, ...",
+        "serial",
+        _WRAP,
+        "pyserial-asyncio",
+    ),
+    Rule(
+        "SL803",
+        "i2c-io",
+        "devices",
+        "I2C / SMBus: opening `smbus.SMBus(bus)` / `smbus2.SMBus(bus)` and every transfer "
+        "(`read_byte_data`, `write_i2c_block_data`, `i2c_rdwr`, ...).",
+        "i2c",
         _WRAP,
         "",
     ),
@@ -489,8 +566,8 @@ def _expand(selectors: Iterable[str]) -> set[str]:
         if not matched:
             raise UnknownRule(
                 f"unknown rule {selector!r}: use an id like SL101, a prefix like SL1, a name "
-                "like requests-call, or ALL (`steadyloop audit --help` lists the catalogue in "
-                "docs/audit.md)"
+                "like requests-call, or ALL (the catalogue: "
+                "https://steadyloop.readthedocs.io/en/latest/audit/#rules)"
             )
         ids.update(matched)
     return ids
@@ -1393,3 +1470,285 @@ ENTERS: dict[str, str | None] = {
     "sqlalchemy.Engine": None,
     "redis.Lock": None,
 }
+
+# --- open file objects (SL306) -------------------------------------------------------------------
+FILE = "io.File"
+#: Methods of a file object that do no I/O.
+_FILE_NO_IO = frozenset({"fileno", "isatty", "readable", "writable", "seekable", "detach"})
+FUNCTIONS["os.fdopen"] = Match("SL301")
+CLASSES.update(
+    dict.fromkeys(
+        (
+            "io.TextIOWrapper",
+            "io.BufferedReader",
+            "io.BufferedWriter",
+            "io.BufferedRandom",
+            "io.BufferedRWPair",
+            "io.FileIO",
+            "_io.TextIOWrapper",
+            "_io.BufferedReader",
+            "_io.BufferedWriter",
+            "_io.BufferedRandom",
+            "_io.FileIO",
+        ),
+        FILE,
+    )
+)
+ANNOTATIONS.update(
+    dict.fromkeys(
+        ("typing.IO", "typing.TextIO", "typing.BinaryIO", "typing_extensions.IO"),
+        FILE,
+    )
+)
+FACTORIES.update(
+    dict.fromkeys(
+        (
+            "builtins.open",
+            "io.open",
+            "io.open_code",
+            "os.fdopen",
+            "codecs.open",
+            "gzip.open",
+            "bz2.open",
+            "lzma.open",
+            "gzip.GzipFile",
+            "bz2.BZ2File",
+            "lzma.LZMAFile",
+            "tempfile.TemporaryFile",
+            "tempfile.NamedTemporaryFile",
+        ),
+        FILE,
+    )
+)
+METHODS[FILE] = MethodTable({}, wildcard=Match("SL306"), except_=_FILE_NO_IO)
+RETURNS[(PATH, "open")] = FILE
+
+# --- third-party clients -------------------------------------------------------------------------
+# urllib3 pools: every method but the pure bookkeeping ones sends a request.
+METHODS["urllib3.Pool"] = MethodTable(
+    {},
+    wildcard=Match("SL103"),
+    except_=frozenset(
+        {
+            "clear",
+            "connection_from_host",
+            "connection_from_context",
+            "connection_from_pool_key",
+            "connection_from_url",
+        }
+    ),
+)
+CLASSES.update(
+    dict.fromkeys(
+        (
+            "urllib3.connectionpool.ConnectionPool",
+            "urllib3.poolmanager.ProxyManager",
+            "urllib3.request.RequestMethods",
+            "urllib3._request_methods.RequestMethods",
+        ),
+        "urllib3.Pool",
+    )
+)
+RETURNS[("urllib3.Pool", "connection_from_host")] = "urllib3.Pool"
+
+# OpenCV (SL801)
+FUNCTIONS.update(_all("SL801", ("cv2.imread", "cv2.imwrite", "cv2.imreadmulti", "cv2.waitKey")))
+# A capture or writer opens its device or file only when given one.
+FUNCTIONS.update(_all("SL801", ("cv2.VideoCapture", "cv2.VideoWriter"), needs_args=True))
+CLASSES.update({"cv2.VideoCapture": "cv2.VideoCapture", "cv2.VideoWriter": "cv2.VideoWriter"})
+METHODS["cv2.VideoCapture"] = MethodTable(_all("SL801", ("read", "grab", "retrieve", "open")))
+METHODS["cv2.VideoWriter"] = MethodTable(_all("SL801", ("write", "open")))
+
+# pyserial (SL802): the constructor opens the port when given one.
+FUNCTIONS.update(_all("SL802", ("serial.Serial", "serial.serial_for_url"), needs_args=True))
+CLASSES.update(dict.fromkeys(("serial.Serial", "serial.serialposix.Serial"), "serial.Serial"))
+FACTORIES["serial.serial_for_url"] = "serial.Serial"
+METHODS["serial.Serial"] = MethodTable(
+    _all(
+        "SL802",
+        (
+            "open",
+            "read",
+            "read_all",
+            "read_until",
+            "readline",
+            "readlines",
+            "write",
+            "writelines",
+            "flush",
+            "send_break",
+            "reset_input_buffer",
+            "reset_output_buffer",
+        ),
+    )
+)
+
+# smbus / smbus2 (SL803): the constructor opens /dev/i2c-N when given a bus.
+FUNCTIONS.update(_all("SL803", ("smbus.SMBus", "smbus2.SMBus"), needs_args=True))
+CLASSES.update(dict.fromkeys(("smbus.SMBus", "smbus2.SMBus"), "smbus.SMBus"))
+METHODS["smbus.SMBus"] = MethodTable({}, wildcard=Match("SL803"), except_=frozenset({"close"}))
+
+# pymongo (SL506): clients connect in the background; queries block.
+CLASSES.update(
+    dict.fromkeys(("pymongo.MongoClient", "pymongo.mongo_client.MongoClient"), "mongo.Client")
+)
+CLASSES.update(
+    {
+        "pymongo.database.Database": "mongo.Database",
+        "pymongo.collection.Collection": "mongo.Collection",
+        "pymongo.cursor.Cursor": "mongo.Cursor",
+    }
+)
+METHODS["mongo.Client"] = MethodTable(
+    _all("SL506", ("list_database_names", "list_databases", "server_info", "drop_database"))
+)
+METHODS["mongo.Database"] = MethodTable(
+    _all(
+        "SL506",
+        (
+            "command",
+            "list_collection_names",
+            "list_collections",
+            "create_collection",
+            "drop_collection",
+            "validate_collection",
+        ),
+    )
+)
+METHODS["mongo.Collection"] = MethodTable(
+    {},
+    wildcard=Match("SL506"),
+    except_=frozenset({"find", "find_raw_batches", "with_options", "get_collection", "watch"}),
+)
+METHODS["mongo.Cursor"] = MethodTable(_all("SL506", ("next", "to_list", "explain", "distinct")))
+RETURNS.update(
+    {
+        ("mongo.Client", "get_database"): "mongo.Database",
+        ("mongo.Client", "get_default_database"): "mongo.Database",
+        ("mongo.Database", "get_collection"): "mongo.Collection",
+        ("mongo.Collection", "find"): "mongo.Cursor",
+        **{
+            ("mongo.Cursor", name): "mongo.Cursor"
+            for name in ("sort", "limit", "skip", "batch_size", "hint", "where", "max_time_ms")
+        },
+    }
+)
+
+# paramiko (SL604)
+FUNCTIONS["paramiko.Transport"] = Match("SL604", needs_args=True)
+CLASSES.update(
+    {
+        "paramiko.SSHClient": "paramiko.SSHClient",
+        "paramiko.client.SSHClient": "paramiko.SSHClient",
+        "paramiko.SFTPClient": "paramiko.SFTP",
+        "paramiko.sftp_client.SFTPClient": "paramiko.SFTP",
+        "paramiko.Transport": "paramiko.Transport",
+    }
+)
+FACTORIES["paramiko.SFTPClient.from_transport"] = "paramiko.SFTP"
+METHODS["paramiko.SSHClient"] = MethodTable(
+    _all("SL604", ("connect", "exec_command", "open_sftp", "invoke_shell", "close"))
+)
+METHODS["paramiko.Transport"] = MethodTable(
+    _all("SL604", ("connect", "open_session", "open_channel", "auth_password", "auth_publickey"))
+)
+METHODS["paramiko.SFTP"] = MethodTable({}, wildcard=Match("SL604"))
+RETURNS[("paramiko.SSHClient", "open_sftp")] = "paramiko.SFTP"
+
+# pika, kafka-python, paho-mqtt (SL605)
+FUNCTIONS.update(
+    _all(
+        "SL605",
+        (
+            "pika.BlockingConnection",
+            "pika.adapters.blocking_connection.BlockingConnection",
+            "kafka.KafkaProducer",
+            "kafka.KafkaConsumer",
+            "paho.mqtt.publish.single",
+            "paho.mqtt.publish.multiple",
+            "paho.mqtt.subscribe.simple",
+            "paho.mqtt.subscribe.callback",
+        ),
+    )
+)
+CLASSES.update(
+    {
+        "pika.BlockingConnection": "pika.Connection",
+        "pika.adapters.blocking_connection.BlockingConnection": "pika.Connection",
+        "pika.adapters.blocking_connection.BlockingChannel": "pika.Channel",
+        "kafka.KafkaProducer": "kafka.Producer",
+        "kafka.KafkaConsumer": "kafka.Consumer",
+        "paho.mqtt.client.Client": "mqtt.Client",
+        "paho.mqtt.client.MQTTMessageInfo": "mqtt.MessageInfo",
+    }
+)
+METHODS["pika.Connection"] = MethodTable(
+    _all("SL605", ("channel", "close", "process_data_events", "sleep"))
+)
+METHODS["pika.Channel"] = MethodTable(
+    {},
+    wildcard=Match("SL605"),
+    except_=frozenset({"add_on_cancel_callback", "add_on_return_callback", "add_callback"}),
+)
+METHODS["kafka.Producer"] = MethodTable(_all("SL605", ("send", "flush", "close", "partitions_for")))
+METHODS["kafka.Future"] = MethodTable({"get": Match("SL605", nonblocking=_TIMEOUT0)})
+METHODS["kafka.Consumer"] = MethodTable(
+    _all(
+        "SL605",
+        (
+            "poll",
+            "commit",
+            "committed",
+            "position",
+            "end_offsets",
+            "beginning_offsets",
+            "offsets_for_times",
+            "topics",
+            "partitions_for_topic",
+            "close",
+        ),
+    )
+)
+METHODS["mqtt.Client"] = MethodTable(
+    _all("SL605", ("connect", "reconnect", "loop_forever", "loop", "connect_srv"))
+)
+METHODS["mqtt.MessageInfo"] = MethodTable({"wait_for_publish": Match("SL605")})
+RETURNS.update(
+    {
+        ("pika.Connection", "channel"): "pika.Channel",
+        ("kafka.Producer", "send"): "kafka.Future",
+        ("mqtt.Client", "publish"): "mqtt.MessageInfo",
+    }
+)
+
+#: (type, attribute) for any attribute name: `client.db` is a database, `db.users` a collection.
+ANY_ATTRIBUTE: dict[str, str] = {
+    "mongo.Client": "mongo.Database",
+    "mongo.Database": "mongo.Collection",
+}
+#: Types whose subscript has a known type: `client["db"]`, `db["users"]`.
+SUBSCRIPTS: dict[str, str] = dict(ANY_ATTRIBUTE)
+
+
+# --- module aliases ------------------------------------------------------------------------------
+#: Forks that keep the original's API under another module name.
+MODULE_ALIASES = {"httpx": ("httpx2",)}
+
+
+def _alias_tables() -> None:
+    tables: tuple[dict[str, object], ...] = (FUNCTIONS, CLASSES, FACTORIES, ANNOTATIONS)  # type: ignore[assignment]
+    for table in tables:
+        for key in [k for k in table if k.partition(".")[0] in MODULE_ALIASES]:
+            module, _, rest = key.partition(".")
+            for alias in MODULE_ALIASES[module]:
+                table.setdefault(f"{alias}.{rest}", table[key])
+
+
+_alias_tables()
+
+#: Every module whose names the catalogue knows (for `--loose`: a name used without an import).
+KNOWN_MODULES = frozenset(
+    key.partition(".")[0]
+    for key in (*FUNCTIONS, *CLASSES, *FACTORIES)
+    if not key.startswith("builtins.")
+)

@@ -24,11 +24,15 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from steadyloop.audit import rules
 from steadyloop.audit.rules import Match
 
-__all__ = ["Hit", "ModuleAnalyzer"]
+if TYPE_CHECKING:
+    from steadyloop.audit.callgraph import CallGraph
+
+__all__ = ["BlockingPath", "Hit", "ModuleAnalyzer"]
 
 # How a name is bound.
 IMPORT, VALUE, ANNOT, PARAM, ITER, WITH, FUNC, CLASS, AUG, UNKNOWN = range(10)
@@ -46,6 +50,14 @@ _START: Pos = (0, 0)
 _UNSET = "\0unset"
 _GOOGLE_PREFIXES = ("googleapiclient", "apiclient")
 _FIX_ARGS_MAX = 60
+#: How many sync functions deep a blocking call is followed from an async function.
+MAX_CHAIN = 8
+_CHAIN_FIX = 'await sl.run_blocking("{domain}", {func}{args})'
+#: Decorators that leave a sync function a plain sync function (any other one may make it
+#: async or run it elsewhere, so calls to it are not followed).
+_PLAIN_DECORATORS = frozenset(
+    {"staticmethod", "classmethod", "cache", "lru_cache", "cached", "wraps", "override"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +79,33 @@ class Hit:
     domain: str | None
     #: Extra context for the message ("passed to run_blocking after being called").
     note: str = ""
+    #: For a call that blocks through project functions: the async function, each sync
+    #: function on the way, and the blocking call at the end.
+    chain: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BlockingPath:
+    """Why a sync project function blocks: the rule of the blocking call it reaches, its
+    domain, and the functions on the way (`DriveManager.list_videos`, `requests.Session.get`)."""
+
+    rule: str
+    domain: str | None
+    chain: tuple[str, ...]
 
 
 class ClassInfo:
-    __slots__ = ("attr_types", "attrs", "bases", "name", "parent", "qualname", "scope")
+    __slots__ = ("analyzer", "attr_types", "attrs", "bases", "name", "parent", "qualname", "scope")
 
-    def __init__(self, name: str, qualname: str, bases: list[ast.expr], parent: Scope) -> None:
+    def __init__(
+        self,
+        name: str,
+        qualname: str,
+        bases: list[ast.expr],
+        parent: Scope,
+        analyzer: ModuleAnalyzer,
+    ) -> None:
+        self.analyzer = analyzer
         self.name = name
         self.qualname = qualname
         self.bases = bases
@@ -95,6 +128,7 @@ class Binding:
         "qualname",
         "scope",
         "self_of",
+        "target",
         "type",
         "value",
     )
@@ -114,8 +148,11 @@ class Binding:
         name: str = "",
         self_of: ClassInfo | None = None,
         returns: ast.expr | None = None,
+        target: Scope | None = None,
     ) -> None:
         self.kind = kind
+        #: For a function: the scope of its body.
+        self.target = target
         self.pos = pos
         self.scope = scope
         self.value = value
@@ -140,15 +177,20 @@ class Binding:
 
 class Scope:
     __slots__ = (
+        "analyzer",
         "bindings",
         "cls",
         "display",
         "globals",
         "is_async",
         "kind",
+        "node",
         "nonlocals",
         "parent",
         "qualname",
+        "return_type",
+        "returns",
+        "summary",
     )
 
     def __init__(
@@ -172,6 +214,13 @@ class Scope:
         self.nonlocals: set[str] = set()
         #: The class of a class body, and of a method's body.
         self.cls: ClassInfo | None = None
+        #: For a function: its definition, the values it returns, and (computed on demand)
+        #: its inferred return type and why it blocks.
+        self.node: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+        self.analyzer: ModuleAnalyzer | None = None
+        self.returns: list[ast.expr] = []
+        self.return_type: str | None = _UNSET
+        self.summary: BlockingPath | str | None = _UNSET
 
 
 ProjectMatcher = Callable[[str], "tuple[str, str] | None"]
@@ -188,8 +237,14 @@ class ModuleAnalyzer:
         enabled: frozenset[str] | None = None,
         project: ProjectMatcher | None = None,
         is_package: bool = False,
+        graph: CallGraph | None = None,
+        loose: bool = False,
     ) -> None:
         self.tree = tree
+        #: The other modules of the audited tree, for calls into project functions.
+        self.graph = graph
+        #: Names of known modules used without an import resolve to those modules.
+        self.loose = loose
         self.module = module
         #: The module is a package's `__init__.py` (relative imports start from it).
         self.is_package = is_package
@@ -200,6 +255,9 @@ class ModuleAnalyzer:
         self.imports_google = False
         self.classes: dict[str, ClassInfo] = {}
         self.calls: list[tuple[ast.Call, Scope, int]] = []
+        #: `with X:` items of async bodies (a sync lock taken on the loop).
+        self.entered: list[tuple[ast.expr, Scope]] = []
+        self.collected = False
         #: Call node id -> the call it is a direct argument of.
         self.arg_parent: dict[int, ast.Call] = {}
         self._in_progress: set[int] = set()
@@ -208,9 +266,20 @@ class ModuleAnalyzer:
         self._context_flags = 0
 
     # --- collection -----------------------------------------------------------------------------
+    def collect(self) -> None:
+        """Record the module's scopes and bindings (once); `run()` classifies the calls."""
+        if not self.collected:
+            self.collected = True
+            self.root.analyzer = self
+            self._walk(self.tree.body, self.root)
+
     def run(self) -> list[Hit]:
-        self._walk(self.tree.body, self.root)
+        self.collect()
         hits: list[Hit] = []
+        for expr, scope in self.entered:
+            lock = self._lock_hit(expr, scope)
+            if lock is not None:
+                hits.append(lock)
         for call, scope, flags in self.calls:
             try:
                 hit = self._classify(call, scope, flags)
@@ -258,8 +327,10 @@ class ModuleAnalyzer:
                 )
         elif kind is ast.Return:
             value = stmt.value  # type: ignore[attr-defined]
-            if scan and value is not None:
-                self._scan(value, scope)
+            if value is not None:
+                if scan:
+                    self._scan(value, scope)
+                scope.returns.append(value)
         elif kind is ast.If or kind is ast.While:
             branch: ast.If | ast.While = stmt  # type: ignore[assignment]
             while True:  # an `elif` chain is a loop here, not a recursion
@@ -287,6 +358,13 @@ class ModuleAnalyzer:
             for item in block.items:
                 if scan:
                     self._scan(item.context_expr, scope, ASYNC_CONTEXT if is_async else 0)
+                    if not is_async and (
+                        isinstance(item.context_expr, ast.Call) or _suspends(block.body)
+                    ):
+                        # A lock held across an `await` (another task taking it blocks the
+                        # loop for good), or one made just for this `with` (it protects
+                        # nothing): a short critical section between threads is fine.
+                        self.entered.append((item.context_expr, scope))
                 optional = item.optional_vars
                 if optional is not None:
                     if scan:
@@ -349,11 +427,6 @@ class ModuleAnalyzer:
                 if expr is not None:
                     self._scan(expr, scope)
         qualname = f"{scope.qualname}.{node.name}" if scope.qualname else None
-        self._bind(
-            node.name,
-            Binding(FUNC, _start(node), scope, qualname=qualname, returns=node.returns),
-            scope,
-        )
         display = f"{scope.display}.{node.name}" if scope.display else node.name
         is_async = isinstance(node, ast.AsyncFunctionDef)
         inner = Scope(
@@ -362,6 +435,15 @@ class ModuleAnalyzer:
             is_async=is_async,
             display=display,
             qualname=qualname if scope.kind in ("module", "class") else None,
+        )
+        inner.node = node
+        inner.analyzer = self
+        self._bind(
+            node.name,
+            Binding(
+                FUNC, _start(node), scope, qualname=qualname, returns=node.returns, target=inner
+            ),
+            scope,
         )
         args = node.args
         positional = [*args.posonlyargs, *args.args]
@@ -394,7 +476,7 @@ class ModuleAnalyzer:
             for expr in (*node.decorator_list, *node.bases):
                 self._scan(expr, scope)
         qualname = f"{scope.qualname}.{node.name}" if scope.qualname else node.name
-        info = ClassInfo(node.name, qualname, list(node.bases), scope)
+        info = ClassInfo(node.name, qualname, list(node.bases), scope, self)
         self.classes[qualname] = info
         self._bind(node.name, Binding(CLASS, _start(node), scope, info=info), scope)
         display = f"{scope.display}.{node.name}" if scope.display else node.name
@@ -405,6 +487,7 @@ class ModuleAnalyzer:
             qualname=qualname if scope.kind in ("module", "class") else None,
         )
         body.cls = info
+        body.analyzer = self
         info.scope = body
         self._walk(node.body, body)
 
@@ -624,6 +707,8 @@ class ModuleAnalyzer:
                 candidate = f"{module}.{name}"
                 if candidate in rules.FUNCTIONS or candidate in rules.CLASSES:
                     return candidate
+            if self.loose and name in rules.KNOWN_MODULES:
+                return name
             return f"builtins.{name}"
         result: str | None = None
         for binding in found:
@@ -668,12 +753,12 @@ class ModuleAnalyzer:
             owner = self.type_of(attribute.value, scope)
             if owner is None:
                 return None
-            info = self.classes.get(owner) or self._self_class(attribute.value, scope)
+            info = self._self_class(attribute.value, scope) or self.class_info(owner)
             if info is not None:
-                found_type = self._attribute_type(info, attribute.attr)
+                found_type = info.analyzer._attribute_type(info, attribute.attr)
                 if found_type is not None:
                     return found_type
-            return rules.ATTRIBUTES.get((owner, attribute.attr))
+            return rules.ATTRIBUTES.get((owner, attribute.attr)) or rules.ANY_ATTRIBUTE.get(owner)
         if kind is ast.BinOp:
             binop: ast.BinOp = expr  # type: ignore[assignment]
             if isinstance(binop.op, ast.Div) and self.type_of(binop.left, scope) == rules.PATH:
@@ -688,7 +773,8 @@ class ModuleAnalyzer:
                 and self.type_of(value.value, scope) == rules.PATH
             ):
                 return rules.PATH
-            return None
+            container = self.type_of(value, scope)
+            return rules.SUBSCRIPTS.get(container) if container is not None else None
         if kind is ast.NamedExpr:
             return self.type_of(expr.value, scope)  # type: ignore[attr-defined]
         if kind is ast.IfExp:
@@ -790,7 +876,7 @@ class ModuleAnalyzer:
             last = qualname.rpartition(".")[2]
             if last[:1].isupper() and not qualname.startswith("builtins."):
                 return qualname  # an imported class: matched against project calls
-            return None
+            return self._returned_by(self.callee_function(func, scope))
         if isinstance(func, ast.Attribute):
             owner = self.type_of(func.value, scope)
             if owner is None:
@@ -803,10 +889,17 @@ class ModuleAnalyzer:
                 return owner
             if owner in rules.CAPITALIZED_CHAINABLE and method[:1].isupper():
                 return owner
-            info = self.classes.get(owner)
+            info = self.class_info(owner)
             if info is not None:
-                return self._method_returns(info, method)
+                declared = info.analyzer._method_returns(info, method)
+                if declared is not None:
+                    return declared
+                return self._returned_by(info.analyzer.method_scope(info, method))
             return None
+        if isinstance(func, ast.Name):
+            returned = self._returned_by(self.callee_function(func, scope))
+            if returned is not None:
+                return returned
         called = self.type_of(func, scope)
         if called is not None:
             return rules.RETURNS.get((called, "__call__"))
@@ -902,7 +995,7 @@ class ModuleAnalyzer:
                 return _one_known(self.annotation_type(e, scope) for e in inner.elts)
             if last == "Annotated" and isinstance(inner, ast.Tuple) and inner.elts:
                 return self.annotation_type(inner.elts[0], scope)
-            return None
+            return rules.ANNOTATIONS.get(container)  # a generic type: `typing.IO[bytes]`
         if isinstance(annotation, ast.Name | ast.Attribute):
             qualname = self.qualname(annotation, scope)
             if qualname is None:
@@ -929,8 +1022,60 @@ class ModuleAnalyzer:
 
     # --- classification -------------------------------------------------------------------------
     def _classify(self, call: ast.Call, scope: Scope, flags: int) -> Hit | None:
+        func = call.func
+        note = ""
         if flags & _NOT_BLOCKING:
-            return None  # awaited, an `async with` item or an `async for` iterable
+            # Awaited, an `async with` item or an `async for` iterable: fine for an async
+            # call, but a known sync function still runs on the loop before anything is awaited.
+            qualname = self.qualname(func, scope)
+            if qualname is None or qualname not in rules.FUNCTIONS or qualname in rules.SPAWN:
+                return None
+            note = (
+                "`async with` does not make it asynchronous"
+                if flags & ASYNC_CONTEXT
+                else "awaiting it does not help, the call runs on the loop first"
+            )
+        found = self._match(call, scope, flags)
+        if found is None:
+            if flags & _NOT_BLOCKING:
+                return None
+            return self._chain_hit(call, scope)
+        match, resolved, domain_override = found
+        if match.rule not in self.enabled:
+            return None
+        parent = self.arg_parent.get(id(call))
+        if parent is not None:
+            consumer = self._consumer(parent, scope)
+            if consumer == "coroutine":
+                return None
+            if consumer == "offload":
+                if match.lazy:
+                    return None
+                note = (
+                    "it is called on the loop before the offloading call receives its result: "
+                    "pass the function and its arguments instead"
+                )
+        rule = rules.RULES_BY_ID[match.rule]
+        domain = domain_override or rule.domain
+        callee = ast.unparse(func)
+        return Hit(
+            rule=rule.id,
+            line=call.lineno,
+            col=call.col_offset,
+            end_line=call.end_lineno or call.lineno,
+            end_col=call.end_col_offset or call.col_offset,
+            callee=callee,
+            resolved="" if resolved == callee else resolved,
+            function=scope.display,
+            fix=_fix(match.fix or rule.fix, call, domain),
+            domain=domain,
+            note=note,
+        )
+
+    def _match(
+        self, call: ast.Call, scope: Scope, flags: int = 0
+    ) -> tuple[Match, str, str | None] | None:
+        """The catalogue entry of a call that blocks: (match, resolved name, domain override)."""
         func = call.func
         match: Match | None = None
         resolved = ""
@@ -969,7 +1114,7 @@ class ModuleAnalyzer:
                     domain_override = found[1]
                     resolved = candidate
                     break
-        if match is None or match.rule not in self.enabled:
+        if match is None:
             return None
         if match.needs_args and not (call.args or call.keywords):
             return None
@@ -981,34 +1126,197 @@ class ModuleAnalyzer:
             and (flags & NONBLOCKING_IO or ast.unparse(func.value) in self._nonblocking_sockets())
         ):
             return None
-        note = ""
+        return match, resolved, domain_override
+
+    # --- the call graph -------------------------------------------------------------------------
+    def class_info(self, qualname: str) -> ClassInfo | None:
+        """A class of this module or, through the graph, of another audited module."""
+        info = self.classes.get(qualname)
+        if info is None and self.graph is not None:
+            info = self.graph.class_info(qualname)
+        return info
+
+    def method_scope(self, info: ClassInfo, method: str) -> Scope | None:
+        for cls in self._mro(info):
+            if cls.scope is None:
+                continue
+            for binding in reversed(cls.scope.bindings.get(method, ())):
+                if binding.kind == FUNC:
+                    return binding.target
+                break
+        return None
+
+    def module_member(self, parts: list[str], depth: int = 0) -> Scope | ClassInfo | None:
+        """A function or class defined (or re-exported) at this module's top level."""
+        found = self.root.bindings.get(parts[0])
+        if not found:
+            return None
+        binding = found[-1]
+        if binding.kind == FUNC:
+            return binding.target if len(parts) == 1 else None
+        if binding.kind == CLASS and binding.info is not None:
+            if len(parts) == 1:
+                return binding.info
+            return self.method_scope(binding.info, parts[1]) if len(parts) == 2 else None
+        if binding.kind == IMPORT and binding.qualname and self.graph is not None:
+            return self.graph.lookup(".".join((binding.qualname, *parts[1:])), depth + 1)
+        return None
+
+    def callee_function(self, func: ast.expr, scope: Scope) -> Scope | None:
+        """The project function (its body's scope) that a call's callee names, if any."""
+        target: Scope | ClassInfo | None = None
+        if isinstance(func, ast.Name):
+            found = self._bindings_at(scope, func.id, (func.lineno, func.col_offset))
+            if found is None or len(found) != 1:
+                return None
+            binding = found[0]
+            if binding.kind == FUNC:
+                target = binding.target
+            elif binding.kind == CLASS:
+                target = binding.info
+            elif binding.kind == IMPORT and binding.qualname and self.graph is not None:
+                target = self.graph.lookup(binding.qualname)
+        elif isinstance(func, ast.Attribute):
+            info = self._self_class(func.value, scope)
+            if info is None:
+                owner = self.type_of(func.value, scope)
+                if owner is not None:
+                    info = self.class_info(owner)
+            if info is not None:
+                target = info.analyzer.method_scope(info, func.attr)
+            else:
+                qualname = self.qualname(func, scope)
+                if qualname is not None and not qualname.startswith("builtins."):
+                    target = self.graph.lookup(qualname) if self.graph is not None else None
+                    if target is None:
+                        target = self._local_member(qualname)
+        if isinstance(target, ClassInfo):
+            target = target.analyzer.method_scope(target, "__init__")
+        return target
+
+    def _local_member(self, qualname: str) -> Scope | ClassInfo | None:
+        """`Class.method` in a module without a known name (audited from source)."""
+        if self.module is not None:
+            return None
+        return self.module_member(qualname.split("."))
+
+    def _returned_by(self, target: Scope | None) -> str | None:
+        """The inferred return type of a sync project function: its annotation, or the type
+        all its `return` values agree on."""
+        if target is None or target.is_async or target.node is None or target.analyzer is None:
+            return None
+        if target.return_type != _UNSET:
+            return target.return_type
+        target.return_type = None  # a recursive call reads as unknown
+        analyzer = target.analyzer
+        node = target.node
+        result: str | None = None
+        if node.returns is not None and target.parent is not None:
+            result = analyzer.annotation_type(node.returns, target.parent)
+        elif node.name != "__init__":
+            result = _agree(analyzer.type_of(value, target) for value in target.returns)
+            if any(analyzer.type_of(v, target) is None for v in target.returns):
+                result = None
+        target.return_type = result
+        return result
+
+    def blocking_path(self, target: Scope, depth: int = 0) -> BlockingPath | None:
+        """Why the sync function `target` (of this module) blocks, or None: the first blocking
+        call of its body, directly or through the project functions it calls."""
+        if target.summary != _UNSET:
+            return target.summary  # type: ignore[return-value]
+        if target.node is None or target.is_async or not _plain(target.node):
+            target.summary = None
+            return None
+        if depth >= MAX_CHAIN:
+            return None  # not remembered: a shorter way in may reach further
+        target.summary = None  # a recursive call adds nothing
+        calls = _calls_of(target.node)
+        if calls is None:
+            return None  # a generator
+        result: BlockingPath | None = None
+        for call in calls:
+            try:
+                found = self._match(call, target)
+            except RecursionError:
+                continue
+            if found is not None:
+                match, resolved, domain_override = found
+                domain = domain_override or rules.RULES_BY_ID[match.rule].domain
+                leaf = resolved or ast.unparse(call.func)
+                result = BlockingPath(match.rule, domain, (target.display, leaf))
+                break
+            callee = self.callee_function(call.func, target)
+            if callee is None or callee is target or callee.analyzer is None:
+                continue
+            below = callee.analyzer.blocking_path(callee, depth + 1)
+            if below is not None:
+                result = BlockingPath(below.rule, below.domain, (target.display, *below.chain))
+                break
+        target.summary = result
+        return result
+
+    def _chain_hit(self, call: ast.Call, scope: Scope) -> Hit | None:
+        callee_scope = self.callee_function(call.func, scope)
+        if callee_scope is None or callee_scope.analyzer is None:
+            return None
+        path = callee_scope.analyzer.blocking_path(callee_scope)
+        if path is None or path.rule not in self.enabled:
+            return None
         parent = self.arg_parent.get(id(call))
+        note = ""
         if parent is not None:
             consumer = self._consumer(parent, scope)
             if consumer == "coroutine":
                 return None
             if consumer == "offload":
-                if match.lazy:
-                    return None
                 note = (
                     "it is called on the loop before the offloading call receives its result: "
                     "pass the function and its arguments instead"
                 )
-        rule = rules.RULES_BY_ID[match.rule]
-        domain = domain_override or rule.domain
-        callee = ast.unparse(func)
+        chain = (scope.display, *path.chain)
+        domain = path.domain or "blocking"
         return Hit(
-            rule=rule.id,
+            rule=path.rule,
             line=call.lineno,
             col=call.col_offset,
             end_line=call.end_lineno or call.lineno,
             end_col=call.end_col_offset or call.col_offset,
-            callee=callee,
-            resolved="" if resolved == callee else resolved,
+            callee=ast.unparse(call.func),
+            resolved="",
             function=scope.display,
-            fix=_fix(match.fix or rule.fix, call, domain),
+            fix=_fix(_CHAIN_FIX, call, domain),
             domain=domain,
             note=note,
+            chain=chain,
+        )
+
+    def _lock_hit(self, expr: ast.expr, scope: Scope) -> Hit | None:
+        """`with lock:` in an async body, on a threading or multiprocessing lock."""
+        if "SL701" not in self.enabled:
+            return None
+        try:
+            kind = self.type_of(expr, scope)
+        except RecursionError:
+            return None
+        if kind not in ("threading.Lock", "threading.Condition"):
+            return None
+        text = ast.unparse(expr)
+        return Hit(
+            rule="SL701",
+            line=expr.lineno,
+            col=expr.col_offset,
+            end_line=expr.end_lineno or expr.lineno,
+            end_col=expr.end_col_offset or expr.col_offset,
+            callee=f"{text}.acquire" if len(text) <= _FIX_ARGS_MAX else "lock.acquire",
+            resolved=f"{kind}.acquire",
+            function=scope.display,
+            fix=(
+                "`async with` an `asyncio.Lock` for code on the loop, or move the critical "
+                'section into a sync function `fn`: await sl.run_blocking("wait", fn)'
+            ),
+            domain="wait",
+            note="`with` acquires the lock on the loop thread",
         )
 
     def _looks_like_google_request(self, call: ast.Call) -> bool:
@@ -1074,6 +1382,57 @@ def _parse_annotation(text: str) -> ast.expr | None:
     if len(_ANNOTATION_CACHE) < 4096:
         _ANNOTATION_CACHE[text] = parsed
     return parsed
+
+
+def _plain(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+        if name not in _PLAIN_DECORATORS:
+            return False
+    return True
+
+
+def _suspends(body: list[ast.stmt]) -> bool:
+    """Whether statements await (outside nested functions)."""
+    pending: list[ast.AST] = list(body)
+    nested = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+    while pending:
+        current = pending.pop()
+        if isinstance(current, ast.Await | ast.AsyncFor | ast.AsyncWith):
+            return True
+        if not isinstance(current, nested):
+            pending.extend(ast.iter_child_nodes(current))
+    return False
+
+
+def _calls_of(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.Call] | None:
+    """The calls a function's body makes when it runs, in source order (not those of nested
+    functions, classes or lambdas, which run later if at all); None for a generator function,
+    whose body runs only when it is iterated."""
+    calls: list[ast.Call] = []
+    pending: list[ast.AST] = list(reversed(node.body))
+    nested = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+    generator = (ast.Yield, ast.YieldFrom)
+    call_type = ast.Call
+    while pending:
+        current = pending.pop()
+        if isinstance(current, nested):
+            continue
+        if type(current) is call_type:
+            calls.append(current)
+        elif isinstance(current, generator):
+            return None
+        children = [
+            child
+            for name in current._fields
+            for value in (getattr(current, name, None),)
+            for child in (value if isinstance(value, list) else (value,))
+            if isinstance(child, ast.AST)
+        ]
+        children.reverse()
+        pending.extend(children)
+    return calls
 
 
 def _catches_blocking_io(handler_type: ast.expr | None) -> bool:

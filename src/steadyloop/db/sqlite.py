@@ -38,6 +38,7 @@ from typing import Any, Generic, TypeVar
 
 from steadyloop import metrics
 from steadyloop.db.pragmas import SqlitePragmas, apply_pragmas
+from steadyloop.db.rows import Row
 from steadyloop.offload import Bulkhead
 
 __all__ = ["Database", "DatabaseClosed", "WriteResult"]
@@ -306,7 +307,7 @@ class Database:
             check_same_thread=False,
             cached_statements=256,
         )
-        conn.row_factory = sqlite3.Row
+        conn.row_factory = Row  # a sqlite3.Row that pydantic and FastAPI accept as a mapping
         apply_pragmas(conn, self.pragmas)
         return conn
 

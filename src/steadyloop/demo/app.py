@@ -359,7 +359,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         video = await catalog().get(video_id)
         if video is None or video.status != "ready":
             raise HTTPException(404, f"no local video {video_id}")
-        return await range_file_response(request, safe_join(library, video.path))
+        path = await sl.run_blocking("fs", safe_join, library, video.path)  # resolves symlinks
+        return await range_file_response(request, path)
 
     @app.post("/api/orders", response_model=Order, status_code=201, tags=["orders"])
     async def create_order(order: NewOrder) -> Order:

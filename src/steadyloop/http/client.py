@@ -73,7 +73,13 @@ if TYPE_CHECKING:
         json: Any
 
 
-__all__ = ["DeadlineExceeded", "HttpClient", "SyncHttpClient", "default_ssl_context"]
+__all__ = [
+    "DeadlineExceeded",
+    "HttpClient",
+    "MissingBaseUrl",
+    "SyncHttpClient",
+    "default_ssl_context",
+]
 
 logger = logging.getLogger("steadyloop.http")
 
@@ -104,6 +110,10 @@ def _verify_option(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext | bool
     if isinstance(verify, str):
         return ssl.create_default_context(cafile=verify)
     return verify
+
+
+class MissingBaseUrl(ValueError):
+    """A relative URL was requested from an upstream that has no base URL configured."""
 
 
 class DeadlineExceeded(httpx.TimeoutException):
@@ -276,6 +286,15 @@ class _Base:
     def base_url(self) -> str | None:
         return self.config.base_url
 
+    def _require_base_url(self, url: httpx.URL | str, client_base: httpx.URL) -> None:
+        """A relative URL needs a base URL: name the variable that sets it."""
+        if not client_base.scheme and not httpx.URL(url).scheme:
+            variable = f"{self.name.upper()}_BASE_URL"
+            raise MissingBaseUrl(
+                f"upstream {self.name!r} has no base URL for {str(url)!r}: set {variable} "
+                "(or call it with a full http:// or https:// URL)"
+            )
+
     def _client_options(self) -> dict[str, Any]:
         return {
             "base_url": self.config.base_url or "",
@@ -388,6 +407,7 @@ class HttpClient(_Base):
         timeout: TimeoutTypes | UseClientDefault = DEFAULT,
         extensions: RequestExtensions | None = None,
     ) -> httpx.Request:
+        self._require_base_url(url, self.client.base_url)
         return self.client.build_request(
             method,
             url,
@@ -586,6 +606,7 @@ class SyncHttpClient(_Base):
         timeout: TimeoutTypes | UseClientDefault = DEFAULT,
         extensions: RequestExtensions | None = None,
     ) -> httpx.Request:
+        self._require_base_url(url, self.client.base_url)
         return self.client.build_request(
             method,
             url,

@@ -42,7 +42,7 @@ class JobsNotStarted(RuntimeError):
             message
             or "the job store is not open: steadyloop's runtime has not started (the app's "
             "lifespan did not run; under a test client use `with TestClient(app)` or the "
-            "steadyloop_runtime fixture, see docs/testing.md)"
+            "steadyloop_runtime fixture, see https://steadyloop.readthedocs.io/en/latest/testing/)"
         )
 
 
@@ -268,17 +268,21 @@ class Jobs:
         self._open = False
 
     async def _maintain(self) -> None:
-        """Refresh the status gauges; drop finished jobs older than JOB_RESULT_TTL."""
-        last_purge = 0.0
+        """Refresh the status gauges; apply retention (JOB_RESULT_TTL, JOB_RESULT_MAX_JOBS)."""
+        last_purge: float | None = None
         while True:
             try:
                 for status, count in (await self.store.counts()).items():
                     metrics.jobs_in_store.labels(status.value).set(count)
-                if time.monotonic() - last_purge > 60:
+                interval = self.settings.job_purge_interval
+                if last_purge is None or time.monotonic() - last_purge >= interval:
                     last_purge = time.monotonic()
-                    removed = await self.store.purge(time.time() - self.settings.job_result_ttl)
+                    removed = await self.store.purge(
+                        time.time() - self.settings.job_result_ttl,
+                        keep=self.settings.job_result_max_jobs or None,
+                    )
                     if removed:
-                        logger.info("purged %d finished jobs past their result TTL", removed)
+                        logger.info("purged %d finished jobs past their retention", removed)
             except asyncio.CancelledError:
                 raise
             except Exception:

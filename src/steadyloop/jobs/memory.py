@@ -12,7 +12,6 @@ from collections.abc import Collection, Sequence
 
 from steadyloop.jobs.models import (
     ACTIVE,
-    FINISHED,
     LEASE_LOST,
     Job,
     JobError,
@@ -31,6 +30,7 @@ class MemoryJobStore:
         self._jobs: dict[str, Job] = {}
         self._unique: dict[str, str] = {}  # unique_key -> id of the active job holding it
         self._active: dict[str, Job] = {}  # queued, scheduled or running: what claim scans
+        self._finished: dict[str, float] = {}  # id -> finished_at, oldest first: what purge scans
         self._slots: dict[str, float] = {}  # slot key -> expiry
         self._lock = threading.Lock()
 
@@ -136,6 +136,7 @@ class MemoryJobStore:
     ) -> None:
         job.end(status, now, result=result, error=error)
         self._active.pop(job.id, None)
+        self._finished[job.id] = now
         if job.unique_key and self._unique.get(job.unique_key) == job.id:
             del self._unique[job.unique_key]
 
@@ -199,16 +200,18 @@ class MemoryJobStore:
                 del self._slots[stale]
             return True
 
-    async def purge(self, finished_before: float) -> int:
+    async def purge(self, finished_before: float, keep: int | None = None) -> int:
+        removed = 0
         with self._lock:
-            gone = [
-                j.id
-                for j in self._jobs.values()
-                if j.status in FINISHED and (j.finished_at or 0) < finished_before
-            ]
-            for job_id in gone:
+            # Finish times only grow (one clock, under the lock), so the oldest come first.
+            while self._finished:
+                job_id, finished_at = next(iter(self._finished.items()))
+                if finished_at >= finished_before and (keep is None or len(self._finished) <= keep):
+                    break
+                del self._finished[job_id]
                 del self._jobs[job_id]
-        return len(gone)
+                removed += 1
+        return removed
 
     async def counts(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

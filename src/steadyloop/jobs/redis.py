@@ -40,7 +40,8 @@ script that errors). Per operation:
   returns the ids the worker must stop.
 - `finish`, `release`, `set_progress`, `cancel`: one script each, checking the status and
   owner of each job and moving it between the indexes in the same step.
-- `purge`: one script per batch of `purge_batch` jobs from `P:finished`; each batch is
+- `purge`: one script per batch of `purge_batch` jobs from the old end of `P:finished` (past
+  the age limit, or past the `keep` newest, counted with `ZCARD`); each batch is
   atomic, the purge as a whole is not (nor needs to be: finished jobs never change).
 - `list` and `counts` read in one script or one MULTI: a consistent snapshot.
 - `claim_slot`: `SET NX PX`, atomic in Redis itself.
@@ -56,18 +57,19 @@ Scripts that call `TIME` need effects replication, the only mode since Redis 7 a
 default since Redis 5.
 
 Coalescing: concurrent `enqueue` calls share round trips, and so do concurrent `finish` calls
-(group commit). When nothing is in flight, a call starts a flush at once (on the next turn
-of the event loop, without any timer, so a single caller pays exactly one round trip and
-callers started together — an `asyncio.gather` — share it); calls that arrive while a flush
-is in flight wait and all go together in the next one, up to `max_batch` jobs (one caller's
-list is never split). Each caller gets its own results or the flush's error; a caller
-cancelled before its flush was sent is left out of it. Each caller's jobs are encoded before
-they join a batch, so one caller's bad input cannot fail the others.
+(group commit). When nothing is in flight, a call flushes at once in its own task (no
+timer, no hop through another task: a lone caller pays exactly one round trip); calls that
+arrive while a flush is in flight wait and all go together in the next one, up to
+`max_batch` jobs (one caller's list is never split). Each caller gets its own results or
+the flush's error; a caller cancelled before its flush was sent is left out of it. Each
+caller's jobs are encoded before they join a batch, so one caller's bad input cannot fail the
+others.
 
 Connections: `redis.asyncio` for every coroutine, and a separate synchronous `redis.Redis`
 client for `heartbeat`, which runs in a plain thread while the event loop may be blocked and
 so must not depend on it. Both use blocking pools of `max_connections` (a caller waits for a
-free connection instead of failing). hiredis parses replies when it is installed.
+free connection instead of failing); `enqueue` and `finish` each hold one connection of it,
+since each flushes one batch at a time. hiredis parses replies when it is installed.
 
 Redis Cluster is not supported: the scripts touch keys they compute (one job's task decides
 its due set), which Cluster allows only within one hash slot.
@@ -445,9 +447,19 @@ end
 return out
 """
 
-# ARGV: prefix, finished before (exclusive), batch size. Returns how many were deleted.
+# ARGV: prefix, finished before (exclusive), keep (-1: no count limit), batch size. Deletes
+# one batch of the oldest finished jobs past the age limit or past the `keep` newest, and
+# returns how many it deleted.
 _PURGE = """
-local ids = redis.call('ZRANGEBYSCORE', FINISHED, '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[3])
+local batch = tonumber(ARGV[4])
+local ids = redis.call('ZRANGEBYSCORE', FINISHED, '-inf', '(' .. ARGV[2], 'LIMIT', 0, batch)
+local keep = tonumber(ARGV[3])
+if keep >= 0 and #ids < batch then
+  local excess = redis.call('ZCARD', FINISHED) - keep
+  if excess > #ids then
+    ids = redis.call('ZRANGE', FINISHED, 0, math.min(excess, batch) - 1)
+  end
+end
 for _, id in ipairs(ids) do
   local key = job_key(id)
   local f = redis.call('HMGET', key, 'status', 'unique_key')
@@ -615,6 +627,7 @@ class _Coalescer(Generic[_T, _R]):
         self._max_batch = max(1, max_batch)
         self._pending: deque[tuple[Sequence[_T], asyncio.Future[list[_R]]]] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._direct: asyncio.Future[None] | None = None  # a lone caller's flush in flight
         self._closed = False
 
     async def submit(self, items: Sequence[_T]) -> list[_R]:
@@ -622,11 +635,26 @@ class _Coalescer(Generic[_T, _R]):
             return []
         if self._closed:
             raise RuntimeError("the store is closed")
+        if self._task is None and self._direct is None and len(items) <= self._max_batch:
+            return await self._flush_direct(items)
         future: asyncio.Future[list[_R]] = asyncio.get_running_loop().create_future()
         self._pending.append((items, future))
-        if self._task is None:
+        if self._task is None and self._direct is None:
             self._task = asyncio.create_task(self._drain())
         return await future
+
+    async def _flush_direct(self, items: Sequence[_T]) -> list[_R]:
+        # Nothing in flight: flush in the caller's own task, saving the hop through a drain
+        # task. Callers that arrive meanwhile queue up and go together in the next flush.
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._direct = done
+        try:
+            return await self._flush(list(items))
+        finally:
+            self._direct = None
+            done.set_result(None)
+            if self._pending and self._task is None:
+                self._task = asyncio.create_task(self._drain())
 
     def _next_batch(self) -> list[tuple[Sequence[_T], asyncio.Future[list[_R]]]]:
         batch: list[tuple[Sequence[_T], asyncio.Future[list[_R]]]] = []
@@ -675,6 +703,8 @@ class _Coalescer(Generic[_T, _R]):
     async def aclose(self, grace: float | None) -> None:
         """Refuse new work and let the flush in flight (and those queued) finish."""
         self._closed = True
+        if self._direct is not None:
+            await asyncio.wait({self._direct}, timeout=grace)
         task = self._task
         if task is None:
             return
@@ -693,9 +723,13 @@ class _Open:
     def __init__(self, store: RedisJobStore, options: dict[str, Any]) -> None:
         self.client = async_redis(store.url, max_connections=store.max_connections, **options)
         self.sync = sync_redis(store.url, max_connections=store.max_connections, **options)
-        self.enqueue = self.client.register_script(_script(_ENQUEUE))
+        # Each coalescer flushes one batch at a time, so each holds one connection: its writes
+        # skip the blocking pool's checkout and return on every call.
+        self.enqueue_conn = self.client.client()
+        self.finish_conn = self.client.client()
+        self.enqueue = self.enqueue_conn.register_script(_script(_ENQUEUE))
         self.claim = self.client.register_script(_script(_CLAIM))
-        self.finish = self.client.register_script(_script(_FINISH))
+        self.finish = self.finish_conn.register_script(_script(_FINISH))
         self.release = self.client.register_script(_script(_RELEASE))
         self.progress = self.client.register_script(_script(_PROGRESS))
         self.cancel = self.client.register_script(_script(_CANCEL))
@@ -779,6 +813,8 @@ class RedisJobStore:
         )
         self._open = None
         try:
+            for held in (state.enqueue_conn, state.finish_conn):
+                await held.aclose(close_connection_pool=False)
             await state.client.connection_pool.disconnect()
         finally:
             state.sync.connection_pool.disconnect()
@@ -868,9 +904,10 @@ class RedisJobStore:
         millis = max(1, math.ceil(ttl * 1000))
         return bool(await cast(Awaitable[Any], client.set(name, "1", nx=True, px=millis)))
 
-    async def purge(self, finished_before: float) -> int:
+    async def purge(self, finished_before: float, keep: int | None = None) -> int:
         state = self._state()
-        args = [self.prefix, _time(finished_before), str(self.purge_batch)]
+        limit = "-1" if keep is None else str(max(0, keep))
+        args = [self.prefix, _time(finished_before), limit, str(self.purge_batch)]
         total = 0
         while True:
             deleted = int(await _run(state.purge, args))

@@ -91,8 +91,16 @@ def _owned(conn: sqlite3.Connection, job_id: str, worker_id: str) -> Job | None:
 
 
 class SqliteJobStore:
-    def __init__(self, url: str, *, readers: int = 2, database: Database | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        readers: int = 2,
+        database: Database | None = None,
+        purge_batch: int = 2000,
+    ) -> None:
         self.url = url
+        self.purge_batch = max(1, purge_batch)
         self._db = (
             database
             if database is not None
@@ -285,17 +293,42 @@ class SqliteJobStore:
 
         return await self._db.transaction(unit)
 
-    async def purge(self, finished_before: float) -> int:
+    async def purge(self, finished_before: float, keep: int | None = None) -> int:
         statuses = tuple(s.value for s in FINISHED)
 
-        def unit(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "DELETE FROM steadyloop_jobs WHERE finished_at < ? AND status IN (?, ?, ?)",
-                (finished_before, *statuses),
-            )
+        def oldest_unit(conn: sqlite3.Connection) -> int:
+            # The newest finished job that goes: past the age limit, or past the `keep` newest.
+            bound: tuple[float, str] | None = None
+            if keep is not None:
+                row = conn.execute(
+                    "SELECT finished_at, id FROM steadyloop_jobs WHERE finished_at IS NOT NULL"
+                    " ORDER BY finished_at DESC, id DESC LIMIT 1 OFFSET ?",
+                    (keep,),
+                ).fetchone()
+                if row is not None:
+                    bound = (row[0], row[1])
+            if bound is None or bound[0] < finished_before:
+                cursor = conn.execute(
+                    "DELETE FROM steadyloop_jobs WHERE id IN (SELECT id FROM steadyloop_jobs"
+                    " WHERE finished_at < ? AND status IN (?, ?, ?) ORDER BY finished_at LIMIT ?)",
+                    (finished_before, *statuses, self.purge_batch),
+                )
+            else:
+                cursor = conn.execute(
+                    "DELETE FROM steadyloop_jobs WHERE id IN (SELECT id FROM steadyloop_jobs"
+                    " WHERE finished_at IS NOT NULL AND (finished_at, id) <= (?, ?)"
+                    " AND status IN (?, ?, ?) ORDER BY finished_at, id LIMIT ?)",
+                    (*bound, *statuses, self.purge_batch),
+                )
             return cursor.rowcount
 
-        return await self._db.transaction(unit)
+        # One bounded batch per transaction: the writer stays free for enqueues and claims.
+        total = 0
+        while True:
+            deleted = await self._db.transaction(oldest_unit)
+            total += deleted
+            if deleted < self.purge_batch:
+                return total
 
     async def counts(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

@@ -18,6 +18,10 @@ Semantics shared by the memory, SQLite and Redis stores (one contract test suite
   back the attempt that did not finish.
 - `claim_slot` is an atomic insert-if-absent with expiry: the periodic scheduler's "exactly
   once per slot across processes".
+- `purge` (retention) deletes finished jobs that finished before `finished_before` and, when
+  `keep` is given, all but the `keep` most recently finished ones; it returns how many it
+  deleted. It works through an index of finished jobs ordered by finish time, in bounded
+  batches, so neither it nor any other operation gets slower as history piles up.
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ class JobStore(Protocol):
 
     async def claim_slot(self, key: str, ttl: float) -> bool: ...
 
-    async def purge(self, finished_before: float) -> int: ...
+    async def purge(self, finished_before: float, keep: int | None = None) -> int: ...
 
     async def counts(self) -> dict[JobStatus, int]: ...
 

@@ -21,12 +21,11 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from steadyloop import metrics
-from steadyloop.logs import request_id_var
+from steadyloop.logs import ACCESS_LOGGER, log_access, request_id_var
 from steadyloop.web.errors import internal_error
 
 __all__ = ["UNMATCHED_ROUTE", "RequestMiddleware", "route_template", "valid_request_id"]
 
-ACCESS_LOGGER = "steadyloop.access"
 access_logger = logging.getLogger(ACCESS_LOGGER)
 error_logger = logging.getLogger("steadyloop.errors")
 
@@ -148,24 +147,13 @@ class RequestMiddleware:
         raw = scope.get("raw_path")
         path = raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"]
         client = scope.get("client")
-        fields: dict[str, Any] = {
-            "method": scope["method"],
-            "path": path,
-            "route": route,
-            "status_code": status,
-            "duration_ms": round(duration * 1000, 2),
-            "client": f"{client[0]}:{client[1]}" if client else None,
-        }
-        # The record is built directly: Logger.log would walk the stack to find its caller
-        # (always this line) and check every extra key, on every request.
-        record = access_logger.makeRecord(
-            ACCESS_LOGGER,
+        # Captured here, formatted and written by the log writer thread.
+        log_access(
             level,
-            __file__,
-            0,
-            "%s %s %d %.1fms",
-            (scope["method"], path, status, duration * 1000),
-            None,
+            scope["method"],
+            path,
+            route,
+            status,
+            duration,
+            f"{client[0]}:{client[1]}" if client else None,
         )
-        record.__dict__.update(fields)
-        access_logger.handle(record)

@@ -1,0 +1,369 @@
+"""Growth: do steadyloop's costs stay flat as the job stores and the app grow?
+
+1. Job stores (SQLite and Redis): enqueue, claim and finish throughput with 10^4, 10^5 and
+   10^6 finished jobs retained. History is seeded in bulk (SQLite `executemany` in large
+   transactions, Redis pipelines) straight into the stores' own layout, then each size is
+   measured in rounds of `ROUND_JOBS` jobs: one caller awaiting each enqueue, claims of up to
+   `CLAIM_BATCH`, one finish call per claimed batch. Target: each rate at 10^6 is at least
+   80% of its rate at 10^4 (median of rounds).
+2. Routes: the request middleware's cost with 10 vs 500 route templates (one metrics child
+   per route). The ASGI app is called in-process, requests spread round-robin over every
+   route, for bare FastAPI and for FastAPI with `install()` (access log off: it does not
+   depend on routes). Starlette's own routing is linear in the number of routes, so the
+   measure is steadyloop's added µs per request. Target: within 1.25x.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+NAME = "growth"
+HISTORY = (10_000, 100_000, 1_000_000)
+ROUNDS = 3
+ROUND_JOBS = 2_000
+CLAIM_BATCH = 50
+SEED_CHUNK = 20_000
+REDIS_URL = os.environ.get("BENCH_GROWTH_REDIS_URL", "redis://127.0.0.1:6379/13")
+ROUTES = (10, 500)
+ROUTE_REQUESTS = 20_000
+TARGET_HISTORY = 0.80
+TARGET_ROUTES = 1.25
+OPS = ("enqueue", "claim", "finish")
+
+
+# --- job stores -------------------------------------------------------------------------------
+def _template() -> Any:
+    from steadyloop.jobs.models import JobStatus, new_job
+
+    job = new_job("history", {"n": 1})
+    job.status = JobStatus.succeeded
+    job.attempt = 1
+    job.started_at = job.finished_at = job.updated_at = job.created_at
+    job.result = {"ok": True}
+    return job
+
+
+def _history_ids(count: int, start: float) -> list[tuple[str, float]]:
+    from steadyloop.jobs.models import new_job_id
+
+    # Older than anything the rounds create, finished one millisecond apart.
+    return [(new_job_id(start + i / 1000), start + i / 1000) for i in range(count)]
+
+
+async def _seed_sqlite(store: Any, count: int, start: float) -> None:
+    template = _template()
+    data = template.model_dump_json()
+    rows = [
+        (
+            job_id,
+            "history",
+            "succeeded",
+            at,
+            None,
+            None,
+            None,
+            at,
+            data.replace(template.id, job_id),
+        )
+        for job_id, at in _history_ids(count, start)
+    ]
+    for i in range(0, len(rows), SEED_CHUNK):
+        chunk = rows[i : i + SEED_CHUNK]
+
+        def unit(conn: sqlite3.Connection, chunk: list[tuple[Any, ...]] = chunk) -> None:
+            conn.executemany(
+                "INSERT INTO steadyloop_jobs(id, task, status, run_at, lease_expires_at,"
+                " worker_id, unique_key, finished_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                chunk,
+            )
+
+        await store._db.transaction(unit)
+
+
+async def _seed_redis(store: Any, count: int, start: float) -> None:
+    client = store._state().client
+    template = _template()
+    spec = template.model_dump_json(include={"id", "args", "timeout", "backoff", "created_at"})
+    ids = _history_ids(count, start)
+    prefix = store.prefix
+    for i in range(0, len(ids), SEED_CHUNK):
+        chunk = ids[i : i + SEED_CHUNK]
+        async with client.pipeline(transaction=False) as pipe:
+            for job_id, at in chunk:
+                pipe.hset(
+                    f"{prefix}:job:{job_id}",
+                    mapping={
+                        "spec": spec.replace(template.id, job_id),
+                        "task": "history",
+                        "max_retries": "0",
+                        "status": "succeeded",
+                        "attempt": "1",
+                        "run_at": repr(at),
+                        "updated_at": repr(at),
+                        "started_at": repr(at),
+                        "finished_at": repr(at),
+                        "result": '{"ok":true}',
+                    },
+                )
+            pipe.zadd(f"{prefix}:status:succeeded", {job_id: 0 for job_id, _ in chunk})
+            pipe.zadd(f"{prefix}:finished", dict(chunk))
+            await pipe.execute()
+
+
+async def _round(store: Any) -> dict[str, float]:
+    from steadyloop.jobs.models import new_job
+    from steadyloop.jobs.store import Outcome
+
+    jobs = [new_job("growth", {"i": i}) for i in range(ROUND_JOBS)]
+    started = time.perf_counter()
+    for job in jobs:
+        await store.enqueue([job])
+    enqueue = ROUND_JOBS / (time.perf_counter() - started)
+    batches = []
+    started = time.perf_counter()
+    claimed = 0
+    while claimed < ROUND_JOBS:
+        batch = await store.claim("bench-worker", ["growth"], CLAIM_BATCH, 60)
+        if not batch:
+            raise RuntimeError("the store ran out of due jobs before the round was claimed")
+        batches.append(batch)
+        claimed += len(batch)
+    claim = claimed / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for batch in batches:
+        await store.finish("bench-worker", [Outcome(j.id, "succeeded") for j in batch])
+    finish = claimed / (time.perf_counter() - started)
+    return {"enqueue": enqueue, "claim": claim, "finish": finish}
+
+
+async def _measure_store(backend: str, workdir: Path) -> dict[int, dict[str, list[float]]]:
+    from steadyloop.jobs.store import open_store
+
+    if backend == "sqlite":
+        store = open_store(f"sqlite:///{workdir / 'growth.db'}")
+    else:
+        store = open_store(REDIS_URL, prefix="bench-growth")
+    await store.open()
+    out: dict[int, dict[str, list[float]]] = {}
+    try:
+        if backend == "redis":
+            await store._state().client.flushdb()
+        seeded = 0
+        start = time.time() - 30 * 86400
+        for size in HISTORY:
+            began = time.monotonic()
+            seed = _seed_sqlite if backend == "sqlite" else _seed_redis
+            await seed(store, size - seeded, start + seeded / 1000)
+            seeded = size
+            print(
+                f"[{NAME}] {backend}: {size:,} finished jobs seeded in "
+                f"{time.monotonic() - began:.0f} s",
+                flush=True,
+            )
+            await _round(store)  # warm-up at this size
+            out[size] = {op: [] for op in OPS}
+            for _ in range(ROUNDS):
+                rates = await _round(store)
+                for op in OPS:
+                    out[size][op].append(rates[op])
+            med = {op: statistics.median(out[size][op]) for op in OPS}
+            print(
+                f"[{NAME}] {backend} @ {size:,}: "
+                + ", ".join(f"{op} {med[op]:,.0f}/s" for op in OPS),
+                flush=True,
+            )
+    finally:
+        if backend == "redis":
+            await store._state().client.flushdb()
+        await store.close()
+    return out
+
+
+# --- routes -----------------------------------------------------------------------------------
+def _app(routes: int, steadyloop: bool) -> Any:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    def make(i: int) -> Callable[..., Any]:
+        async def endpoint(item: str) -> dict[str, str]:
+            return {"route": str(i), "item": item}
+
+        return endpoint
+
+    for i in range(routes):
+        app.add_api_route(f"/r{i}/{{item}}", make(i), methods=["GET"])
+    if steadyloop:
+        import steadyloop as sl
+        from steadyloop.settings import Settings
+
+        sl.install(app, Settings(access_log=False, log_setup=False, loop_watch_enabled=False))
+    return app
+
+
+async def _drive(app: Any, routes: int, requests: int) -> float:
+    """Seconds per request, calling the ASGI app directly (no server, no client)."""
+    sent = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal sent
+        sent += 1
+
+    scopes = [
+        {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": f"/r{i}/x",
+            "raw_path": f"/r{i}/x".encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"bench")],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 80),
+        }
+        for i in range(routes)
+    ]
+    for scope in scopes:  # warm: every route's metrics children exist
+        await app(dict(scope), receive, send)
+    started = time.perf_counter()
+    for n in range(requests):
+        await app(dict(scopes[n % routes]), receive, send)
+    return (time.perf_counter() - started) / requests
+
+
+async def _measure_routes() -> dict[int, dict[str, list[float]]]:
+    out: dict[int, dict[str, list[float]]] = {}
+    for routes in ROUTES:
+        bare, full = _app(routes, False), _app(routes, True)
+        out[routes] = {"bare": [], "steadyloop": []}
+        async with full.router.lifespan_context(full):
+            for _ in range(ROUNDS):  # interleaved, so drift hits both alike
+                out[routes]["bare"].append(await _drive(bare, routes, ROUTE_REQUESTS))
+                out[routes]["steadyloop"].append(await _drive(full, routes, ROUTE_REQUESTS))
+        added = statistics.median(out[routes]["steadyloop"]) - statistics.median(
+            out[routes]["bare"]
+        )
+        print(f"[{NAME}] {routes} routes: steadyloop adds {added * 1e6:.1f} µs", flush=True)
+    return out
+
+
+# --- report -----------------------------------------------------------------------------------
+def report(
+    stores: dict[str, dict[int, dict[str, list[float]]]],
+    routes: dict[int, dict[str, list[float]]],
+    info: dict[str, str],
+) -> tuple[str, bool]:
+    verdicts: list[str] = []
+    met = True
+    rows = []
+    for backend, sizes in stores.items():
+        for size, ops in sizes.items():
+            rows.append(
+                [backend, f"{size:,}"]
+                + [f"{statistics.median(ops[op]):,.0f}" for op in OPS]
+                + [", ".join(f"{v:,.0f}" for v in ops["enqueue"])]
+            )
+        low, high = sizes[HISTORY[0]], sizes[HISTORY[-1]]
+        for op in OPS:
+            share = common.ratio(statistics.median(high[op]), statistics.median(low[op]))
+            ok = not math.isnan(share) and share >= TARGET_HISTORY
+            met &= ok
+            verdicts.append(
+                f"- {backend} {op} at {HISTORY[-1]:,} vs {HISTORY[0]:,} retained: {share:.0%} "
+                f"(target ≥ {TARGET_HISTORY:.0%}): **{'met' if ok else 'NOT met'}**"
+            )
+    route_rows = []
+    added: dict[int, float] = {}
+    for count, systems in routes.items():
+        bare = statistics.median(systems["bare"])
+        full = statistics.median(systems["steadyloop"])
+        added[count] = full - bare
+        route_rows.append(
+            [str(count), f"{bare * 1e6:.1f}", f"{full * 1e6:.1f}", f"{added[count] * 1e6:.1f}"]
+        )
+    growth = common.ratio(added[ROUTES[-1]], added[ROUTES[0]])
+    ok = not math.isnan(growth) and growth <= TARGET_ROUTES
+    met &= ok
+    verdicts.append(
+        f"- steadyloop's added µs per request, {ROUTES[-1]} vs {ROUTES[0]} routes: "
+        f"{common.fmt_ratio(growth)} (target ≤ {TARGET_ROUTES:.2f}x): "
+        f"**{'met' if ok else 'NOT met'}**"
+    )
+    text = f"""{common.md_header("Growth: costs as the stores and the app grow", info)}
+
+## Method
+
+{__doc__.split(chr(10), 2)[2].strip()}
+
+Rounds: {ROUNDS} per point after one warm-up round; medians reported, each round's
+value shown for enqueue. SQLite: a file in a temporary directory, the store's defaults.
+Redis: `{REDIS_URL}`, a database of its own, flushed before and after. Routes:
+{ROUTE_REQUESTS:,} requests per round and system, bare and steadyloop interleaved.
+The machine's 2 cores are shared with other test runs (load at start above): the rates
+carry that noise; medians of rounds damp it but do not remove it.
+
+## Job stores: throughput by finished jobs retained (jobs/s, median)
+
+{common.md_table(["store", "finished jobs", "enqueue", "claim", "finish", "enqueue rounds"], rows)}
+
+## Routes: µs per request (in-process ASGI call, median)
+
+{common.md_table(["routes", "bare FastAPI", "with install()", "steadyloop adds"], route_rows)}
+
+## Targets
+
+{chr(10).join(verdicts)}
+"""
+    return text, met
+
+
+def chart(stores: dict[str, dict[int, dict[str, list[float]]]]) -> None:
+    plt = common.pyplot()
+    fig, axes = plt.subplots(1, len(stores), figsize=(11, 4))
+    for ax, (backend, sizes) in zip(axes, stores.items(), strict=True):
+        for op in OPS:
+            ax.plot(
+                list(sizes), [statistics.median(sizes[s][op]) for s in sizes], marker="o", label=op
+            )
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{backend}: jobs/s by finished jobs retained", fontsize=10)
+        ax.set_xlabel("finished jobs retained")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(common.chart_path(NAME), dpi=120)
+    plt.close(fig)
+
+
+def run() -> bool:
+    common.require_loopback(REDIS_URL.replace("redis://", "http://"))
+    info = common.machine_info()
+    started = time.monotonic()
+    stores: dict[str, dict[int, dict[str, list[float]]]] = {}
+    with tempfile.TemporaryDirectory(prefix=f"bench-{NAME}-") as workdir:
+        for backend in ("sqlite", "redis"):
+            stores[backend] = asyncio.run(_measure_store(backend, Path(workdir)))
+    routes = asyncio.run(_measure_routes())
+    info["duration"] = f"{time.monotonic() - started:.0f} s"
+    text, met = report(stores, routes, info)
+    path = common.write_result(NAME, text)
+    chart(stores)
+    print(f"[{NAME}] wrote {path} and {common.chart_path(NAME)}", flush=True)
+    return met
