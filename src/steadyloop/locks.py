@@ -213,10 +213,7 @@ class InstrumentedAsyncLock(_Instrumented):
 
     async def __aenter__(self) -> InstrumentedAsyncLock:
         holder = _frame_of(1)
-        if not self._lock.locked():
-            await self._lock.acquire()
-            self._acquired(holder, 0.0)
-            return self
+        # Always timed: a free asyncio.Lock still queues a newcomer behind woken waiters.
         self._start_wait()
         started = self._clock()
         try:
