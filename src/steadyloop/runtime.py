@@ -22,6 +22,7 @@ from steadyloop import metrics
 from steadyloop.cache import Cache
 from steadyloop.db.pragmas import sqlite_path_from_url
 from steadyloop.db.sqlite import Database
+from steadyloop.fleet import Fleet, describe_process
 from steadyloop.health import HealthChecks
 from steadyloop.http import HttpClient, SyncHttpClient, Upstreams
 from steadyloop.jobs.manager import Jobs
@@ -61,6 +62,8 @@ class Runtime:
         #: Named upstreams: `rt.http("drive")` / `rt.http_sync("drive")` (docs/http.md).
         self.upstreams = Upstreams(self.settings, health=self.health)
         self.jobs = Jobs(self.settings)
+        #: Heartbeats of every process on every host, when a Redis is known (docs/dashboard.md).
+        self.fleet = Fleet(self.settings, lambda: describe_process(self))
         self.started_at: float | None = None
         self._logging: LoggingSetup | None = None
         self._databases: dict[str, Database] = {}
@@ -99,6 +102,7 @@ class Runtime:
                 gc.freeze()
             self.started_at = time.time()
             metrics.process_info.labels(self.role, self.process_name).set(self.started_at)
+            await self.fleet.start()
             logger.info("steadyloop started (role %s)", self.role)
 
     async def open_database(self, url: str | None = None, *, name: str = "main") -> Database:
@@ -128,6 +132,7 @@ class Runtime:
             if not self.started:
                 return
             self.started_at = None
+            await self.fleet.stop()
             await self.jobs.stop()  # first: running jobs finish or are released
             self.health.remove("jobs")
             for name, database in reversed(list(self._databases.items())):
