@@ -57,6 +57,7 @@ class Runtime:
                 threshold=self.settings.loop_stall_threshold_ms / 1000,
                 interval=self.settings.loop_lag_interval_ms / 1000,
                 measure_gc=self.settings.loop_watch_gc,
+                collapse_frameworks=not self.settings.loop_stall_full_stack,
             )
         self.health = HealthChecks(default_timeout=self.settings.health_check_timeout)
         #: Named upstreams: `rt.http("drive")` / `rt.http_sync("drive")` (docs/http.md).

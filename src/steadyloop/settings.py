@@ -233,6 +233,12 @@ class Settings(BaseSettings):
         description="How often the loop's lag is sampled (and how often it proves it is alive).",
     )
     loop_watch_gc: bool = Field(default=True, description="Measure garbage-collector pauses.")
+    loop_stall_full_stack: bool = Field(
+        default=False,
+        description="Log every frame of a stalled loop's stack. By default the frames of the "
+        "framework (uvicorn, starlette, fastapi, anyio, asyncio, typer, click, threading, steadyloop's "
+        "middleware) are collapsed into one line, and the application's frames are kept.",
+    )
     gc_freeze: bool = Field(
         default=True,
         description="At startup, move every object that exists (modules, the app, settings) "
