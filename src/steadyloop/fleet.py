@@ -213,7 +213,7 @@ class Fleet:
         names = [m.decode() if isinstance(m, bytes) else str(m) for m, _ in members]
         bodies = await self._redis.mget([self._process_key(n) for n in names])
         listed = []
-        for name, (_, seen), body in zip(names, members, bodies, strict=True):
+        for (_, seen), body in zip(members, bodies, strict=True):
             if body is None:
                 continue  # forgotten between the two reads
             entry = json.loads(body)
