@@ -136,7 +136,8 @@ async def test_without_redis_the_endpoint_lists_this_hosts_processes() -> None:
     own = next(p for p in body["processes"] if p["id"] == rt.process_name)
     assert own["role"] == "all"
     assert own["state"] == "alive"
-    assert "bulkheads" in own and "loop" in own
+    assert "bulkheads" in own
+    assert "loop" in own
 
 
 async def test_with_redis_the_endpoint_lists_the_heartbeats_and_is_operator_only(

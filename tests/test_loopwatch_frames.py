@@ -71,7 +71,8 @@ def test_a_stall_log_shows_the_collapsed_stack(caplog: pytest.LogCaptureFixture)
     app = FastAPI()
     settings = Settings(_env_file=None, loop_stall_threshold_ms=50, log_setup=False)  # type: ignore[call-arg]
     rt = sl.install(app, settings)
-    assert rt.loop_watch is not None and rt.loop_watch.collapse_frameworks
+    assert rt.loop_watch is not None
+    assert rt.loop_watch.collapse_frameworks
 
     @app.get("/block")
     async def block() -> dict[str, bool]:
@@ -96,4 +97,5 @@ def test_a_stall_log_shows_the_collapsed_stack(caplog: pytest.LogCaptureFixture)
 def test_the_full_stack_setting_keeps_every_frame() -> None:
     settings = Settings(_env_file=None, loop_stall_full_stack=True)  # type: ignore[call-arg]
     rt = sl.Runtime(settings)
-    assert rt.loop_watch is not None and not rt.loop_watch.collapse_frameworks
+    assert rt.loop_watch is not None
+    assert not rt.loop_watch.collapse_frameworks

@@ -72,7 +72,8 @@ def test_a_stalled_loop_is_named_with_audit_as_the_next_step(server: str) -> Non
     text, _ = _probe(server, "/stall", "/free")
     assert "likely cause: the event loop stalled" in text, text
     assert "loop stall(s) while the slow calls ran" in text
-    assert "steadyloop audit" in text and "run_blocking" in text
+    assert "steadyloop audit" in text
+    assert "run_blocking" in text
 
 
 def test_an_exhausted_pool_is_named_with_its_domain(server: str) -> None:

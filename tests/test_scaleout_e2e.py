@@ -169,9 +169,10 @@ async def test_scaled_out_demo_loses_nothing(tmp_path: Path, redis_url: str, dat
                 while (await fleet()).get(victim.pid, ("", ""))[1] != "dead":
                     await asyncio.sleep(0.2)
             listed = await fleet()
-            assert sorted(state for pid, (_, state) in listed.items() if pid != victim.pid) == [
-                "alive"
-            ] * 3
+            assert (
+                sorted(state for pid, (_, state) in listed.items() if pid != victim.pid)
+                == ["alive"] * 3
+            )
 
             # Every job ran; only the killed worker's unfinished jobs ran twice.
             all_runs = await runs()

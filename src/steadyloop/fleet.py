@@ -222,4 +222,3 @@ class Fleet:
             entry["state"] = "dead" if ago > self.dead_after else "alive"
             listed.append(entry)
         return sorted(listed, key=lambda p: (str(p.get("role")), str(p.get("id"))))
-

@@ -236,8 +236,9 @@ class Settings(BaseSettings):
     loop_stall_full_stack: bool = Field(
         default=False,
         description="Log every frame of a stalled loop's stack. By default the frames of the "
-        "framework (uvicorn, starlette, fastapi, anyio, asyncio, typer, click, threading, steadyloop's "
-        "middleware) are collapsed into one line, and the application's frames are kept.",
+        "framework (uvicorn, starlette, fastapi, anyio, asyncio, typer, click, threading, "
+        "steadyloop's middleware) are collapsed into one line, and the application's frames "
+        "are kept.",
     )
     gc_freeze: bool = Field(
         default=True,

@@ -2,9 +2,10 @@
 
 The snapshot is built from the same registry as /metrics (summed over worker processes in
 multiprocess mode), the list of every process of the app (fleet.py: every host's heartbeats
-in Redis, else this host's processes), plus what only this process knows (its recent loop stalls) and the job
-store's own view (counts, recent and failed jobs). The page computes rates and percentiles
-from the difference between two snapshots, so any worker process can answer each poll.
+in Redis, else this host's processes), what only this process knows (its recent loop
+stalls) and the job store's own view (counts, recent and failed jobs). The page computes
+rates and percentiles from the difference between two snapshots, so any worker process can
+answer each poll.
 """
 
 from __future__ import annotations
