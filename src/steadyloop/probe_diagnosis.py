@@ -153,7 +153,7 @@ def diagnose(
         return Diagnosis(
             cause=f"the concurrency limiter '{limiter}' shed requests (503) under the load",
             evidence=f"{shed[limiter]:g} requests rejected (steadyloop_concurrency_rejected_total)",
-            next_step="give the slow route a limit of its own (a route limit, docs/limits.md) "
+            next_step="give the slow route a limit of its own (a route concurrency limit) "
             "so it cannot take the global slots, or raise CONCURRENCY_MAX",
         )
     if down:
