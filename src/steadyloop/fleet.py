@@ -119,6 +119,7 @@ class Fleet:
         self.key = f"{settings.job_store_prefix}:fleet"
         self._describe = describe
         self._redis: Any = None
+        self._script: Any = None
         self._task: asyncio.Task[None] | None = None
         self._member: str | None = None
         self._failing = False
@@ -138,6 +139,7 @@ class Fleet:
         self._redis = async_redis(
             self.url, max_connections=4, socket_timeout=5.0, socket_connect_timeout=5.0
         )
+        self._script = self._redis.register_script(_PUBLISH)  # EVALSHA, loaded once
         self._task = asyncio.create_task(self._run(), name="steadyloop-fleet")
 
     async def stop(self) -> None:
@@ -164,14 +166,9 @@ class Fleet:
         heartbeat = self._describe()
         member = str(heartbeat["id"])
         self._member = member
-        await self._redis.eval(
-            _PUBLISH,
-            2,
-            self.key,
-            self._process_key(member),
-            member,
-            json.dumps(heartbeat, separators=(",", ":")),
-            int(FORGET_AFTER),
+        await self._script(
+            keys=[self.key, self._process_key(member)],
+            args=[member, json.dumps(heartbeat, separators=(",", ":")), int(FORGET_AFTER)],
         )
 
     async def _run(self) -> None:

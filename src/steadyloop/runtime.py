@@ -1,9 +1,9 @@
 """The runtime: builds every component from settings and starts and stops them in order.
 
 Startup order: settings -> logging -> metrics -> bulkheads -> rate limits, cache -> http
-clients -> loop watch -> jobs (store, worker, periodic). Shutdown is the reverse, and the log
-queue is flushed last. Both are idempotent, so an app that is started twice (tests,
-reloaders, nested lifespans) is safe.
+clients -> loop watch -> jobs (store, worker, periodic) -> fleet heartbeat. Shutdown is the
+reverse, and the log queue is flushed last. Both are idempotent, so an app that is started
+twice (tests, reloaders, nested lifespans) is safe.
 """
 
 from __future__ import annotations
