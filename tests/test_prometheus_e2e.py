@@ -151,7 +151,7 @@ def _wait(condition: Any, message: str, *, within: float) -> None:
     deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(message)
+            raise TimeoutError(message)
         time.sleep(0.2)  # polling Prometheus, which scrapes every second
 
 
@@ -204,7 +204,7 @@ def test_every_panel_and_alert_returns_data_from_a_live_demo(tmp_path: Path) -> 
 
         try:
             _wait(all_have_data, "", within=45)
-        except AssertionError:
+        except TimeoutError:
             lines = "\n".join(f"  {name}: {expr}" for name, expr in missing.items())
             pytest.fail(f"{len(missing)} expression(s) returned no data:\n{lines}")
         # Prometheus loaded every alert rule and evaluates it without error.
