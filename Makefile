@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ONLY ?=
 PORT ?= 8000
 
-.PHONY: demo docs test lint typecheck pytest compat bench env-example clean browser
+.PHONY: demo docs test lint typecheck pytest compat bench env-example clean browser prometheus
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,15 @@ browser:
 	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is not installed: the dashboard browser test will be skipped"; fi; }
 
-pytest: $(STAMP) browser
+# The Grafana/Prometheus test evaluates deploy/ against a real Prometheus; install Debian's.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing prometheus for the deploy/ test"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "prometheus is not installed: the Grafana/Prometheus test will be skipped"; fi; }
+
+pytest: $(STAMP) browser prometheus
 	$(BIN)/python -m pytest
 
 # The documentation site: every page and the API reference must build without a warning.

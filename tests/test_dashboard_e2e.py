@@ -116,6 +116,8 @@ def test_dashboard_shows_live_charts_and_failed_jobs(tmp_path: Path) -> None:
                 assert page.locator("#bulkheads td").count() > 0
                 process_cells = page.locator("#processes td").all_inner_texts()
                 assert "all" in process_cells  # this process, with its role
+                assert "alive" in process_cells  # and its state (no Redis: this host only)
+                assert page.locator("#fleet-source").inner_text() == "this host only"
                 page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
                 phone = browser.new_page(viewport={"width": 390, "height": 844})
                 phone.goto(base + "/dashboard?token=s3cret")

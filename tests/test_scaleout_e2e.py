@@ -69,6 +69,9 @@ async def test_scaled_out_demo_loses_nothing(tmp_path: Path, redis_url: str, dat
         "DEMO_DATA_DIR": str(tmp_path / "data"),
         "LOG_LEVEL": "WARNING",
         "DASHBOARD_ENABLED": "true",
+        # Every process (API and worker) publishes a heartbeat to the job store's Redis.
+        "FLEET_HEARTBEAT_INTERVAL": "0.5",
+        "FLEET_DEAD_AFTER": "3",
     }
     api_port = free_port()
     worker_ports = [free_port(), free_port()]
@@ -128,6 +131,23 @@ async def test_scaled_out_demo_loses_nothing(tmp_path: Path, redis_url: str, dat
             async with asyncio.timeout(60):
                 while len(await runs()) < 50:
                     await asyncio.sleep(0.05)
+
+            async def fleet() -> dict[int, tuple[str, str]]:
+                body = (await client.get("/dashboard/processes")).json()
+                assert body["source"] == "redis"
+                return {p["pid"]: (p["role"], p["state"]) for p in body["processes"]}
+
+            # One page lists the API processes (one metrics folder) and both job workers (each
+            # its own process, its own metrics), all alive.
+            worker_pids = {w.pid for w in workers}
+            async with asyncio.timeout(60):
+                while True:
+                    listed = await fleet()
+                    roles = sorted(role for role, state in listed.values() if state == "alive")
+                    if roles == ["api", "api", "worker", "worker"]:
+                        break
+                    await asyncio.sleep(0.1)
+            assert {pid for pid, (role, _) in listed.items() if role == "worker"} == worker_pids
             victim = workers[0]
             victim.send_signal(signal.SIGKILL)
             victim.wait(10)
@@ -143,6 +163,16 @@ async def test_scaled_out_demo_loses_nothing(tmp_path: Path, redis_url: str, dat
             async with asyncio.timeout(120):
                 while (await statuses())["succeeded"] < 200:
                     await asyncio.sleep(0.5)
+
+            # The killed worker went silent: it is listed as dead, the others stay alive.
+            async with asyncio.timeout(60):
+                while (await fleet()).get(victim.pid, ("", ""))[1] != "dead":
+                    await asyncio.sleep(0.2)
+            listed = await fleet()
+            assert (
+                sorted(state for pid, (_, state) in listed.items() if pid != victim.pid)
+                == ["alive"] * 3
+            )
 
             # Every job ran; only the killed worker's unfinished jobs ran twice.
             all_runs = await runs()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 import steadyloop
+from steadyloop import metrics
 
 if TYPE_CHECKING:
     from steadyloop.runtime import Runtime
@@ -94,6 +95,9 @@ class HealthChecks:
             *(self._run_one(runtime, name, entry) for name, entry in self._checks.items())
         )
         ok = runtime.started and all(r.ok for r in results)
+        metrics.ready.labels(runtime.role).set(
+            1.0 if ok else 0.0
+        )  # for the readiness alert (deploy/prometheus)
         return Readiness(status="ready" if ok else "not_ready", checks=list(results))
 
     async def _run_one(self, runtime: Runtime, name: str, entry: _Registered) -> CheckResult:

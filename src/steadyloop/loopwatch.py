@@ -31,7 +31,14 @@ from typing import Any
 
 from steadyloop import metrics
 
-__all__ = ["BlockingFrame", "LoopWatch", "Stall", "find_blocking_frame"]
+__all__ = [
+    "FRAMEWORK_PACKAGES",
+    "BlockingFrame",
+    "LoopWatch",
+    "Stall",
+    "find_blocking_frame",
+    "format_stack",
+]
 
 logger = logging.getLogger("steadyloop.loopwatch")
 
@@ -73,6 +80,32 @@ _LIBRARY_DIRS = tuple(
     }
 )
 _OWN_DIR = os.path.normcase(os.path.dirname(os.path.realpath(__file__)))
+# Longest first: a site-packages inside the stdlib folder names its own packages.
+_LIBRARY_ROOTS = tuple(sorted(_LIBRARY_DIRS, key=len, reverse=True))
+
+#: Top-level packages (and stdlib modules) whose frames tell how a call reached the
+#: application, never what blocked it: a stall's stack collapses runs of them into one line.
+FRAMEWORK_PACKAGES = frozenset(
+    {
+        "anyio",
+        "asyncio",
+        "click",
+        "concurrent",
+        "contextlib.py",
+        "fastapi",
+        "gunicorn",
+        "h11",
+        "httptools",
+        "runpy.py",
+        "selectors.py",
+        "sniffio",
+        "threading.py",
+        "starlette",
+        "typer",
+        "uvicorn",
+        "uvloop",
+    }
+)
 
 
 def _is_application_file(filename: str) -> bool:
@@ -100,6 +133,53 @@ def find_blocking_frame(frame: FrameType | None) -> BlockingFrame | None:
     return None
 
 
+def _framework_of(filename: str) -> str | None:
+    """The framework package a frame's file belongs to (steadyloop's own, outside the demo,
+    counts as one), or None for application code and other libraries."""
+    if filename.startswith("<"):
+        return None
+    path = os.path.normcase(os.path.realpath(filename))
+    if path.startswith(_OWN_DIR + os.sep):
+        return None if os.sep + "demo" + os.sep in path else "steadyloop"
+    for root in _LIBRARY_ROOTS:
+        if path.startswith(root + os.sep):
+            top = path[len(root) + 1 :].split(os.sep, 1)[0]
+            return top.removesuffix(".py") if top in FRAMEWORK_PACKAGES else None
+    return None
+
+
+def format_stack(frame: FrameType | None, *, collapse_frameworks: bool = True) -> str:
+    """A stack as `traceback.format_stack` prints it, outermost first.
+
+    With `collapse_frameworks`, each run of framework frames (`FRAMEWORK_PACKAGES` and
+    steadyloop's own modules) becomes one line, "... N framework frames (uvicorn, starlette)
+    ...", so the application's frames stand out. The innermost frame is always kept: it is
+    where the loop was when it stalled, whoever's code that is.
+    """
+    entries = traceback.extract_stack(frame)
+    if not collapse_frameworks:
+        return "".join(traceback.format_list(entries))
+    lines: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            names = ", ".join(dict.fromkeys(run))
+            plural = "s" if len(run) > 1 else ""
+            lines.append(f"  \u2026 {len(run)} framework frame{plural} ({names}) \u2026\n")
+            run.clear()
+
+    for index, entry in enumerate(entries):
+        package = _framework_of(entry.filename) if index < len(entries) - 1 else None
+        if package is not None:
+            run.append(package)
+            continue
+        flush()
+        lines.extend(traceback.format_list([entry]))
+    flush()
+    return "".join(lines)
+
+
 @dataclass
 class _LoopState:
     loop: asyncio.AbstractEventLoop
@@ -124,12 +204,15 @@ class LoopWatch:
         threshold: float = 0.1,
         interval: float = 0.025,
         measure_gc: bool = True,
+        collapse_frameworks: bool = True,
     ) -> None:
         if threshold <= 0 or interval <= 0:
             raise ValueError("threshold and interval must be positive")
         self.threshold = threshold
         self.interval = interval
         self.measure_gc = measure_gc
+        #: Collapse framework frames in stall stacks (LOOP_STALL_FULL_STACK=true keeps all).
+        self.collapse_frameworks = collapse_frameworks
         self.stalls_total = 0
         self.on_stall: list[Callable[[Stall], None]] = []
         self._state: _LoopState | None = None
@@ -237,7 +320,9 @@ class LoopWatch:
                 detected_at=time.time(),
                 blocked_for=blocked_for,
                 frame=find_blocking_frame(frame),
-                stack="".join(traceback.format_stack(frame)) if frame is not None else "",
+                stack=format_stack(frame, collapse_frameworks=self.collapse_frameworks)
+                if frame is not None
+                else "",
             )
             del frame
             with self._lock:

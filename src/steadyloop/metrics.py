@@ -354,6 +354,14 @@ process_info = Gauge(
     multiprocess_mode="liveall",
 )
 
+ready = Gauge(
+    "steadyloop_ready",
+    "1 when the last readiness check (the readiness endpoint) passed, 0 when it failed; "
+    "absent until the endpoint is first called. By role.",
+    ["role"],
+    multiprocess_mode="liveall",
+)
+
 # --- instrumented locks (locks.py) -----------------------------------------------------------
 lock_wait_seconds = Histogram(
     "steadyloop_lock_wait_seconds",

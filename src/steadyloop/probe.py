@@ -37,7 +37,7 @@ import multiprocessing.synchronize
 import queue
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,6 +45,7 @@ import httpx
 import typer
 
 from steadyloop import __version__
+from steadyloop.probe_diagnosis import Diagnosis, ServerSignals, diagnose, read_signals
 
 USER_AGENT = f"steadyloop-probe/{__version__}"
 
@@ -71,7 +72,10 @@ class ProbeConfig:
     ``request_timeout`` bounds each fast request (a timeout counts as an error);
     ``slow_timeout`` bounds each slow call, which may legitimately wait in a server-side
     queue for a long time; ``ready_timeout`` bounds the wait for every slow call to be sent;
-    ``floor_ms`` is the smallest baseline the ratio divides by (see the module docstring).
+    ``floor_ms`` is the smallest baseline the ratio divides by (see the module docstring);
+    ``metrics_path`` is where a steadyloop server serves its metrics, read to name the likely
+    cause of a failure (None: do not read them), with ``metrics_token`` (default: the
+    ``METRICS_TOKEN`` environment variable) when they need one.
     """
 
     base_url: str
@@ -86,6 +90,8 @@ class ProbeConfig:
     slow_timeout: float = 60.0
     ready_timeout: float = 15.0
     stop_timeout: float = 5.0
+    metrics_path: str | None = "/metrics"
+    metrics_token: str | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -100,7 +106,10 @@ class ProbeConfig:
                 f"{self.base_url!r}: put the query string in --slow/--fast, not in the base URL",
                 param_hint="BASE_URL",
             )
-        for hint, path in (("--slow", self.slow_path), ("--fast", self.fast_path)):
+        paths = [("--slow", self.slow_path), ("--fast", self.fast_path)]
+        if self.metrics_path is not None:
+            paths.append(("metrics_path", self.metrics_path))
+        for hint, path in paths:
             if not path.startswith("/"):
                 raise ProbeConfigError(
                     f"{path!r} must be a path starting with '/', e.g. /api/health",
@@ -131,6 +140,10 @@ class ProbeConfig:
     @property
     def fast_url(self) -> str:
         return self.base_url.rstrip("/") + self.fast_path
+
+    @property
+    def metrics_url(self) -> str | None:
+        return None if self.metrics_path is None else self.base_url.rstrip("/") + self.metrics_path
 
 
 def _percentile(ordered: list[float], q: float) -> float:
@@ -182,6 +195,8 @@ class ProbeReport:
     unloaded: LatencyStats
     loaded: LatencyStats
     load: LoadStats
+    #: The likely cause of a failure and the next step (None when the probe passed).
+    diagnosis: Diagnosis | None = None
 
     @property
     def baseline_ms(self) -> float:
@@ -482,14 +497,32 @@ def run_probe(config: ProbeConfig) -> ProbeReport:
                 param_hint="BASE_URL" if error.startswith(("Connect", "Timeout")) else "--fast",
             )
         unloaded = _sample(client, config.fast_url, config.duration, config.interval)
+        before = _signals(client, config)
+        during: ServerSignals | None = None
         load = _LoadProcess(config)
         try:
             load.start()
             load.wait_ready()
             loaded = _sample(client, config.fast_url, config.duration, config.interval)
+            during = _signals(client, config)  # gauges: read while the slow calls are in flight
         finally:
             load_stats = load.stop()
-    return ProbeReport(config=config, unloaded=unloaded, loaded=loaded, load=load_stats)
+        report = ProbeReport(config=config, unloaded=unloaded, loaded=loaded, load=load_stats)
+        if report.passed:
+            return report
+        # A stalled server may not answer while loaded: its counters still tell afterwards.
+        after = _signals(client, config) if during is None else None
+        errors = [e for e in (unloaded.first_error, loaded.first_error) if e is not None]
+        return replace(report, diagnosis=diagnose(errors, before, during, after))
+
+
+def _signals(client: httpx.Client, config: ProbeConfig) -> ServerSignals | None:
+    url = config.metrics_url
+    if url is None:
+        return None
+    return read_signals(
+        client, url, token=config.metrics_token, timeout=min(config.request_timeout, 3.0)
+    )
 
 
 def _ms(value: float | None) -> str:
@@ -547,4 +580,8 @@ def render_report(report: ProbeReport) -> str:
         )
     else:
         lines.append("FAIL: " + "; ".join(report.failures))
+        if report.diagnosis is not None:
+            lines.append(f"  likely cause: {report.diagnosis.cause}")
+            lines.append(f"  evidence: {report.diagnosis.evidence}")
+            lines.append(f"  next step: {report.diagnosis.next_step}")
     return "\n".join(lines)

@@ -1,9 +1,9 @@
 """The runtime: builds every component from settings and starts and stops them in order.
 
 Startup order: settings -> logging -> metrics -> bulkheads -> rate limits, cache -> http
-clients -> loop watch -> jobs (store, worker, periodic). Shutdown is the reverse, and the log
-queue is flushed last. Both are idempotent, so an app that is started twice (tests,
-reloaders, nested lifespans) is safe.
+clients -> loop watch -> jobs (store, worker, periodic) -> fleet heartbeat. Shutdown is the
+reverse, and the log queue is flushed last. Both are idempotent, so an app that is started
+twice (tests, reloaders, nested lifespans) is safe.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from steadyloop import metrics
 from steadyloop.cache import Cache
 from steadyloop.db.pragmas import sqlite_path_from_url
 from steadyloop.db.sqlite import Database
+from steadyloop.fleet import Fleet, describe_process
 from steadyloop.health import HealthChecks
 from steadyloop.http import HttpClient, SyncHttpClient, Upstreams
 from steadyloop.jobs.manager import Jobs
@@ -56,11 +57,14 @@ class Runtime:
                 threshold=self.settings.loop_stall_threshold_ms / 1000,
                 interval=self.settings.loop_lag_interval_ms / 1000,
                 measure_gc=self.settings.loop_watch_gc,
+                collapse_frameworks=not self.settings.loop_stall_full_stack,
             )
         self.health = HealthChecks(default_timeout=self.settings.health_check_timeout)
         #: Named upstreams: `rt.http("drive")` / `rt.http_sync("drive")` (docs/http.md).
         self.upstreams = Upstreams(self.settings, health=self.health)
         self.jobs = Jobs(self.settings)
+        #: Heartbeats of every process on every host, when a Redis is known (docs/dashboard.md).
+        self.fleet = Fleet(self.settings, lambda: describe_process(self))
         self.started_at: float | None = None
         self._logging: LoggingSetup | None = None
         self._databases: dict[str, Database] = {}
@@ -99,6 +103,7 @@ class Runtime:
                 gc.freeze()
             self.started_at = time.time()
             metrics.process_info.labels(self.role, self.process_name).set(self.started_at)
+            await self.fleet.start()
             logger.info("steadyloop started (role %s)", self.role)
 
     async def open_database(self, url: str | None = None, *, name: str = "main") -> Database:
@@ -128,6 +133,7 @@ class Runtime:
             if not self.started:
                 return
             self.started_at = None
+            await self.fleet.stop()
             await self.jobs.stop()  # first: running jobs finish or are released
             self.health.remove("jobs")
             for name, database in reversed(list(self._databases.items())):

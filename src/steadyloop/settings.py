@@ -233,6 +233,13 @@ class Settings(BaseSettings):
         description="How often the loop's lag is sampled (and how often it proves it is alive).",
     )
     loop_watch_gc: bool = Field(default=True, description="Measure garbage-collector pauses.")
+    loop_stall_full_stack: bool = Field(
+        default=False,
+        description="Log every frame of a stalled loop's stack. By default the frames of the "
+        "framework (uvicorn, starlette, fastapi, anyio, asyncio, typer, click, threading, "
+        "steadyloop's middleware) are collapsed into one line, and the application's frames "
+        "are kept.",
+    )
     gc_freeze: bool = Field(
         default=True,
         description="At startup, move every object that exists (modules, the app, settings) "
@@ -295,6 +302,31 @@ class Settings(BaseSettings):
         "METRICS_TOKEN when set).",
     )
     dashboard_path: str = Field(default="/dashboard", description="Where the dashboard is served.")
+    fleet_enabled: bool = Field(
+        default=True,
+        description="Publish this process's heartbeat to Redis so that the dashboard of any "
+        "process lists every process of the app on every host (used only when a Redis is "
+        "known: FLEET_URL, a Redis job store, or REDIS_URL set explicitly).",
+    )
+    fleet_url: str | None = Field(
+        default=None,
+        description="The Redis of the process heartbeats (redis://host:6379/0). Default: the "
+        "job store's Redis when it is one, else REDIS_URL when set; without either the "
+        "process list holds this host's processes only.",
+    )
+    fleet_heartbeat_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between two heartbeats of one process (role, host, pid, version, "
+        "loop lag, bulkheads, jobs).",
+    )
+    fleet_dead_after: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds without a heartbeat after which a process is listed as dead "
+        "(must exceed FLEET_HEARTBEAT_INTERVAL).",
+    )
     metrics_path: str = Field(default="/metrics", description="Where metrics are served.")
     metrics_token: SecretStr | None = Field(
         default=None,
@@ -673,6 +705,16 @@ class Settings(BaseSettings):
         parse_networks(value)
         return value
 
+    @field_validator("fleet_url")
+    @classmethod
+    def _redis_fleet_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(f"must be redis://host:port/db, got {value!r}")
+        return value
+
     @field_validator("rate_limit_storage", "cache_url")
     @classmethod
     def _memory_or_redis_url(cls, value: str) -> str:
@@ -680,6 +722,16 @@ class Settings(BaseSettings):
         if scheme not in {"memory", "redis", "rediss", "unix"}:
             raise ValueError(f"must be memory:// or redis://host:port/db, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _fleet_timing(self) -> Settings:
+        if self.fleet_dead_after <= self.fleet_heartbeat_interval:
+            raise ValueError(
+                f"FLEET_DEAD_AFTER ({self.fleet_dead_after:g}) must exceed "
+                f"FLEET_HEARTBEAT_INTERVAL ({self.fleet_heartbeat_interval:g}): a live process "
+                "would be listed as dead between two heartbeats"
+            )
+        return self
 
     @model_validator(mode="after")
     def _concurrency_bounds(self) -> Settings:
@@ -737,6 +789,20 @@ class Settings(BaseSettings):
         if self.job_store_backend == "memory":
             return "memory://"
         return "sqlite:///./data/jobs.db"
+
+    def fleet_location(self) -> str | None:
+        """The Redis URL of the process heartbeats, or None (this host's processes only)."""
+        if not self.fleet_enabled:
+            return None
+        if self.fleet_url:
+            return self.fleet_url
+        jobs = self.job_store_location()
+        if jobs.startswith(("redis://", "rediss://", "unix://")):
+            return jobs
+        # REDIS_URL has a default; only an explicitly set one says "there is a Redis".
+        if "redis_url" in self.model_fields_set:
+            return self.redis_url
+        return None
 
     def dedicated_threads(self) -> dict[str, int]:
         """Domains that own their threads, and how many: the list plus any `_THREADS` override."""

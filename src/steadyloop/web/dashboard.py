@@ -1,9 +1,11 @@
 """The live dashboard: one static page plus one JSON snapshot, served by the package.
 
 The snapshot is built from the same registry as /metrics (summed over worker processes in
-multiprocess mode), plus what only this process knows (its recent loop stalls) and the job
-store's own view (counts, recent and failed jobs). The page computes rates and percentiles
-from the difference between two snapshots, so any worker process can answer each poll.
+multiprocess mode), the list of every process of the app (fleet.py: every host's heartbeats
+in Redis, else this host's processes), what only this process knows (its recent loop
+stalls) and the job store's own view (counts, recent and failed jobs). The page computes
+rates and percentiles from the difference between two snapshots, so any worker process can
+answer each poll.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 import steadyloop
 from steadyloop import metrics
+from steadyloop.fleet import describe_process, local_processes
 from steadyloop.jobs.models import JobStatus
 from steadyloop.web.auth import TokenGuard
 
@@ -30,6 +33,27 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def _page() -> str:
     return resources.files("steadyloop.web").joinpath("static/dashboard.html").read_text("utf-8")
+
+
+async def list_processes(
+    runtime: Runtime, samples: list[tuple[str, dict[str, str], float]] | None = None
+) -> dict[str, Any]:
+    """Every process of the app: from the Redis heartbeats (every host), else this host's."""
+    fleet = runtime.fleet
+    if fleet.enabled:
+        try:
+            return {"source": "redis", "processes": await fleet.processes()}
+        except Exception as exc:  # Redis down: show what this host knows, and say why
+            error: str | None = f"{type(exc).__name__}: {exc}"
+    else:
+        error = None
+    if samples is None:
+        samples = await runtime.run_blocking(metrics.METRICS_DOMAIN, metrics.samples)
+    return {
+        "source": "local",
+        "error": error,
+        "processes": local_processes(samples, describe_process(runtime)),
+    }
 
 
 async def build_snapshot(runtime: Runtime) -> dict[str, Any]:
@@ -68,6 +92,7 @@ async def build_snapshot(runtime: Runtime) -> dict[str, Any]:
             "multiprocess": metrics.multiprocess_dir() is not None,
         },
         "samples": samples,
+        "fleet": await list_processes(runtime, samples),
         "stalls": stalls,
         "jobs": jobs,
     }
@@ -85,7 +110,7 @@ def _job_row(job: Any) -> dict[str, Any]:
     }
 
 
-def dashboard_endpoints(runtime: Runtime) -> tuple[Endpoint, Endpoint]:
+def dashboard_endpoints(runtime: Runtime) -> tuple[Endpoint, Endpoint, Endpoint]:
     guard = TokenGuard.from_settings(runtime.settings, allow_query=True, operator=True)
     page = _page()
 
@@ -102,4 +127,11 @@ def dashboard_endpoints(runtime: Runtime) -> tuple[Endpoint, Endpoint]:
         body = await build_snapshot(runtime)
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
-    return dashboard, snapshot
+    async def processes(request: Request) -> Response:
+        denied = guard.check(request)
+        if denied is not None:
+            return denied
+        body = await list_processes(runtime)
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    return dashboard, snapshot, processes

@@ -88,7 +88,13 @@ def install(
     app.state.steadyloop = rt
     s = rt.settings
 
-    quiet = (s.health_path, s.health_ready_path, s.metrics_path, s.dashboard_path + "/snapshot")
+    quiet = (
+        s.health_path,
+        s.health_ready_path,
+        s.metrics_path,
+        s.dashboard_path + "/snapshot",
+        s.dashboard_path + "/processes",
+    )
     # Added first, so they run inside the request middleware (ids, logs, metrics for 429/503):
     # rate limit, then concurrency, so a refused request never takes a slot.
     if rt.role == "worker":  # only a worker's port is gated: no layer for the others
@@ -132,11 +138,14 @@ def install(
             )
         )
     if s.dashboard_enabled:
-        page, snapshot = dashboard_endpoints(rt)
+        page, snapshot, processes = dashboard_endpoints(rt)
         routes += [
             SteadyloopRoute(s.dashboard_path, page, method="GET", setting="DASHBOARD_PATH"),
             SteadyloopRoute(
                 s.dashboard_path + "/snapshot", snapshot, method="GET", setting="DASHBOARD_PATH"
+            ),
+            SteadyloopRoute(
+                s.dashboard_path + "/processes", processes, method="GET", setting="DASHBOARD_PATH"
             ),
         ]
     if s.jobs_api_enabled:
