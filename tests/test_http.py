@@ -18,7 +18,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from pydantic import ValidationError
 
 import steadyloop as sl
 from steadyloop.demo.drive_upstream import FILE_COUNT, content, file_size
@@ -27,16 +26,16 @@ from steadyloop.http import (
     BreakerState,
     CircuitBreaker,
     DeadlineExceeded,
-    HttpClient,
     RetryPolicy,
-    SyncHttpClient,
+    UpstreamConfig,
     UpstreamUnavailable,
+    async_client,
     parse_retry_after,
+    sync_client,
 )
-from steadyloop.http.config import resolve
 from steadyloop.logs import request_id_var
 from steadyloop.runtime import Runtime
-from steadyloop.settings import Settings, SettingsError, UpstreamSettings
+from steadyloop.settings import Settings, SettingsError
 from tests.servers import BIN, free_port, serve
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,9 +103,23 @@ class FakeTime:
         self.now += seconds
 
 
-def make_client(base_url: str, name: str, fake: FakeTime, **knobs: Any) -> HttpClient:
-    config = resolve(name, Settings(log_setup=False), UpstreamSettings(base_url=base_url, **knobs))
-    return HttpClient(config, clock=fake.clock, sleep=fake.sleep, random=lambda: 1.0)
+def upstream(name: str, base_url: str, **knobs: Any) -> UpstreamConfig:
+    """Upstream `name` as the environment defines it, with code knobs on top."""
+    config = Settings(log_setup=False).upstream_config(name)
+    return config.with_knobs({"base_url": base_url, **knobs})
+
+
+def make_client(
+    base_url: str,
+    name: str,
+    fake: FakeTime,
+    breaker: CircuitBreaker | None = None,
+    **knobs: Any,
+) -> httpx.AsyncClient:
+    config = upstream(name, base_url, **knobs)
+    return async_client(
+        config, breaker=breaker, clock=fake.clock, sleep=fake.sleep, random=lambda: 1.0
+    )
 
 
 def sample(name: str, **labels: str) -> float:
@@ -206,19 +219,19 @@ def test_upstreams_come_from_the_environment_most_specific_first(
     monkeypatch.setenv("SOMETHING_BASE_URL", "/not/a/url")  # unrelated: ignored unless used
     settings = Settings(log_setup=False)
     assert set(settings.upstreams) == {"drive", "thumbnail", "something"}
-    drive = resolve("drive", settings)
+    drive = settings.upstream_config("drive")
     assert drive.base_url == "https://drive.internal"
     assert (drive.timeout.connect, drive.timeout.read, drive.timeout.pool) == (2.0, 30.0, 30.0)
     assert drive.retry.retries == 1
     assert drive.deadline == 12.0
-    thumbnail = resolve("thumbnail", settings)
+    thumbnail = settings.upstream_config("thumbnail")
     assert (thumbnail.timeout.connect, thumbnail.timeout.read) == (4.0, 4.0)
     assert thumbnail.base_url is None
-    other = resolve("other", settings)  # nothing specific: the global defaults
+    other = settings.upstream_config("other")  # nothing specific: the global defaults
     assert (other.timeout.connect, other.timeout.read) == (5.0, 10.0)
     assert other.retry.retries == settings.http_retries
     with pytest.raises(ValueError, match="http:// or https://"):
-        resolve("something", settings)
+        settings.upstream_config("something")
 
 
 def test_code_configuration_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -229,12 +242,12 @@ def test_code_configuration_wins_over_the_environment(monkeypatch: pytest.Monkey
     assert config.retry.retries == 3
     assert config.base_url == "https://drive.internal"
     assert config.limits.max_connections == 7
-    assert upstreams.client("drive").client.headers["x-app"] == "1"
+    assert upstreams.client("drive").headers["x-app"] == "1"
     with pytest.raises(RuntimeError, match="already in use"):
         upstreams.configure("drive", retries=0)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValueError, match="retries must be >= 0"):
         upstreams.configure("thumbnail", retries=-1)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValueError, match=r"unknown setting.*retires"):
         upstreams.configure("thumbnail", retires=2)  # a typo is an error, not ignored
     with pytest.raises(ValueError, match="invalid upstream name"):
         upstreams.client("Drive!")
@@ -336,12 +349,8 @@ async def test_the_deadline_bounds_the_retries(drive: Drive) -> None:
 
 async def test_an_attempt_running_at_the_deadline_is_cancelled(drive: Drive) -> None:
     drive.knobs(latency_ms=5_000)
-    config = resolve(
-        "t_deadline_cut",
-        Settings(log_setup=False),
-        UpstreamSettings(base_url=drive.base_url, deadline=0.3),
-    )
-    async with HttpClient(config) as client:
+    config = upstream("t_deadline_cut", drive.base_url, deadline=0.3)
+    async with async_client(config) as client:
         with pytest.raises(httpx.TimeoutException) as raised:
             await client.get("/files")
     assert isinstance(raised.value, DeadlineExceeded | httpx.ReadTimeout)
@@ -352,10 +361,12 @@ async def test_breaker_opens_fails_fast_admits_one_trial_and_recovers(drive: Dri
     drive.knobs(error_rate=1.0)
     fake = FakeTime()
     knobs = {"retries": 0, "breaker_failures": 3, "breaker_open_for": 15}
-    async with make_client(drive.base_url, "t_breaker", fake, **knobs) as client:
+    config = upstream("t_breaker", drive.base_url, **knobs)
+    breaker = CircuitBreaker("t_breaker", config.breaker, clock=fake.clock)
+    async with make_client(drive.base_url, "t_breaker", fake, breaker, **knobs) as client:
         for _ in range(3):
             assert (await client.get("/files")).status_code == 503
-        assert client.breaker.state is BreakerState.OPEN
+        assert breaker.state is BreakerState.OPEN
         for _ in range(5):  # fail fast: nothing reaches the server
             with pytest.raises(UpstreamUnavailable) as raised:
                 await client.get("/files")
@@ -366,13 +377,13 @@ async def test_breaker_opens_fails_fast_admits_one_trial_and_recovers(drive: Dri
 
         fake.now += 15  # half-open
         drive.knobs(error_rate=0.0)
-        other_trial = client.breaker.acquire()  # another caller holds the only trial slot
+        other_trial = breaker.acquire()  # another caller holds the only trial slot
         with pytest.raises(UpstreamUnavailable):
             await client.get("/files")
         assert drive.stats()["requests"] == 3
-        client.breaker.release(other_trial)
+        breaker.release(other_trial)
         assert (await client.get("/files")).status_code == 200  # the trial succeeds: closed
-        assert client.breaker.state is BreakerState.CLOSED
+        assert breaker.state is BreakerState.CLOSED
         assert (await client.get("/files")).status_code == 200
     assert drive.stats()["requests"] == 5
     assert sample("steadyloop_upstream_breaker_state", upstream="t_breaker") == 0
@@ -405,10 +416,8 @@ async def test_stream_retries_until_it_gets_headers(drive: Drive) -> None:
 def test_the_sync_twin_retries_and_shares_the_policy(drive: Drive) -> None:
     drive.knobs(fail_next=1, reset_next=1)
     fake = FakeTime()
-    config = resolve("t_sync", Settings(log_setup=False), UpstreamSettings(base_url=drive.base_url))
-    with SyncHttpClient(
-        config, clock=fake.clock, sleep=fake.sleep_sync, random=lambda: 1.0
-    ) as client:
+    config = upstream("t_sync", drive.base_url)
+    with sync_client(config, clock=fake.clock, sleep=fake.sleep_sync, random=lambda: 1.0) as client:
         response = client.get("/files", params={"page_size": 3})
         assert response.status_code == 200
         drive.knobs(fail_next=1)
@@ -428,12 +437,21 @@ async def test_runtime_creates_shares_checks_and_closes_upstream_clients(
     async with rt:
         client = rt.http("drive")
         assert rt.http("drive") is client
-        assert client.client.timeout.read == 7.0
-        assert rt.http_sync("drive").breaker is client.breaker
+        assert isinstance(client, httpx.AsyncClient)
+        assert isinstance(rt.http_sync("drive"), httpx.Client)
+        assert client.timeout.read == 7.0
         assert (await client.get("/files")).status_code == 200
         readiness = await rt.health.run(rt)
         check = next(c for c in readiness.checks if c.name == "upstream_drive")
         assert check.ok, check.error
+        shared = rt.upstreams.breaker("drive")  # one breaker behind both clients
+        for _ in range(shared.config.failures):
+            shared.record(shared.acquire(), False)
+        with pytest.raises(UpstreamUnavailable):
+            await client.get("/files")
+        with pytest.raises(UpstreamUnavailable):
+            rt.http_sync("drive").get("/files")  # fails fast: no I/O on the loop
+        assert drive.stats()["requests"] == 1
     assert client.is_closed
     assert "upstream_drive" not in rt.health.names
 
