@@ -576,3 +576,95 @@ def test_breaker_window_holds_the_latest_calls_only() -> None:
     assert breaker.state is BreakerState.CLOSED
     breaker.record(breaker.acquire(), False)  # 5 of the last 10: open
     assert breaker.state is BreakerState.OPEN
+
+
+# --- plain clients of the chosen library, mocked by the usual tools ---------------------------------
+async def test_rt_http_is_a_plain_client_of_the_chosen_library() -> None:
+    import httpx2
+
+    rt = Runtime(Settings(log_setup=False, loop_watch_enabled=False))
+    assert type(rt.http("plain")) is httpx.AsyncClient
+    assert type(rt.http_sync("plain")) is httpx.Client
+    rt2 = Runtime(Settings(log_setup=False, loop_watch_enabled=False, http_client="httpx2"))
+    assert type(rt2.http("plain")) is httpx2.AsyncClient
+    assert type(rt2.http_sync("plain")) is httpx2.Client
+    await rt.upstreams.close()
+    await rt2.upstreams.close()
+
+
+async def test_respx_mocks_the_network_under_the_retries_and_the_breaker() -> None:
+    import respx
+
+    rt = Runtime(Settings(log_setup=False, loop_watch_enabled=False))
+    rt.upstreams.configure(
+        "mocked", base_url="https://drive.test", backoff_max=0, breaker_failures=4
+    )
+    drive = rt.http("mocked")
+    token = request_id_var.set("rid-mock")
+    try:
+        with respx.mock(assert_all_called=True) as mock:
+            flaky = mock.get("https://drive.test/files").mock(
+                side_effect=[
+                    httpx.Response(503),
+                    httpx.ConnectError("refused"),
+                    httpx.Response(200, json={"files": []}),
+                ]
+            )
+            response = await drive.get("/files")
+            assert response.json() == {"files": []}
+            assert flaky.call_count == 3  # two retries over the mock
+            assert flaky.calls.last.request.headers["x-request-id"] == "rid-mock"
+
+            down = mock.get("https://drive.test/down").mock(return_value=httpx.Response(500))
+            for _ in range(2):  # 500 is not retried; with the two failures above: 4 of 5
+                assert (await drive.get("/down")).status_code == 500
+            assert rt.upstreams.breaker("mocked").state is BreakerState.OPEN
+            with pytest.raises(UpstreamUnavailable):
+                await drive.get("/down")
+            assert down.call_count == 2  # the open breaker sent nothing
+    finally:
+        request_id_var.reset(token)
+        await rt.upstreams.close()
+
+
+def test_pytest_httpx_mocks_the_sync_client_under_the_retries(httpx_mock: Any) -> None:
+    rt = Runtime(Settings(log_setup=False, loop_watch_enabled=False))
+    rt.upstreams.configure("mocked_sync", base_url="https://thumbs.test", backoff_max=0)
+    httpx_mock.add_response(url="https://thumbs.test/t/1", status_code=502)
+    httpx_mock.add_response(url="https://thumbs.test/t/1", content=b"png")
+    assert rt.http_sync("mocked_sync").get("/t/1").content == b"png"
+    assert len(httpx_mock.get_requests()) == 2
+    rt.http_sync("mocked_sync").close()
+
+
+async def test_httpx2_clients_retry_cut_the_deadline_and_trip_the_breaker(drive: Drive) -> None:
+    import httpx2
+
+    settings = Settings(log_setup=False, http_client="httpx2")
+    config = settings.upstream_config("t_httpx2").with_knobs(
+        {"base_url": drive.base_url, "breaker_failures": 4, "retries": 1}
+    )
+    fake = FakeTime()
+    breaker = CircuitBreaker("t_httpx2", config.breaker, clock=fake.clock)
+    options: dict[str, Any] = {"clock": fake.clock, "sleep": fake.sleep, "random": lambda: 1.0}
+    async with async_client(config, breaker=breaker, **options) as client:
+        assert isinstance(client, httpx2.AsyncClient)
+        drive.knobs(fail_next=1)
+        response = await client.get("/files", params={"page_size": 2})
+        assert isinstance(response, httpx2.Response)
+        assert len(response.json()["files"]) == 2
+        assert fake.sleeps == [0.1]
+        drive.knobs(reset_next=1)
+        with pytest.raises(httpx2.TransportError):  # the library's own exceptions
+            await client.post("/echo", json={})
+        drive.knobs(error_rate=1.0)
+        assert (await client.get("/files")).status_code == 503  # 2 more failures: 4 of 5, open
+        assert breaker.state is BreakerState.OPEN
+        with pytest.raises(UpstreamUnavailable):
+            await client.get("/files")
+    assert drive.stats()["requests"] == 5
+    drive.knobs(error_rate=0.0, latency_ms=5_000)
+    async with async_client(config.with_knobs({"deadline": 0.3})) as slow:
+        with pytest.raises(httpx2.TimeoutException) as raised:
+            await slow.get("/files")
+    assert isinstance(raised.value, DeadlineExceeded | httpx2.ReadTimeout)
