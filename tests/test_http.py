@@ -578,7 +578,7 @@ def test_breaker_window_holds_the_latest_calls_only() -> None:
     assert breaker.state is BreakerState.OPEN
 
 
-# --- plain clients of the chosen library, mocked by the usual tools ---------------------------------
+# --- plain clients of the chosen library, mocked by the usual tools -----------------------------
 async def test_rt_http_is_a_plain_client_of_the_chosen_library() -> None:
     import httpx2
 
