@@ -6,6 +6,7 @@ injected clock; no test asserts on wall-clock time or sleeps to synchronize.
 
 from __future__ import annotations
 
+import ast
 import email.utils
 import json
 import time
@@ -668,3 +669,27 @@ async def test_httpx2_clients_retry_cut_the_deadline_and_trip_the_breaker(drive:
         with pytest.raises(httpx2.TimeoutException) as raised:
             await slow.get("/files")
     assert isinstance(raised.value, DeadlineExceeded | httpx2.ReadTimeout)
+
+
+# --- http/ owns its configuration ----------------------------------------------------------------
+def test_settings_defaults_are_the_config_classes_defaults() -> None:
+    assert Settings(log_setup=False).upstream_config("plain") == UpstreamConfig(name="plain")
+
+
+def test_upstreams_work_without_settings_and_http_never_imports_them() -> None:
+    from steadyloop.http import Upstreams
+
+    upstreams = Upstreams()  # no source: the config classes' defaults, and code knobs
+    assert upstreams.config("bare") == UpstreamConfig(name="bare")
+    config = upstreams.configure("coded", base_url="http://127.0.0.1:9", timeout=3, retries=1)
+    assert (config.timeout.connect, config.timeout.read, config.retry.retries) == (3.0, 3.0, 1)
+    package = Path(sl.__file__).parent / "http"
+    for module in package.glob("*.py"):
+        tree = ast.parse(module.read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+        assert "steadyloop.settings" not in imported, module.name
