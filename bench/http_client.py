@@ -247,7 +247,7 @@ async def _measure() -> dict[str, Any]:
                 pass
             before_open += 1
         to_open = time.perf_counter() - started
-        attempts_before_open = client.breaker.statistics().calls
+        attempts_before_open = rt.upstreams.breaker("drive").statistics().calls
         fast: list[int] = []
         for _ in range(DOWN_CALLS):
             t0 = time.perf_counter_ns()
@@ -272,7 +272,7 @@ async def _measure() -> dict[str, Any]:
             "fail_fast": fast,
             "bare": refused,
             "bare_errors": dict(errors),
-            "rejected": client.breaker.statistics().rejected,
+            "rejected": rt.upstreams.breaker("drive").statistics().rejected,
         }
         await bare.aclose()
         await rt.stop()
@@ -444,8 +444,9 @@ about 100 bytes).
 1. **Throughput and latency.** `requests.get(url, verify=cert)`, no session: a new TCP
    connection and TLS handshake per call, as in the seeds' "before"; a bare
    `httpx.AsyncClient` (default pool); and `await rt.http("drive").get(...)` on a started
-   `steadyloop.Runtime` (default settings: retries, deadline, circuit breaker, request id and
-   Prometheus metrics all on; the lookup `rt.http("drive")` is inside the timed call). After a
+   `steadyloop.Runtime` (itself a plain `httpx.AsyncClient`, whose resilient transport adds,
+   with default settings, retries, deadline, circuit breaker, request id and Prometheus
+   metrics; the lookup `rt.http("drive")` is inside the timed call). After a
    warm-up, {ROUNDS} rounds, each {REQUESTS_CALLS} calls of requests then {CALLS:,} of each
    pooled client (their order alternating). req/s is the median over rounds of calls / wall
    time; p50/p99 are over every call. The targets compare req/s **within each round** (the

@@ -13,7 +13,7 @@ import pytest
 
 import steadyloop
 from steadyloop.cache import RedisBackend
-from steadyloop.http.client import HttpClient, MissingBaseUrl, SyncHttpClient
+from steadyloop.http import MissingBaseUrl, async_client, sync_client
 from steadyloop.http.config import UpstreamConfig
 from steadyloop.limits import RedisRateStore
 from steadyloop.redis_client import MissingRedisExtra
@@ -95,21 +95,21 @@ def test_app_dir_that_does_not_exist_is_named(command: str, tmp_path: Path) -> N
 
 
 async def test_upstream_without_base_url_names_the_variable() -> None:
-    async with HttpClient(UpstreamConfig(name="drive")) as client:
+    async with async_client(UpstreamConfig(name="drive")) as client:
         with pytest.raises(MissingBaseUrl, match="set DRIVE_BASE_URL"):
             await client.get("/files")
 
 
 def test_sync_upstream_without_base_url_names_the_variable() -> None:
     with (
-        SyncHttpClient(UpstreamConfig(name="thumbnail")) as client,
+        sync_client(UpstreamConfig(name="thumbnail")) as client,
         pytest.raises(MissingBaseUrl, match="set THUMBNAIL_BASE_URL"),
     ):
         client.get("/thumbs/1")
 
 
 def test_a_full_url_needs_no_base_url() -> None:
-    with SyncHttpClient(UpstreamConfig(name="drive")) as client:
+    with sync_client(UpstreamConfig(name="drive")) as client:
         request = client.build_request("GET", "http://127.0.0.1:9/files")
     assert request.url == httpx.URL("http://127.0.0.1:9/files")
 

@@ -6,6 +6,7 @@ injected clock; no test asserts on wall-clock time or sleeps to synchronize.
 
 from __future__ import annotations
 
+import ast
 import email.utils
 import json
 import time
@@ -18,7 +19,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from pydantic import ValidationError
 
 import steadyloop as sl
 from steadyloop.demo.drive_upstream import FILE_COUNT, content, file_size
@@ -27,16 +27,16 @@ from steadyloop.http import (
     BreakerState,
     CircuitBreaker,
     DeadlineExceeded,
-    HttpClient,
     RetryPolicy,
-    SyncHttpClient,
+    UpstreamConfig,
     UpstreamUnavailable,
+    async_client,
     parse_retry_after,
+    sync_client,
 )
-from steadyloop.http.config import resolve
 from steadyloop.logs import request_id_var
 from steadyloop.runtime import Runtime
-from steadyloop.settings import Settings, SettingsError, UpstreamSettings
+from steadyloop.settings import Settings, SettingsError
 from tests.servers import BIN, free_port, serve
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,9 +104,23 @@ class FakeTime:
         self.now += seconds
 
 
-def make_client(base_url: str, name: str, fake: FakeTime, **knobs: Any) -> HttpClient:
-    config = resolve(name, Settings(log_setup=False), UpstreamSettings(base_url=base_url, **knobs))
-    return HttpClient(config, clock=fake.clock, sleep=fake.sleep, random=lambda: 1.0)
+def upstream(name: str, base_url: str, **knobs: Any) -> UpstreamConfig:
+    """Upstream `name` as the environment defines it, with code knobs on top."""
+    config = Settings(log_setup=False).upstream_config(name)
+    return config.with_knobs({"base_url": base_url, **knobs})
+
+
+def make_client(
+    base_url: str,
+    name: str,
+    fake: FakeTime,
+    breaker: CircuitBreaker | None = None,
+    **knobs: Any,
+) -> httpx.AsyncClient:
+    config = upstream(name, base_url, **knobs)
+    return async_client(
+        config, breaker=breaker, clock=fake.clock, sleep=fake.sleep, random=lambda: 1.0
+    )
 
 
 def sample(name: str, **labels: str) -> float:
@@ -206,19 +220,19 @@ def test_upstreams_come_from_the_environment_most_specific_first(
     monkeypatch.setenv("SOMETHING_BASE_URL", "/not/a/url")  # unrelated: ignored unless used
     settings = Settings(log_setup=False)
     assert set(settings.upstreams) == {"drive", "thumbnail", "something"}
-    drive = resolve("drive", settings)
+    drive = settings.upstream_config("drive")
     assert drive.base_url == "https://drive.internal"
     assert (drive.timeout.connect, drive.timeout.read, drive.timeout.pool) == (2.0, 30.0, 30.0)
     assert drive.retry.retries == 1
     assert drive.deadline == 12.0
-    thumbnail = resolve("thumbnail", settings)
+    thumbnail = settings.upstream_config("thumbnail")
     assert (thumbnail.timeout.connect, thumbnail.timeout.read) == (4.0, 4.0)
     assert thumbnail.base_url is None
-    other = resolve("other", settings)  # nothing specific: the global defaults
+    other = settings.upstream_config("other")  # nothing specific: the global defaults
     assert (other.timeout.connect, other.timeout.read) == (5.0, 10.0)
     assert other.retry.retries == settings.http_retries
     with pytest.raises(ValueError, match="http:// or https://"):
-        resolve("something", settings)
+        settings.upstream_config("something")
 
 
 def test_code_configuration_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -229,12 +243,12 @@ def test_code_configuration_wins_over_the_environment(monkeypatch: pytest.Monkey
     assert config.retry.retries == 3
     assert config.base_url == "https://drive.internal"
     assert config.limits.max_connections == 7
-    assert upstreams.client("drive").client.headers["x-app"] == "1"
+    assert upstreams.client("drive").headers["x-app"] == "1"
     with pytest.raises(RuntimeError, match="already in use"):
         upstreams.configure("drive", retries=0)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValueError, match="retries must be >= 0"):
         upstreams.configure("thumbnail", retries=-1)
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValueError, match=r"unknown setting.*retires"):
         upstreams.configure("thumbnail", retires=2)  # a typo is an error, not ignored
     with pytest.raises(ValueError, match="invalid upstream name"):
         upstreams.client("Drive!")
@@ -336,12 +350,8 @@ async def test_the_deadline_bounds_the_retries(drive: Drive) -> None:
 
 async def test_an_attempt_running_at_the_deadline_is_cancelled(drive: Drive) -> None:
     drive.knobs(latency_ms=5_000)
-    config = resolve(
-        "t_deadline_cut",
-        Settings(log_setup=False),
-        UpstreamSettings(base_url=drive.base_url, deadline=0.3),
-    )
-    async with HttpClient(config) as client:
+    config = upstream("t_deadline_cut", drive.base_url, deadline=0.3)
+    async with async_client(config) as client:
         with pytest.raises(httpx.TimeoutException) as raised:
             await client.get("/files")
     assert isinstance(raised.value, DeadlineExceeded | httpx.ReadTimeout)
@@ -352,10 +362,12 @@ async def test_breaker_opens_fails_fast_admits_one_trial_and_recovers(drive: Dri
     drive.knobs(error_rate=1.0)
     fake = FakeTime()
     knobs = {"retries": 0, "breaker_failures": 3, "breaker_open_for": 15}
-    async with make_client(drive.base_url, "t_breaker", fake, **knobs) as client:
+    config = upstream("t_breaker", drive.base_url, **knobs)
+    breaker = CircuitBreaker("t_breaker", config.breaker, clock=fake.clock)
+    async with make_client(drive.base_url, "t_breaker", fake, breaker, **knobs) as client:
         for _ in range(3):
             assert (await client.get("/files")).status_code == 503
-        assert client.breaker.state is BreakerState.OPEN
+        assert breaker.state is BreakerState.OPEN
         for _ in range(5):  # fail fast: nothing reaches the server
             with pytest.raises(UpstreamUnavailable) as raised:
                 await client.get("/files")
@@ -366,13 +378,13 @@ async def test_breaker_opens_fails_fast_admits_one_trial_and_recovers(drive: Dri
 
         fake.now += 15  # half-open
         drive.knobs(error_rate=0.0)
-        other_trial = client.breaker.acquire()  # another caller holds the only trial slot
+        other_trial = breaker.acquire()  # another caller holds the only trial slot
         with pytest.raises(UpstreamUnavailable):
             await client.get("/files")
         assert drive.stats()["requests"] == 3
-        client.breaker.release(other_trial)
+        breaker.release(other_trial)
         assert (await client.get("/files")).status_code == 200  # the trial succeeds: closed
-        assert client.breaker.state is BreakerState.CLOSED
+        assert breaker.state is BreakerState.CLOSED
         assert (await client.get("/files")).status_code == 200
     assert drive.stats()["requests"] == 5
     assert sample("steadyloop_upstream_breaker_state", upstream="t_breaker") == 0
@@ -405,10 +417,8 @@ async def test_stream_retries_until_it_gets_headers(drive: Drive) -> None:
 def test_the_sync_twin_retries_and_shares_the_policy(drive: Drive) -> None:
     drive.knobs(fail_next=1, reset_next=1)
     fake = FakeTime()
-    config = resolve("t_sync", Settings(log_setup=False), UpstreamSettings(base_url=drive.base_url))
-    with SyncHttpClient(
-        config, clock=fake.clock, sleep=fake.sleep_sync, random=lambda: 1.0
-    ) as client:
+    config = upstream("t_sync", drive.base_url)
+    with sync_client(config, clock=fake.clock, sleep=fake.sleep_sync, random=lambda: 1.0) as client:
         response = client.get("/files", params={"page_size": 3})
         assert response.status_code == 200
         drive.knobs(fail_next=1)
@@ -428,12 +438,21 @@ async def test_runtime_creates_shares_checks_and_closes_upstream_clients(
     async with rt:
         client = rt.http("drive")
         assert rt.http("drive") is client
-        assert client.client.timeout.read == 7.0
-        assert rt.http_sync("drive").breaker is client.breaker
+        assert isinstance(client, httpx.AsyncClient)
+        assert isinstance(rt.http_sync("drive"), httpx.Client)
+        assert client.timeout.read == 7.0
         assert (await client.get("/files")).status_code == 200
         readiness = await rt.health.run(rt)
         check = next(c for c in readiness.checks if c.name == "upstream_drive")
         assert check.ok, check.error
+        shared = rt.upstreams.breaker("drive")  # one breaker behind both clients
+        for _ in range(shared.config.failures):
+            shared.record(shared.acquire(), False)
+        with pytest.raises(UpstreamUnavailable):
+            await client.get("/files")
+        with pytest.raises(UpstreamUnavailable):
+            rt.http_sync("drive").get("/files")  # fails fast: no I/O on the loop
+        assert drive.stats()["requests"] == 1
     assert client.is_closed
     assert "upstream_drive" not in rt.health.names
 
@@ -558,3 +577,119 @@ def test_breaker_window_holds_the_latest_calls_only() -> None:
     assert breaker.state is BreakerState.CLOSED
     breaker.record(breaker.acquire(), False)  # 5 of the last 10: open
     assert breaker.state is BreakerState.OPEN
+
+
+# --- plain clients of the chosen library, mocked by the usual tools -----------------------------
+async def test_rt_http_is_a_plain_client_of_the_chosen_library() -> None:
+    import httpx2
+
+    rt = Runtime(Settings(log_setup=False, loop_watch_enabled=False))
+    assert type(rt.http("plain")) is httpx.AsyncClient
+    assert type(rt.http_sync("plain")) is httpx.Client
+    rt2 = Runtime(Settings(log_setup=False, loop_watch_enabled=False, http_client="httpx2"))
+    assert type(rt2.http("plain")) is httpx2.AsyncClient
+    assert type(rt2.http_sync("plain")) is httpx2.Client
+    await rt.upstreams.close()
+    await rt2.upstreams.close()
+
+
+async def test_respx_mocks_the_network_under_the_retries_and_the_breaker() -> None:
+    import respx
+
+    rt = Runtime(Settings(log_setup=False, loop_watch_enabled=False))
+    rt.upstreams.configure(
+        "mocked", base_url="https://drive.test", backoff_max=0, breaker_failures=4
+    )
+    drive = rt.http("mocked")
+    token = request_id_var.set("rid-mock")
+    try:
+        with respx.mock(assert_all_called=True) as mock:
+            flaky = mock.get("https://drive.test/files").mock(
+                side_effect=[
+                    httpx.Response(503),
+                    httpx.ConnectError("refused"),
+                    httpx.Response(200, json={"files": []}),
+                ]
+            )
+            response = await drive.get("/files")
+            assert response.json() == {"files": []}
+            assert flaky.call_count == 3  # two retries over the mock
+            assert flaky.calls.last.request.headers["x-request-id"] == "rid-mock"
+
+            down = mock.get("https://drive.test/down").mock(return_value=httpx.Response(500))
+            for _ in range(2):  # 500 is not retried; with the two failures above: 4 of 5
+                assert (await drive.get("/down")).status_code == 500
+            assert rt.upstreams.breaker("mocked").state is BreakerState.OPEN
+            with pytest.raises(UpstreamUnavailable):
+                await drive.get("/down")
+            assert down.call_count == 2  # the open breaker sent nothing
+    finally:
+        request_id_var.reset(token)
+        await rt.upstreams.close()
+
+
+def test_pytest_httpx_mocks_the_sync_client_under_the_retries(httpx_mock: Any) -> None:
+    rt = Runtime(Settings(log_setup=False, loop_watch_enabled=False))
+    rt.upstreams.configure("mocked_sync", base_url="https://thumbs.test", backoff_max=0)
+    httpx_mock.add_response(url="https://thumbs.test/t/1", status_code=502)
+    httpx_mock.add_response(url="https://thumbs.test/t/1", content=b"png")
+    assert rt.http_sync("mocked_sync").get("/t/1").content == b"png"
+    assert len(httpx_mock.get_requests()) == 2
+    rt.http_sync("mocked_sync").close()
+
+
+async def test_httpx2_clients_retry_cut_the_deadline_and_trip_the_breaker(drive: Drive) -> None:
+    import httpx2
+
+    settings = Settings(log_setup=False, http_client="httpx2")
+    config = settings.upstream_config("t_httpx2").with_knobs(
+        {"base_url": drive.base_url, "breaker_failures": 4, "retries": 1}
+    )
+    fake = FakeTime()
+    breaker = CircuitBreaker("t_httpx2", config.breaker, clock=fake.clock)
+    options: dict[str, Any] = {"clock": fake.clock, "sleep": fake.sleep, "random": lambda: 1.0}
+    async with async_client(config, breaker=breaker, **options) as client:
+        assert isinstance(client, httpx2.AsyncClient)
+        drive.knobs(fail_next=1)
+        response = await client.get("/files", params={"page_size": 2})
+        assert isinstance(response, httpx2.Response)
+        assert len(response.json()["files"]) == 2
+        assert fake.sleeps == [0.1]
+        drive.knobs(reset_next=1)
+        with pytest.raises(httpx2.TransportError):  # the library's own exceptions
+            await client.post("/echo", json={})
+        drive.knobs(error_rate=1.0)
+        assert (await client.get("/files")).status_code == 503  # 2 more failures: 4 of 5, open
+        assert breaker.state is BreakerState.OPEN
+        with pytest.raises(UpstreamUnavailable):
+            await client.get("/files")
+    assert drive.stats()["requests"] == 5
+    drive.knobs(error_rate=0.0, latency_ms=5_000)
+    async with async_client(config.with_knobs({"deadline": 0.3})) as slow:
+        with pytest.raises(httpx2.TimeoutException) as raised:
+            await slow.get("/files")
+    assert isinstance(raised.value, DeadlineExceeded | httpx2.ReadTimeout)
+
+
+# --- http/ owns its configuration ----------------------------------------------------------------
+def test_settings_defaults_are_the_config_classes_defaults() -> None:
+    assert Settings(log_setup=False).upstream_config("plain") == UpstreamConfig(name="plain")
+
+
+def test_upstreams_work_without_settings_and_http_never_imports_them() -> None:
+    from steadyloop.http import Upstreams
+
+    upstreams = Upstreams()  # no source: the config classes' defaults, and code knobs
+    assert upstreams.config("bare") == UpstreamConfig(name="bare")
+    config = upstreams.configure("coded", base_url="http://127.0.0.1:9", timeout=3, retries=1)
+    assert (config.timeout.connect, config.timeout.read, config.retry.retries) == (3.0, 3.0, 1)
+    package = Path(sl.__file__).parent / "http"
+    for module in package.glob("*.py"):
+        tree = ast.parse(module.read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+        assert "steadyloop.settings" not in imported, module.name

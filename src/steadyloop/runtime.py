@@ -18,13 +18,15 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
+import httpx
+
 from steadyloop import metrics
 from steadyloop.cache import Cache
 from steadyloop.db.pragmas import sqlite_path_from_url
 from steadyloop.db.sqlite import Database
 from steadyloop.fleet import Fleet, describe_process
 from steadyloop.health import HealthChecks
-from steadyloop.http import HttpClient, SyncHttpClient, Upstreams
+from steadyloop.http import Upstreams
 from steadyloop.jobs.manager import Jobs
 from steadyloop.limits import ConcurrencyLimits, RateLimits
 from steadyloop.logs import LoggingSetup, setup_logging
@@ -61,7 +63,7 @@ class Runtime:
             )
         self.health = HealthChecks(default_timeout=self.settings.health_check_timeout)
         #: Named upstreams: `rt.http("drive")` / `rt.http_sync("drive")` (docs/http.md).
-        self.upstreams = Upstreams(self.settings, health=self.health)
+        self.upstreams = Upstreams(self.settings, health=self.health, bulkheads=self.bulkheads)
         self.jobs = Jobs(self.settings)
         #: Heartbeats of every process on every host, when a Redis is known (docs/dashboard.md).
         self.fleet = Fleet(self.settings, lambda: describe_process(self))
@@ -155,12 +157,13 @@ class Runtime:
                 self._logging.restore()  # steadyloop: ignore[SL705]
                 self._logging = None
 
-    def http(self, upstream: str) -> HttpClient:
-        """The shared async client of `upstream` (retries, deadline, circuit breaker)."""
+    def http(self, upstream: str) -> httpx.AsyncClient:
+        """The shared `AsyncClient` of `upstream`; its transport adds retries, deadline and
+        circuit breaker (an `httpx2.AsyncClient` with `HTTP_CLIENT=httpx2`)."""
         return self.upstreams.client(upstream)
 
-    def http_sync(self, upstream: str) -> SyncHttpClient:
-        """The shared sync client of `upstream`, for code running in a thread."""
+    def http_sync(self, upstream: str) -> httpx.Client:
+        """The shared sync `Client` of `upstream`, for code running in a thread."""
         return self.upstreams.sync_client(upstream)
 
     async def run_blocking(self, domain: str, fn: Callable[..., T], /, *a: Any, **kw: Any) -> T:

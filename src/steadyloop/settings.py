@@ -48,6 +48,17 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from steadyloop.http.breaker import BreakerConfig
+from steadyloop.http.config import (
+    DEFAULT_TIMEOUT,
+    KNOBS,
+    ClientLibrary,
+    PoolLimits,
+    Timeouts,
+    UpstreamConfig,
+)
+from steadyloop.http.retry import RetryPolicy
+
 logger = logging.getLogger("steadyloop.settings")
 
 Role = Literal["api", "worker", "all"]
@@ -86,6 +97,13 @@ class BulkheadSettings(BaseModel):
     max_wait: float | None = Field(default=None, gt=0)
     threads: int | None = Field(default=None, ge=1, le=10_000)
 
+
+# The defaults of the HTTP_<KNOB> fields are the config classes' own (http/config.py).
+_TIMEOUTS = Timeouts()
+_RETRY = RetryPolicy()
+_POOL = PoolLimits()
+_BREAKER = BreakerConfig()
+_UPSTREAM = UpstreamConfig(name="defaults")
 
 # Constraints shared by the global HTTP_<KNOB> fields and the per-upstream overrides.
 Seconds = Annotated[float, Field(gt=0)]
@@ -553,14 +571,20 @@ class Settings(BaseSettings):
     )
 
     # --- outbound HTTP (http/) ---------------------------------------------------------------
+    http_client: ClientLibrary = Field(
+        default=_UPSTREAM.library,
+        description="Client library of rt.http and rt.http_sync: httpx, or httpx2 (its "
+        "maintained continuation, same API under the module name httpx2; pip install "
+        "'steadyloop[httpx2]'). The clients raise that library's exceptions.",
+    )
     http_timeout: Seconds = Field(
-        default=10.0,
+        default=DEFAULT_TIMEOUT,
         description="Seconds each phase of an outbound call (connect, read, write, pool wait) "
         "may take, unless a more specific setting says otherwise. Per upstream: "
         "<NAME>_HTTP_TIMEOUT (e.g. DRIVE_HTTP_TIMEOUT).",
     )
     http_connect_timeout: Seconds | None = Field(
-        default=5.0,
+        default=_TIMEOUTS.connect,
         description="Seconds to open a connection (TCP and TLS); empty: HTTP_TIMEOUT. Per "
         "upstream: <NAME>_HTTP_CONNECT_TIMEOUT.",
     )
@@ -580,81 +604,81 @@ class Settings(BaseSettings):
         "upstream: <NAME>_HTTP_POOL_TIMEOUT.",
     )
     http_deadline: Seconds | None = Field(
-        default=30.0,
+        default=_UPSTREAM.deadline,
         description="Seconds one outbound call may take in all, attempts and waits between "
         "them included; no retry starts past it. Empty: no deadline. Per upstream: "
         "<NAME>_HTTP_DEADLINE.",
     )
     http_retries: Retries = Field(
-        default=4,
+        default=_RETRY.retries,
         description="Retries after a failed attempt (refused, reset, timeout, 429, 502, 503, "
         "504), for idempotent methods or requests with an Idempotency-Key only. Per "
         "upstream: <NAME>_HTTP_RETRIES.",
     )
     http_backoff_initial: NonNegativeSeconds = Field(
-        default=0.1,
+        default=_RETRY.backoff_initial,
         description="Cap of the first retry's random wait; it doubles at each retry (full "
         "jitter). Per upstream: <NAME>_HTTP_BACKOFF_INITIAL.",
     )
     http_backoff_max: NonNegativeSeconds = Field(
-        default=2.0,
+        default=_RETRY.backoff_max,
         description="Largest wait between two attempts (without Retry-After). Per upstream: "
         "<NAME>_HTTP_BACKOFF_MAX.",
     )
     http_retry_after_max: NonNegativeSeconds = Field(
-        default=10.0,
+        default=_RETRY.retry_after_max,
         description="A Retry-After up to this many seconds is waited before retrying; a longer "
         "one ends the retries. Per upstream: <NAME>_HTTP_RETRY_AFTER_MAX.",
     )
     http_max_connections: Connections = Field(
-        default=100,
+        default=_POOL.max_connections,
         description="Connections one upstream's pool opens at most (per client, per process). "
         "Per upstream: <NAME>_HTTP_MAX_CONNECTIONS.",
     )
     http_max_keepalive_connections: IdleConnections = Field(
-        default=20,
+        default=_POOL.max_keepalive_connections,
         description="Idle connections kept open for reuse. Per upstream: "
         "<NAME>_HTTP_MAX_KEEPALIVE_CONNECTIONS.",
     )
     http_keepalive_expiry: NonNegativeSeconds = Field(
-        default=5.0,
+        default=_POOL.keepalive_expiry,
         description="Seconds an idle connection is kept. Per upstream: "
         "<NAME>_HTTP_KEEPALIVE_EXPIRY.",
     )
     http_breaker_enabled: bool = Field(
-        default=True,
+        default=_BREAKER.enabled,
         description="Give each upstream a circuit breaker. Per upstream: "
         "<NAME>_HTTP_BREAKER_ENABLED.",
     )
     http_breaker_failures: Calls = Field(
-        default=5,
+        default=_BREAKER.failures,
         description="The breaker opens when at least this many of the attempts in its window "
         "failed and they are at least HTTP_BREAKER_FAILURE_RATIO of them. Per upstream: "
         "<NAME>_HTTP_BREAKER_FAILURES.",
     )
     http_breaker_failure_ratio: Ratio = Field(
-        default=0.5,
+        default=_BREAKER.failure_ratio,
         description="Share of failed attempts in the window that opens the breaker (with "
         "HTTP_BREAKER_FAILURES). Per upstream: <NAME>_HTTP_BREAKER_FAILURE_RATIO.",
     )
     http_breaker_window: Seconds = Field(
-        default=30.0,
+        default=_BREAKER.window,
         description="The breaker's window: attempts of the last this many seconds (at most "
         "HTTP_BREAKER_WINDOW_CALLS of them). Per upstream: <NAME>_HTTP_BREAKER_WINDOW.",
     )
     http_breaker_window_calls: Calls = Field(
-        default=100,
+        default=_BREAKER.window_calls,
         description="The breaker's window holds at most this many recent attempts, so that a "
         "busy upstream that goes down trips it within this many calls. Per upstream: "
         "<NAME>_HTTP_BREAKER_WINDOW_CALLS.",
     )
     http_breaker_open_for: Seconds = Field(
-        default=15.0,
+        default=_BREAKER.open_for,
         description="Seconds an open breaker fails calls fast (503 + Retry-After) before it "
         "lets trial calls through. Per upstream: <NAME>_HTTP_BREAKER_OPEN_FOR.",
     )
     http_breaker_half_open_calls: Calls = Field(
-        default=1,
+        default=_BREAKER.half_open_calls,
         description="Trial calls a half-open breaker lets through at a time; the first that "
         "succeeds closes it. Per upstream: <NAME>_HTTP_BREAKER_HALF_OPEN_CALLS.",
     )
@@ -779,6 +803,26 @@ class Settings(BaseSettings):
         data.setdefault("bulkheads", collect_bulkhead_variables(*sources))
         data.setdefault("upstreams", collect_upstream_variables(*sources))
         return data
+
+    def upstream_names(self) -> list[str]:
+        """Upstreams named by `<NAME>_BASE_URL` / `<NAME>_HTTP_<KNOB>` variables."""
+        return sorted(self.upstreams)
+
+    def upstream_config(self, name: str) -> UpstreamConfig:
+        """Upstream `name`'s configuration: its `<NAME>_*` variables over the `HTTP_*` ones.
+
+        This is how the runtime's `Upstreams` reads the environment (`UpstreamSource`).
+        """
+        config = UpstreamConfig(
+            name=name, request_id_header=self.request_id_header, library=self.http_client
+        )
+        config = config.with_knobs(
+            {k: getattr(self, f"http_{k}") for k in KNOBS if f"http_{k}" in type(self).model_fields}
+        )
+        specific = self.upstreams.get(name)
+        if specific is not None:
+            config = config.with_knobs(specific.model_dump(exclude_none=True))
+        return config
 
     def job_store_location(self) -> str:
         """The job store URL: JOB_STORE_URL, else derived from JOB_STORE_BACKEND."""

@@ -218,9 +218,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         page_size: int = Query(20, ge=1, le=100),
     ) -> DriveFilesPage:
         """The remote Drive listing, through the resilient client (retries, breaker)."""
-        drive = rt.http("drive")
-        if drive.base_url is None:
+        if rt.upstreams.config("drive").base_url is None:
             raise HTTPException(503, "the drive upstream is not configured (DRIVE_BASE_URL)")
+        drive = rt.http("drive")
         params: dict[str, str | int] = {"page_size": page_size}
         if page_token:
             params["page_token"] = page_token
@@ -245,9 +245,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def drive_file_content(file_id: str, request: Request) -> Response:
         """A Drive video streamed through the proxy, with Range (seek in a player)."""
-        drive = rt.http("drive")
-        if drive.base_url is None:
+        if rt.upstreams.config("drive").base_url is None:
             raise HTTPException(503, "the drive upstream is not configured (DRIVE_BASE_URL)")
+        drive = rt.http("drive")
         if not file_id.isalnum() or len(file_id) > 64:
             raise HTTPException(404, f"no drive file {file_id!r}")
         return await proxy_stream(request, drive, f"/files/{file_id}/content")

@@ -1,7 +1,8 @@
 """The retry policy: which calls may be repeated, after which failures, and how long to wait.
 
-Pure decisions, no I/O and no clock of its own: the clients (`client.py`) run the loop, this
-module answers its questions. A call is retried only when repeating it cannot do harm (an
+Pure decisions, no I/O and no clock of its own: the transports (`transport.py`) run the loop,
+this module answers its questions (for httpx's and httpx2's requests and exceptions alike).
+A call is retried only when repeating it cannot do harm (an
 idempotent method, or a request that carries an `Idempotency-Key`), only after a failure that
 is likely to pass (connection refused or reset, a timeout, 429/502/503/504), and never past
 the call's deadline (the client checks that).
@@ -13,8 +14,12 @@ import email.utils
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import httpx
+from steadyloop.http.library import byte_stream_types
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["IDEMPOTENT_METHODS", "RETRY_STATUSES", "RetryPolicy", "parse_retry_after"]
 
@@ -26,15 +31,17 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # Transport failures worth another attempt, with the reason used in logs and metrics.
 # PoolTimeout is missing on purpose: it means this process has no free connection, and more
 # attempts only add to the queue.
-_RETRY_EXCEPTIONS: tuple[tuple[type[httpx.TransportError], str], ...] = (
-    (httpx.ConnectTimeout, "connect_timeout"),
-    (httpx.ReadTimeout, "read_timeout"),
-    (httpx.WriteTimeout, "write_timeout"),
-    (httpx.ConnectError, "connect_error"),
-    (httpx.ReadError, "read_error"),
-    (httpx.WriteError, "write_error"),
-    (httpx.RemoteProtocolError, "disconnected"),
-)
+# Matched by class name along the exception's classes, so that httpx's and httpx2's both match.
+_RETRY_EXCEPTIONS: dict[str, str] = {
+    "ConnectTimeout": "connect_timeout",
+    "ReadTimeout": "read_timeout",
+    "WriteTimeout": "write_timeout",
+    "ConnectError": "connect_error",
+    "ReadError": "read_error",
+    "WriteError": "write_error",
+    "RemoteProtocolError": "disconnected",
+}
+_LIBRARIES = frozenset({"httpx", "httpx2"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +81,7 @@ class RetryPolicy:
             return False
         if request.method not in self.methods and "idempotency-key" not in request.headers:
             return False
-        return isinstance(request.stream, httpx.ByteStream)
+        return isinstance(request.stream, byte_stream_types())
 
     def status_reason(self, status: int) -> str | None:
         """The retry reason for an answer with this status, or None if it is final."""
@@ -83,8 +90,9 @@ class RetryPolicy:
     @staticmethod
     def exception_reason(exc: BaseException) -> str | None:
         """The retry reason for a transport failure, or None if retrying would not help."""
-        for kind, reason in _RETRY_EXCEPTIONS:
-            if isinstance(exc, kind):
+        for kind in type(exc).__mro__:
+            reason = _RETRY_EXCEPTIONS.get(kind.__name__)
+            if reason is not None and kind.__module__.partition(".")[0] in _LIBRARIES:
                 return reason
         return None
 

@@ -1,37 +1,54 @@
 """The named upstreams of one runtime: `rt.http("drive")`, `rt.http_sync("drive")`.
 
-An upstream is a name ("drive", "thumbnail") the application chooses; its base URL, timeouts,
-retries, pool limits and breaker come from `<NAME>_BASE_URL` / `<NAME>_HTTP_<KNOB>` variables,
-the global `HTTP_<KNOB>` defaults, and `rt.upstreams.configure(name, ...)` in code. Each name
-gets one circuit breaker (shared by its async and sync clients) and one pooled client of each
-kind, created on first use and closed when the runtime stops. A lookup of an existing client
-is one dictionary read.
+An upstream is a name ("drive", "thumbnail") the application chooses. Its configuration comes
+from a source (`UpstreamSource`: the runtime passes its `Settings`, which read
+`<NAME>_BASE_URL`, `<NAME>_HTTP_<KNOB>` and `HTTP_<KNOB>`) with `configure(name, ...)` knobs
+from code on top; without a source, the defaults of `UpstreamConfig`. Each name gets one
+circuit breaker (shared by its async and sync clients) and one pooled client of each kind,
+created on first use and closed when the runtime stops. A lookup of an existing client is one
+dictionary read.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from steadyloop.files import FS_DOMAIN
 from steadyloop.http.breaker import CircuitBreaker
-from steadyloop.http.client import HttpClient, SyncHttpClient, default_ssl_context
-from steadyloop.http.config import UpstreamConfig, resolve
-from steadyloop.offload import run_blocking
-from steadyloop.settings import Settings, UpstreamSettings
+from steadyloop.http.client import async_client, default_ssl_context, sync_client
+from steadyloop.http.config import UpstreamConfig
+from steadyloop.http.transport import NO_RETRIES
 
 if TYPE_CHECKING:
-    from steadyloop.health import HealthChecks
+    import httpx
 
-__all__ = ["Upstreams"]
+    from steadyloop.health import HealthChecks
+    from steadyloop.offload import Bulkheads
+
+__all__ = ["UpstreamSource", "Upstreams"]
 
 logger = logging.getLogger("steadyloop.http")
 
 _UNSET: Any = object()
+
+
+class UpstreamSource(Protocol):
+    """Where upstream configurations come from (`steadyloop.settings.Settings` is one)."""
+
+    def upstream_names(self) -> Iterable[str]:
+        """The upstreams the source knows of (e.g. from `<NAME>_BASE_URL` variables)."""
+        ...
+
+    def upstream_config(self, name: str) -> UpstreamConfig:
+        """The configuration of upstream `name` (the defaults when it knows nothing of it)."""
+        ...
 
 
 class Upstreams:
@@ -39,21 +56,22 @@ class Upstreams:
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        source: UpstreamSource | None = None,
         *,
         health: HealthChecks | None = None,
+        bulkheads: Bulkheads | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.settings = settings if settings is not None else Settings()
+        self.source = source
         self._health = health
+        self._bulkheads = bulkheads
         self._clock = clock
-        self._overrides: dict[str, UpstreamSettings] = {}
-        self._tls: dict[str, ssl.SSLContext | str | bool] = {}
-        self._headers: dict[str, Mapping[str, str]] = {}
+        self._knobs: dict[str, dict[str, Any]] = {}
+        self._extra: dict[str, dict[str, Any]] = {}
         self._configs: dict[str, UpstreamConfig] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._clients: dict[str, HttpClient] = {}
-        self._sync_clients: dict[str, SyncHttpClient] = {}
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._sync_clients: dict[str, httpx.Client] = {}
         self._checks: set[str] = set()
         self._lock = threading.RLock()
         self._started = False
@@ -71,29 +89,27 @@ class Upstreams:
 
         `knobs` are the names of `<NAME>_HTTP_<KNOB>` in lower case (`base_url`, `timeout`,
         `connect_timeout`, `deadline`, `retries`, `max_connections`, `breaker_failures`,
-        `health_path`...), checked like the variables. `verify` (TLS: True, False, a CA bundle
-        path or an `ssl.SSLContext`) and `headers` (sent with every request) exist only here.
-        Call it before the upstream's first use: a client already created keeps its settings.
+        `health_path`...), checked like the variables (an unknown one is a `ValueError`).
+        `verify` (TLS: True, False, a CA bundle path or an `ssl.SSLContext`) and `headers`
+        (sent with every request) exist only here. Call it before the upstream's first use.
         """
         with self._lock:
             if name in self._clients or name in self._sync_clients:
                 raise RuntimeError(
                     f"upstream {name!r} is already in use; configure it before its first call"
                 )
-            previous = self._overrides.get(name)
-            merged = {**(previous.model_dump(exclude_none=True) if previous else {}), **knobs}
-            overrides = UpstreamSettings(**merged)
-            tls = self._tls.get(name, True) if verify is _UNSET else verify
-            extra = self._headers.get(name, {}) if headers is _UNSET else dict(headers)
-            config = resolve(name, self.settings, overrides, verify=tls, headers=extra)
-            self._overrides[name] = overrides
-            self._tls[name] = tls
-            self._headers[name] = extra
+            merged = {**self._knobs.get(name, {}), **knobs}
+            extra = dict(self._extra.get(name, {}))
+            if verify is not _UNSET:
+                extra["verify"] = verify
+            if headers is not _UNSET:
+                extra["headers"] = dict(headers)
+            config = self._resolve(name, merged, extra)
+            self._knobs[name] = merged
+            self._extra[name] = extra
             self._configs[name] = config
             breaker = self._breakers.pop(name, None)
-            if breaker is not None and breaker.config != config.breaker:
-                breaker = None
-            if breaker is not None:
+            if breaker is not None and breaker.config == config.breaker:
                 self._breakers[name] = breaker
         if self._started:
             self._register_check(config)
@@ -107,24 +123,25 @@ class Upstreams:
         with self._lock:
             config = self._configs.get(name)
             if config is None:
-                config = resolve(
-                    name,
-                    self.settings,
-                    self._overrides.get(name),
-                    verify=self._tls.get(name, True),
-                    headers=self._headers.get(name),
-                )
+                config = self._resolve(name, self._knobs.get(name, {}), self._extra.get(name, {}))
                 self._configs[name] = config
             return config
 
-    def names(self) -> list[str]:
-        """Upstreams known from the environment, from code, or in use."""
-        return sorted(
-            set(self.settings.upstreams)
-            | set(self._overrides)
-            | set(self._clients)
-            | set(self._sync_clients)
+    def _resolve(
+        self, name: str, knobs: Mapping[str, Any], extra: Mapping[str, Any]
+    ) -> UpstreamConfig:
+        base = (
+            self.source.upstream_config(name)
+            if self.source is not None
+            else UpstreamConfig(name=name)
         )
+        config = base.with_knobs(knobs)
+        return dataclasses.replace(config, **extra) if extra else config
+
+    def names(self) -> list[str]:
+        """Upstreams known from the source, from code, or in use."""
+        known = set(self.source.upstream_names()) if self.source is not None else set()
+        return sorted(known | set(self._knobs) | set(self._clients) | set(self._sync_clients))
 
     # --- lookups ----------------------------------------------------------------------------------
     def breaker(self, name: str) -> CircuitBreaker:
@@ -140,7 +157,7 @@ class Upstreams:
                 self._breakers[name] = breaker
             return breaker
 
-    def client(self, name: str) -> HttpClient:
+    def client(self, name: str) -> httpx.AsyncClient:
         """The async client of upstream `name`, created on first use."""
         client = self._clients.get(name)
         if client is not None:
@@ -148,13 +165,11 @@ class Upstreams:
         with self._lock:
             client = self._clients.get(name)
             if client is None:
-                client = HttpClient(
-                    self.config(name), breaker=self.breaker(name), clock=self._clock
-                )
+                client = async_client(self.config(name), breaker=self.breaker(name))
                 self._clients[name] = client
             return client
 
-    def sync_client(self, name: str) -> SyncHttpClient:
+    def sync_client(self, name: str) -> httpx.Client:
         """The sync client of upstream `name` (for threads), created on first use."""
         client = self._sync_clients.get(name)
         if client is not None:
@@ -162,9 +177,7 @@ class Upstreams:
         with self._lock:
             client = self._sync_clients.get(name)
             if client is None:
-                client = SyncHttpClient(
-                    self.config(name), breaker=self.breaker(name), clock=self._clock
-                )
+                client = sync_client(self.config(name), breaker=self.breaker(name))
                 self._sync_clients[name] = client
             return client
 
@@ -172,17 +185,26 @@ class Upstreams:
     async def start(self) -> None:
         """Load the TLS trust store off the loop and register the upstreams' readiness checks."""
         self._started = True
-        if self.names():
-            await run_blocking(FS_DOMAIN, default_ssl_context)
-        for name in self.names():
-            if self._has_health_path(name):
-                self._register_check(self.config(name))
+        names = self.names()
+        if names:
+            if self._bulkheads is not None:
+                await self._bulkheads.get(FS_DOMAIN).run(default_ssl_context)
+            else:
+                await asyncio.to_thread(default_ssl_context)
+        for name in names:
+            try:
+                config = self.config(name)
+            except ValueError as exc:
+                # An unrelated SOMETHING_BASE_URL must not stop the app; its use will raise.
+                logger.debug("upstream %r is not usable: %s", name, exc)
+                continue
+            self._register_check(config)
 
     async def close(self) -> None:
         """Close every client's pool and remove the readiness checks; breakers are kept."""
         self._started = False
         with self._lock:
-            clients = list(self._clients.values())
+            clients = list(self._clients.items())
             sync_clients = list(self._sync_clients.values())
             self._clients.clear()
             self._sync_clients.clear()
@@ -191,30 +213,23 @@ class Upstreams:
         for name in checks:
             if self._health is not None:
                 self._health.remove(f"upstream_{name}")
-        for client in clients:
+        for name, client in clients:
             try:
                 await client.aclose()
             except Exception:  # pragma: no cover - closing sockets that are already gone
-                logger.exception("closing the client of upstream %r failed", client.name)
-        for sync_client in sync_clients:
-            sync_client.close()  # closes sockets only: no network round trip
+                logger.exception("closing the client of upstream %r failed", name)
+        for sync_client_ in sync_clients:
+            sync_client_.close()  # closes sockets only: no network round trip
 
     # --- readiness --------------------------------------------------------------------------------
-    def _has_health_path(self, name: str) -> bool:
-        override = self._overrides.get(name)
-        if override is not None and override.health_path is not None:
-            return True
-        from_env = self.settings.upstreams.get(name)
-        return from_env is not None and from_env.health_path is not None
-
     def _register_check(self, config: UpstreamConfig) -> None:
         if self._health is None or config.health_path is None:
             return
         name, path = config.name, config.health_path
 
         async def check() -> None:
-            # The bare pool: one plain GET, bounded by the readiness timeout, no retries.
-            response = await self.client(name).client.get(path)
+            # One attempt through the breaker, bounded by the readiness timeout.
+            response = await self.client(name).get(path, extensions=NO_RETRIES)
             if not response.is_success:
                 raise RuntimeError(f"upstream {name!r} answered {response.status_code} on {path}")
 
