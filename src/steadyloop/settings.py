@@ -319,12 +319,14 @@ class Settings(BaseSettings):
 
     # --- request limits (web/request_limits.py, server.py) ---------------------------------
     request_body_max_bytes: ByteCount = Field(
-        default=1_048_576,
+        default=10 * 1_048_576,
         ge=0,
-        description="Largest request body accepted, in bytes (units allowed: 512KiB, 1MiB); a "
-        "larger one gets 413 as soon as the cap is passed, a larger Content-Length before the "
-        "body is read. 1 MiB, nginx's default; the demo and FastAPI's tutorial apps send under "
-        "64 KiB. 0: no cap. Per path: REQUEST_BODY_MAX_BYTES_PATHS.",
+        description="Largest request body accepted, in bytes (units allowed: 512KiB, 10MiB); "
+        "a larger one gets 413 as soon as the cap is passed, a larger Content-Length before "
+        "the body is read. 10 MiB: above what Starlette's forms take by default (1 MiB a "
+        "field) and FastAPI's tutorial apps send (2 MiB form parts); the demo's bodies are "
+        "under 1 KiB. Routes with their own max_body_size (Starlette, FastAPI) keep it. 0: no "
+        "cap. Per path: REQUEST_BODY_MAX_BYTES_PATHS.",
     )
     request_body_max_bytes_paths: str = Field(
         default="",

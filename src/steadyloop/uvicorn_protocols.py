@@ -66,6 +66,25 @@ def _phrase(status: int) -> str:
     return {408: "Request Timeout", 431: "Request Header Fields Too Large"}.get(status, "Error")
 
 
+#: Seconds a refused connection is kept (reading nothing) after its answer before it is closed.
+LINGER_SECONDS = 2.0
+
+
+def _answer_and_close(transport: asyncio.Transport, answer: bytes) -> None:
+    """Answer a client that may still be sending, so that it can read the answer.
+
+    Closing a socket with unread bytes makes the kernel send a reset, which can destroy the
+    answer before the client reads it. So: stop reading (the client's sends then stall on a
+    full window, nothing more is buffered here), send the answer and end our side, and close
+    a little later (as nginx's lingering close does).
+    """
+    transport.pause_reading()
+    transport.write(answer)
+    if transport.can_write_eof():
+        transport.write_eof()
+    asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
+
+
 class _HeadTimer:
     """The header read timer of one connection."""
 
@@ -162,8 +181,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused is None:
             super().send_400_response(msg)
             return
-        self.transport.write(self._refused)
-        self.transport.close()
+        _answer_and_close(self.transport, self._refused)
 
     def _response(self, detail: str, setting: str) -> bytes:
         return refusal(431, detail, "request-header-too-large", setting)
@@ -172,8 +190,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         self._timer.disarm()
-        self.transport.write(self._response(detail, setting))
-        self.transport.close()
+        _answer_and_close(self.transport, self._response(detail, setting))
 
 
 class GuardedH11Protocol(H11Protocol):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from pydantic import ByteSize, TypeAdapter, ValidationError
@@ -103,7 +103,7 @@ class RequestLimits:
     """The limits one app enforces on every HTTP request (0 turns a byte or count limit off)."""
 
     #: Largest body, in bytes, for paths without their own cap.
-    body_max_bytes: int = 1_048_576
+    body_max_bytes: int = 10 * 1_048_576
     #: (path pattern, bytes) pairs tried in order before `body_max_bytes`.
     body_caps: tuple[tuple[str, int], ...] = ()
     #: Largest head (request line and headers), in bytes.
@@ -189,20 +189,55 @@ def head_size(scope: Scope) -> int:
     return size
 
 
-class RequestLimitsMiddleware:
-    """Pure-ASGI layer that enforces `RequestLimits` (see the module docstring)."""
+def declared_body_limits(app: Any) -> tuple[list[tuple[str, int]], bool]:
+    """Where a Starlette/FastAPI app guards its bodies itself (`max_body_size` on the app, a
+    router or a route): the paths of its routes that declare one (FastAPI gives each route
+    its router's), and whether the app declares one for every path."""
+    routes = getattr(getattr(app, "router", None), "routes", None) or []
+    own = [
+        (route.path, route.max_body_size)
+        for route in routes
+        if getattr(route, "max_body_size", None) is not None and isinstance(route.path, str)
+    ]
+    return own, getattr(app, "max_body_size", None) is not None
 
-    def __init__(self, app: ASGIApp, limits: RequestLimits | None = None) -> None:
+
+class RequestLimitsMiddleware:
+    """Pure-ASGI layer that enforces `RequestLimits` (see the module docstring).
+
+    `declared_by` is the app whose own body limits (Starlette's and FastAPI's
+    `max_body_size`) take precedence: a route with one is the app's to guard (its 413 keeps
+    the app's body), and an app with one for every path gets no default cap from here. The
+    operator's REQUEST_BODY_MAX_BYTES_PATHS still come first. They are read at the first
+    request, once every route is registered.
+    """
+
+    def __init__(
+        self, app: ASGIApp, limits: RequestLimits | None = None, declared_by: Any = None
+    ) -> None:
         self.app = app
         self.limits = limits if limits is not None else RequestLimits()
-        self._caps = [_PathCap(pattern, size) for pattern, size in self.limits.body_caps]
+        self.declared_by = declared_by
+        self._caps: list[_PathCap] | None = None
+        self._default = self.limits.body_max_bytes
+
+    def _load_caps(self) -> list[_PathCap]:
+        caps = [_PathCap(pattern, size) for pattern, size in self.limits.body_caps]
+        if self.declared_by is not None:
+            own, everywhere = declared_body_limits(self.declared_by)
+            caps += [_PathCap(path, 0) for path, _ in own]  # 0: no cap of ours there
+            if everywhere:
+                self._default = 0
+        self._caps = caps
+        return caps
 
     def body_cap(self, path: str) -> int:
-        """The body cap for `path`: its first matching pattern's, else the default."""
-        for cap in self._caps:
+        """The body cap for `path` (0: none): its first matching pattern's, else the default."""
+        caps = self._caps if self._caps is not None else self._load_caps()
+        for cap in caps:
             if cap.matches(path):
                 return cap.limit
-        return self.limits.body_max_bytes
+        return self._default
 
     def check_head(self, scope: Scope) -> RequestRejected | None:
         limits = self.limits
