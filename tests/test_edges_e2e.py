@@ -8,7 +8,7 @@ import socket
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -45,7 +45,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         yield Demo(b, port, processes[0])
 
 
-def exchange(port: int, head: bytes, body: Iterator[bytes] = iter(())) -> bytes:
+def exchange(port: int, head: bytes, body: Iterable[bytes] = ()) -> bytes:
     """Send `head` then `body` from a thread while reading the answer; the answer's bytes (up
     to EOF or a reset). A body the server refuses midway is cut off there."""
     sock = socket.create_connection(("127.0.0.1", port))
