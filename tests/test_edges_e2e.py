@@ -199,9 +199,10 @@ def test_forwarded_for_counts_only_from_trusted_proxies(
         env["FORWARDED_ALLOW_IPS"] = forwarded_allow_ips
     args, port = serve_who(tmp_path, env)
     log = tmp_path / "server.log"
-    with serve(args, port, env=env, cwd=tmp_path, log=log) as base, httpx.Client(
-        base_url=base, timeout=10
-    ) as client:
+    with (
+        serve(args, port, env=env, cwd=tmp_path, log=log) as base,
+        httpx.Client(base_url=base, timeout=10) as client,
+    ):
         answers = []
         for _ in range(21):
             address = random_ip()

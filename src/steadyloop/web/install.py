@@ -104,9 +104,7 @@ def install(
     app.add_middleware(RateLimitMiddleware, rate_limits=rt.rate_limits)
     # Body, header and read-time limits: first inside the request middleware, so a refused
     # request is logged and counted with its id and never reaches the rate limits.
-    app.add_middleware(
-        RequestLimitsMiddleware, limits=RequestLimits.from_settings(s), declared_by=app
-    )
+    app.add_middleware(RequestLimitsMiddleware, limits=RequestLimits.from_settings(s))
     app.add_middleware(
         RequestMiddleware,
         header=s.request_id_header,

@@ -4,8 +4,9 @@ A request over a limit gets steadyloop's own problem+json answer, with its reque
 nothing past the limit is read into memory:
 
 - 413 when the body passes `REQUEST_BODY_MAX_BYTES` (or its path's cap from
-  `REQUEST_BODY_MAX_BYTES_PATHS`): a `Content-Length` over the cap is refused before the app
-  runs; a chunked body is counted as it streams and refused on the chunk that passes the cap.
+  `REQUEST_BODY_MAX_BYTES_PATHS`): a `Content-Length` over the cap is refused before any of
+  the body is read; a chunked body is counted as it streams and refused on the chunk that
+  passes the cap. Where the app has its own `max_body_size`, that one applies instead.
 - 408 when the app waits longer than `REQUEST_BODY_TIMEOUT` for the next piece of the body.
 - 431 when the request has more than `REQUEST_HEADER_MAX_COUNT` headers or its head is larger
   than `REQUEST_HEADER_MAX_BYTES`.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from pydantic import ByteSize, TypeAdapter, ValidationError
@@ -36,6 +37,11 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from steadyloop.web.errors import PROBLEM_TYPE_BASE, ProblemResponse, problem
+
+try:
+    from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY as APP_BODY_LIMIT_KEY
+except ImportError:  # pragma: no cover - Starlette before its own body limits
+    APP_BODY_LIMIT_KEY = "starlette.max_body_size"
 
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
@@ -189,55 +195,27 @@ def head_size(scope: Scope) -> int:
     return size
 
 
-def declared_body_limits(app: Any) -> tuple[list[tuple[str, int]], bool]:
-    """Where a Starlette/FastAPI app guards its bodies itself (`max_body_size` on the app, a
-    router or a route): the paths of its routes that declare one (FastAPI gives each route
-    its router's), and whether the app declares one for every path."""
-    routes = getattr(getattr(app, "router", None), "routes", None) or []
-    own = [
-        (route.path, route.max_body_size)
-        for route in routes
-        if getattr(route, "max_body_size", None) is not None and isinstance(route.path, str)
-    ]
-    return own, getattr(app, "max_body_size", None) is not None
-
-
 class RequestLimitsMiddleware:
     """Pure-ASGI layer that enforces `RequestLimits` (see the module docstring).
 
-    `declared_by` is the app whose own body limits (Starlette's and FastAPI's
-    `max_body_size`) take precedence: a route with one is the app's to guard (its 413 keeps
-    the app's body), and an app with one for every path gets no default cap from here. The
-    operator's REQUEST_BODY_MAX_BYTES_PATHS still come first. They are read at the first
-    request, once every route is registered.
+    The app's own body limit takes precedence: where Starlette's or FastAPI's `max_body_size`
+    guards a request (on the app, a router or a route; it marks the scope before the body is
+    read), this layer does not count that body, so the app's limit and its 413 stay as they
+    were. That is also why a too-large `Content-Length` is refused at the app's first read of
+    the body, not before the app runs: still before any byte of it is read.
     """
 
-    def __init__(
-        self, app: ASGIApp, limits: RequestLimits | None = None, declared_by: Any = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, limits: RequestLimits | None = None) -> None:
         self.app = app
         self.limits = limits if limits is not None else RequestLimits()
-        self.declared_by = declared_by
-        self._caps: list[_PathCap] | None = None
-        self._default = self.limits.body_max_bytes
-
-    def _load_caps(self) -> list[_PathCap]:
-        caps = [_PathCap(pattern, size) for pattern, size in self.limits.body_caps]
-        if self.declared_by is not None:
-            own, everywhere = declared_body_limits(self.declared_by)
-            caps += [_PathCap(path, 0) for path, _ in own]  # 0: no cap of ours there
-            if everywhere:
-                self._default = 0
-        self._caps = caps
-        return caps
+        self._caps = [_PathCap(pattern, size) for pattern, size in self.limits.body_caps]
 
     def body_cap(self, path: str) -> int:
         """The body cap for `path` (0: none): its first matching pattern's, else the default."""
-        caps = self._caps if self._caps is not None else self._load_caps()
-        for cap in caps:
+        for cap in self._caps:
             if cap.matches(path):
                 return cap.limit
-        return self._default
+        return self.limits.body_max_bytes
 
     def check_head(self, scope: Scope) -> RequestRejected | None:
         limits = self.limits
@@ -253,14 +231,10 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         refused = self.check_head(scope)
-        cap = self.body_cap(scope["path"])
-        if refused is None and cap:
-            declared = _content_length(scope["headers"])
-            if declared is not None and declared > cap:
-                refused = body_too_large(cap)
         if refused is not None:
             await refused.response(scope["path"])(scope, receive, send)
             return
+        cap = self.body_cap(scope["path"])
         await _Guarded(self.app, cap, self.limits.body_timeout)(scope, receive, send)
 
 
@@ -272,6 +246,7 @@ class _Guarded:
         self.cap = cap
         self.timeout = timeout
         self.received = 0
+        self.first_read = True
         self.body_done = False
         self.rejected = False
         self.started = False
@@ -282,6 +257,14 @@ class _Guarded:
                 return {"type": "http.disconnect"}  # nothing more is read once refused
             if self.body_done:
                 return await receive()  # after the body: waiting for a disconnect is not timed
+            if self.first_read:
+                self.first_read = False
+                if scope.get(APP_BODY_LIMIT_KEY) is not None:
+                    self.cap = 0  # the app guards this body itself
+                declared = _content_length(scope["headers"])
+                if self.cap and declared is not None and declared > self.cap:
+                    self.rejected = True
+                    raise body_too_large(self.cap)
             try:
                 with anyio.fail_after(self.timeout):
                     message = await receive()
