@@ -176,6 +176,11 @@ steadyloop.install(app)
 @app.get("/who")
 async def who(request: Request) -> dict[str, str]:
     return {"client": request.client.host if request.client else ""}
+
+
+@app.post("/echo")
+async def echo(request: Request) -> dict[str, int]:
+    return {"size": len(await request.body())}
 """
 
 
@@ -234,3 +239,21 @@ def test_run_with_a_module_that_does_not_import_exits_non_zero_with_one_line(
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"steadyloop: cannot import '{module}' for {module}:app")
     assert "Uvicorn running" not in done.stdout + done.stderr
+
+
+def test_under_hypercorn_the_asgi_layer_refuses_what_the_server_lets_through(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("hypercorn")
+    args, port = serve_who(tmp_path, {})
+    args += ["--server", "hypercorn"]
+    env = {"REQUEST_BODY_MAX_BYTES": "64KiB", "LOG_LEVEL": "WARNING"}
+    with serve(args, port, env=env, cwd=tmp_path, log=tmp_path / "server.log"):
+        headers = b"".join(b"X-Header-%d: value\r\n" % i for i in range(1000))
+        many = exchange(port, b"GET /who HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        chunked = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        chunk = b"%x\r\n%s\r\n" % (16 * 1024, b"x" * 16 * 1024)
+        endless = exchange(port, chunked, (chunk for _ in range(64 * 1024)))  # 1 GiB
+    assert status_of(many) == 431
+    assert b'"setting":"REQUEST_HEADER_MAX_COUNT"' in many
+    assert status_of(endless) == 413
