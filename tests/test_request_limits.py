@@ -304,3 +304,27 @@ def test_uvicorn_trusts_proxy_headers_only_from_configured_proxies() -> None:
     assert on["forwarded_allow_ips"] == "10.0.0.0/8"
     rfc7239 = uvicorn_options(ServerLimits(trusted_proxies="10.0.0.0/8", proxy_header="forwarded"))
     assert rfc7239["proxy_headers"] is False  # steadyloop's rate limits read Forwarded
+
+
+async def test_a_refusal_wrapped_in_an_exception_group_is_still_answered() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def read() -> None:
+            while (await receive()).get("more_body"):
+                pass
+
+        async with asyncio.TaskGroup() as group:  # the read fails inside a task group
+            group.create_task(read())
+
+    messages = iter([{"type": "http.request", "body": b"x" * 600, "more_body": True}] * 3)
+
+    async def receive() -> Message:
+        return next(messages)
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    layer = RequestLimitsMiddleware(app, RequestLimits(body_max_bytes=1000))
+    await layer(http_scope(), receive, send)
+    assert sent[0]["status"] == 413

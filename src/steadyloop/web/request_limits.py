@@ -289,9 +289,25 @@ class _Guarded:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except RequestRejected as exc:
-            if not self.started:
-                await exc.response(scope["path"])(scope, receive, tracking_send)
-            # Started: the app's response stands; the server closes the unfinished exchange.
+            await self._refuse(exc, scope, receive, tracking_send)
+        except BaseExceptionGroup as group:
+            # A body read inside a task group (a streaming response, a BaseHTTPMiddleware)
+            # arrives wrapped; only a group of nothing but refusals is ours to answer.
+            ours, rest = group.split(RequestRejected)
+            if ours is None or rest is not None:
+                raise
+            first: BaseException = ours
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            assert isinstance(first, RequestRejected)
+            await self._refuse(first, scope, receive, tracking_send)
+
+    async def _refuse(
+        self, exc: RequestRejected, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if not self.started:
+            await exc.response(scope["path"])(scope, receive, send)
+        # Started: the app's response stands; the server closes the unfinished exchange.
 
 
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
