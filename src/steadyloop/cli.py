@@ -89,10 +89,23 @@ def _serve(
     server: ServerChoice,
     factory: bool,
 ) -> None:
+    from steadyloop.server import hypercorn_options, server_limits, uvicorn_options
+
+    # Import the app here first: with several workers, uvicorn's supervisor would report
+    # itself running and exit 0 while each worker fails to import it.
+    _check_importable(target)
+    limits = server_limits()
     if server is ServerChoice.uvicorn:
         import uvicorn
 
-        uvicorn.run(target, host=host, port=port, workers=workers, factory=factory)
+        uvicorn.run(
+            target,
+            host=host,
+            port=port,
+            workers=workers,
+            factory=factory,
+            **uvicorn_options(limits),
+        )
         return
     try:
         from hypercorn.config import Config
@@ -105,6 +118,8 @@ def _serve(
     config.bind = [f"{host}:{port}"]
     config.workers = workers
     config.application_path = target
+    for name, value in hypercorn_options(limits).items():
+        setattr(config, name, value)
     if factory:
         raise typer.BadParameter("--factory is not supported with hypercorn; expose an app object")
     raise typer.Exit(hypercorn_run(config) or 0)
@@ -219,7 +234,22 @@ def _load_worker_app(target: str, *, factory: bool) -> Any:
 def _serve_app(asgi_app: Any, *, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(asgi_app, host=host, port=port)
+    from steadyloop.server import server_limits, uvicorn_options
+
+    uvicorn.run(asgi_app, host=host, port=port, **uvicorn_options(server_limits()))
+
+
+def _check_importable(target: str) -> None:
+    """Stop with one line when TARGET's module does not import or lacks the attribute."""
+    import importlib
+
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time error is the same CLI mistake
+        raise _fail(f"cannot import {module_name!r} for {target}: {exc!r}") from None
+    if not hasattr(module, attribute):
+        raise _fail(f"{module_name!r} has no attribute {attribute!r}")
 
 
 @app.command()

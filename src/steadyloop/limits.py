@@ -806,9 +806,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_networks(value: str | Iterable[str]) -> list[IPNetwork]:
-    """`"10.0.0.0/8, 127.0.0.1"` -> networks; a bad entry raises ValueError naming it."""
+    """`"10.0.0.0/8, 127.0.0.1"` -> networks; `*` is every address (uvicorn's spelling);
+    a bad entry raises ValueError naming it."""
     networks: list[IPNetwork] = []
     for item in parse_paths(value):
+        if item == "*":
+            networks += [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+            continue
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError as exc:

@@ -30,9 +30,11 @@ from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     create_model,
@@ -104,6 +106,18 @@ _RETRY = RetryPolicy()
 _POOL = PoolLimits()
 _BREAKER = BreakerConfig()
 _UPSTREAM = UpstreamConfig(name="defaults")
+def _byte_count(value: Any) -> Any:
+    """`1MiB`, `512KiB`, `1048576` -> bytes (pydantic's ByteSize units, as in
+    REQUEST_BODY_MAX_BYTES_PATHS)."""
+    if isinstance(value, str) and value.strip() and not value.strip().isdigit():
+        return int(_BYTE_SIZE.validate_python(value.strip()))
+    return value
+
+
+_BYTE_SIZE: TypeAdapter[ByteSize] = TypeAdapter(ByteSize)
+#: A number of bytes; a string may carry a unit (`KiB`, `MiB`, `GiB`, `kb`, `mb`...).
+ByteCount = Annotated[int, BeforeValidator(_byte_count)]
+
 
 # Constraints shared by the global HTTP_<KNOB> fields and the per-upstream overrides.
 Seconds = Annotated[float, Field(gt=0)]
@@ -352,6 +366,53 @@ class Settings(BaseSettings):
         "require `Authorization: Bearer <token>` (the dashboard page also takes ?token=).",
     )
 
+    # --- request limits (web/request_limits.py, server.py) ---------------------------------
+    request_body_max_bytes: ByteCount = Field(
+        default=10 * 1_048_576,
+        ge=0,
+        description="Largest request body accepted, in bytes (units allowed: 512KiB, 10MiB); "
+        "a larger one gets 413 as soon as the cap is passed, a larger Content-Length before "
+        "the body is read. 10 MiB: above what Starlette's forms take by default (1 MiB a "
+        "field) and FastAPI's tutorial apps send (2 MiB form parts); the demo's bodies are "
+        "under 1 KiB. Routes with their own max_body_size (Starlette, FastAPI) keep it. 0: no "
+        "cap. Per path: REQUEST_BODY_MAX_BYTES_PATHS.",
+    )
+    request_body_max_bytes_paths: str = Field(
+        default="",
+        description="Comma-separated path=size pairs that raise (or lower) the body cap for "
+        "an upload route: exact paths, route templates or prefixes ending in *, e.g. "
+        "/api/images=20MiB,/api/videos/*=2GiB. The first pattern that matches wins.",
+    )
+    request_header_max_bytes: ByteCount = Field(
+        default=65_536,
+        ge=1024,
+        description="Largest request head (request line and headers) accepted, in bytes: "
+        "431 beyond it. 64 KiB: room for large cookies and tokens, 4x uvicorn's h11 default "
+        "(16 KiB); uvicorn's httptools parser has no limit of its own.",
+    )
+    request_header_max_count: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Most request headers accepted: 431 beyond it. 100, Apache's "
+        "LimitRequestFields; browsers send about 20.",
+    )
+    request_header_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds a connection may take to send a request's line and headers, from "
+        "its first byte (or from the connection's opening) before it is closed: slow-header "
+        "(slowloris) connections cannot hold the server. 20 s, Apache's mod_reqtimeout "
+        "default. Enforced by the server `steadyloop run` starts.",
+    )
+    request_body_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds the app may wait for the next piece of a request body before the "
+        "request gets 408: a client that stops sending mid-body frees its request. 60 s, "
+        "nginx's client_body_timeout (a wait between two reads, not the whole upload).",
+    )
+
     # --- database (db/) -----------------------------------------------------------------------
     database_url: str = Field(
         default="sqlite:///./data/steadyloop.db",
@@ -532,7 +593,10 @@ class Settings(BaseSettings):
     trusted_proxies: str = Field(
         default="",
         description="Comma-separated IP addresses or CIDRs of the reverse proxies in front of "
-        "the app; only connections from them may name the client in TRUSTED_PROXY_HEADER.",
+        "the app (* for any); only connections from them may name the client in "
+        "TRUSTED_PROXY_HEADER, for the rate limits and for the server `steadyloop run` starts "
+        "(its proxy headers). Also read from FORWARDED_ALLOW_IPS, uvicorn's name for it. "
+        "Empty: no proxy is trusted.",
     )
     trusted_proxy_header: Literal["x-forwarded-for", "forwarded"] = Field(
         default="x-forwarded-for",
@@ -738,6 +802,44 @@ class Settings(BaseSettings):
         if scheme not in {"redis", "rediss", "unix"}:
             raise ValueError(f"must be redis://host:port/db, got {value!r}")
         return value
+
+    @field_validator("request_body_max_bytes_paths")
+    @classmethod
+    def _valid_body_caps(cls, value: str) -> str:
+        if value.strip():
+            from steadyloop.web.request_limits import parse_body_caps
+
+            parse_body_caps(value)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forwarded_allow_ips(cls, data: Any) -> Any:
+        # uvicorn's FORWARDED_ALLOW_IPS and TRUSTED_PROXIES are one setting under two names:
+        # two different lists would make the server and the rate limits disagree on the client.
+        if not isinstance(data, dict):
+            return data
+        env_file = cls.model_config.get("env_file")
+        sources: list[Mapping[str, str | None]] = [os.environ]
+        if isinstance(env_file, str) and Path(env_file).is_file():
+            sources.append(dotenv_values(env_file))
+        forwarded = None
+        for name in (ENV_PREFIX + "FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"):
+            found = [source[name] for source in sources if source.get(name) is not None]
+            if found:
+                forwarded = found[0]
+                break
+        if forwarded is None:
+            return data
+        trusted = data.get("trusted_proxies")
+        if trusted is None:
+            return {**data, "trusted_proxies": forwarded}
+        if _networks_text(str(trusted)) != _networks_text(forwarded):
+            raise ValueError(
+                f"TRUSTED_PROXIES={trusted!r} and FORWARDED_ALLOW_IPS={forwarded!r} differ; they "
+                "are one setting (the proxies trusted to name the client): set one of them"
+            )
+        return data
 
     @field_validator("rate_limit_storage", "cache_url")
     @classmethod
@@ -976,6 +1078,10 @@ _OPTIONAL_FIELDS = frozenset(
     for name, field in Settings.model_fields.items()
     if type(None) in typing.get_args(field.annotation)
 )
+
+
+def _networks_text(value: str) -> list[str]:
+    return sorted(item.strip() for item in value.split(",") if item.strip())
 
 
 def redact_url(url: str) -> str:

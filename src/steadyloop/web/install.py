@@ -39,6 +39,12 @@ from steadyloop.web.jobs_routes import (
 from steadyloop.web.metrics_endpoint import metrics_endpoint
 from steadyloop.web.middleware import RequestMiddleware
 from steadyloop.web.ratelimit import RateLimitMiddleware, rate_limited_handler
+from steadyloop.web.request_limits import (
+    RequestLimits,
+    RequestLimitsMiddleware,
+    RequestRejected,
+    request_rejected_handler,
+)
 from steadyloop.web.roles import WorkerRoleGate
 
 __all__ = ["RouteCollision", "SteadyloopRoute", "install"]
@@ -75,7 +81,8 @@ def install(
 ) -> Runtime:
     """Wire steadyloop into `app` and return its runtime.
 
-    Adds the request middleware (request id, access log, metrics, last-resort 500), the rate
+    Adds the request middleware (request id, access log, metrics, last-resort 500), the
+    request limits (body size and read time, header count and size: 413, 408, 431), the rate
     and concurrency limits (429 and 503 with Retry-After), the problem+json error handlers,
     the health, readiness and metrics routes, and a lifespan that starts the runtime before
     the app's own lifespan and stops it after. Calling it twice on one app returns the first
@@ -101,6 +108,9 @@ def install(
         app.add_middleware(WorkerRoleGate, runtime=rt)
     app.add_middleware(ConcurrencyMiddleware, limits=rt.limits)
     app.add_middleware(RateLimitMiddleware, rate_limits=rt.rate_limits)
+    # Body, header and read-time limits: first inside the request middleware, so a refused
+    # request is logged and counted with its id and never reaches the rate limits.
+    app.add_middleware(RequestLimitsMiddleware, limits=RequestLimits.from_settings(s))
     app.add_middleware(
         RequestMiddleware,
         header=s.request_id_header,
@@ -114,6 +124,7 @@ def install(
     app.add_exception_handler(JobsNotStarted, jobs_not_started_handler)
     app.add_exception_handler(Overloaded, overloaded_handler)
     app.add_exception_handler(RateLimited, rate_limited_handler)
+    app.add_exception_handler(RequestRejected, request_rejected_handler)
     for client_error in (PayloadTooLarge, UnsafePath, InvalidPayload, InvalidJobArguments):
         app.add_exception_handler(client_error, client_error_handler)
     if s.problem_details == "all":
