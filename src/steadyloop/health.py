@@ -2,7 +2,10 @@
 
 Liveness never touches I/O on the loop: it reads counters the runtime already holds.
 Readiness runs every registered check (a database ping, a Redis ping, an upstream) off the
-loop, concurrently, each bounded by a timeout; any failure answers 503.
+loop, concurrently, each bounded by a timeout; any failure answers 503. While a write has
+failed on a full, read-only or failing disk (a storage fault, see `steadyloop.storage`), a
+`storage` check joins them: it probes each faulty folder with a small write and passes, and
+clears the fault, as soon as the disk takes writes again.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 import steadyloop
+from steadyloop import storage
 
 if TYPE_CHECKING:
     from steadyloop.runtime import Runtime
 
 Check = Callable[[], Any] | Callable[[], Awaitable[Any]]
 HEALTH_DOMAIN = "health"
+STORAGE_CHECK = "storage"
 
 
 class LoopHealth(BaseModel):
@@ -90,8 +95,11 @@ class HealthChecks:
         return list(self._checks)
 
     async def run(self, runtime: Runtime) -> Readiness:
+        checks = dict(self._checks)
+        if storage.faults() and STORAGE_CHECK not in checks:
+            checks[STORAGE_CHECK] = _Registered(_probe_faulty_folders, None)
         results = await asyncio.gather(
-            *(self._run_one(runtime, name, entry) for name, entry in self._checks.items())
+            *(self._run_one(runtime, name, entry) for name, entry in checks.items())
         )
         ok = runtime.started and all(r.ok for r in results)
         return Readiness(status="ready" if ok else "not_ready", checks=list(results))
@@ -118,6 +126,22 @@ class HealthChecks:
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             error=error,
         )
+
+
+def _probe_faulty_folders() -> None:
+    """Probe every folder with a recorded storage fault; raise for the first that still fails.
+
+    A folder whose probe passes has its faults cleared (the disk takes writes again)."""
+    failed: list[OSError] = []
+    for folder in sorted({fault.folder for fault in storage.faults()}):
+        try:
+            storage.probe(folder)
+        except OSError as exc:
+            failed.append(exc)
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise RuntimeError("; ".join(str(exc) for exc in failed))
 
 
 #: Why `status` is "stopped" in a process whose lifespan never ran (docs/testing.md).
