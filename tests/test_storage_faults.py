@@ -83,7 +83,8 @@ def fill(folder: Path) -> Path:
             try:
                 f.write(chunk)
             except OSError as exc:
-                assert exc.errno == errno.ENOSPC
+                if exc.errno != errno.ENOSPC:
+                    raise
                 break
         # The last partial chunk: fill byte by byte down to the last page.
         for size in (4096, 512, 1):
@@ -118,17 +119,22 @@ def test_storage_errors_are_classified(error: BaseException, kind: str | None) -
 def test_dev_full_gives_a_507_storage_error() -> None:
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full on this system")
-    with pytest.raises(OSError) as caught, open("/dev/full", "wb", buffering=0) as f:
+    with (
+        pytest.raises(OSError, match="No space left") as caught,
+        open("/dev/full", "wb", buffering=0) as f,
+    ):
         f.write(b"x")
     error = storage.as_storage_error(caught.value, "/dev/full", record=False)
-    assert isinstance(error, StorageUnavailable) and isinstance(error, OSError)
+    assert isinstance(error, StorageUnavailable)
+    assert isinstance(error, OSError)
     assert (error.kind, error.errno, error.status_code, error.retry_after) == (
         "full",
         errno.ENOSPC,
         507,
         30,
     )
-    assert "/dev/full" in str(error) and "disk is full" in str(error)
+    assert "/dev/full" in str(error)
+    assert "disk is full" in str(error)
     assert storage.faults() == []
 
 
@@ -150,7 +156,8 @@ async def test_database_disk_full_fails_writes_keeps_acknowledged_ones_and_recov
             assert result.lastrowid is not None
             acked.append(result.lastrowid)
         assert failure is not None, "the full disk never refused a write"
-        assert failure.kind == "full" and failure.status_code == 507
+        assert failure.kind == "full"
+        assert failure.status_code == 507
         assert isinstance(failure, sqlite3.OperationalError)  # still what it replaced
         assert [f.kind for f in storage.faults()] == ["full"]
         with pytest.raises(StorageUnavailable):
@@ -195,7 +202,8 @@ async def test_atomic_write_on_a_full_disk_leaves_the_old_file_and_recovers(
     filler = fill(small_fs)
     with pytest.raises(StorageUnavailable) as caught:
         await files.write_atomic(target, b"x" * 100_000)
-    assert caught.value.errno == errno.ENOSPC and caught.value.kind == "full"
+    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.kind == "full"
     assert isinstance(caught.value, OSError)  # code catching OSError still catches it
     assert target.read_text() == '{"v": 1}'  # the old content, never a partial file
     assert sorted(p.name for p in small_fs.iterdir()) == ["filler.bin", "state.json"]
@@ -266,8 +274,10 @@ async def test_app_answers_507_and_is_not_ready_until_the_disk_has_room(small_fs
             assert refused.headers["retry-after"] == "30"
             body = refused.json()
             assert body["type"].endswith("/storage-full")
-            assert "disk is full" in body["detail"] and "not saved" in body["detail"]
-            assert body["storage"] == "full" and body["request_id"]
+            assert "disk is full" in body["detail"]
+            assert "not saved" in body["detail"]
+            assert body["storage"] == "full"
+            assert body["request_id"]
 
             file_refused = await client.put("/file")
             assert file_refused.status_code == 507
@@ -275,7 +285,8 @@ async def test_app_answers_507_and_is_not_ready_until_the_disk_has_room(small_fs
             ready = await client.get("/api/health/ready")
             assert ready.status_code == 503
             checks = {c["name"]: c for c in ready.json()["checks"]}
-            assert not checks["storage"]["ok"] and not checks["db_main"]["ok"]
+            assert not checks["storage"]["ok"]
+            assert not checks["db_main"]["ok"]
             assert "disk is full" in checks["storage"]["error"]
 
             filler.unlink()

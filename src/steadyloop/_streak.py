@@ -11,7 +11,7 @@ drown the one line that says what is wrong. A streak logs:
 
 Callers that never learn about a success (they only hear of failures) get streak boundaries
 from `gap`: a failure more than `gap` seconds after the previous one closes the old streak
-with its summary and opens a new one.
+with its summary ("stopped failing after N failures in T s") and opens a new one.
 
 Thread-safe: a lease renewal thread and the event loop may share one streak.
 """
@@ -73,7 +73,8 @@ class ErrorStreak:
         now = self._clock()
         with self._lock:
             if self._count and self.gap is not None and now - self._last_failure > self.gap:
-                self._end(now)
+                # No success was seen: the streak ended with its last failure.
+                self._end(self._last_failure, "stopped failing")
             self._count += 1
             self._last_error = exc
             self._last_failure = now
@@ -109,15 +110,16 @@ class ErrorStreak:
         now = self._clock()
         with self._lock:
             if self._count:
-                self._end(now)
+                self._end(now, "recovered")
 
-    def _end(self, now: float) -> None:
+    def _end(self, now: float, how: str) -> None:
         count, elapsed = self._count, now - self._started
         self._count = 0
         self._last_error = None
         self.logger.warning(
-            "%s recovered after %d failure%s in %.1fs",
+            "%s %s after %d failure%s in %.1fs",
             self.what,
+            how,
             count,
             "" if count == 1 else "s",
             elapsed,

@@ -1,0 +1,99 @@
+"""`ErrorStreak`: one warning per failure streak, a summary, no traceback unless DEBUG."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from steadyloop._streak import ErrorStreak
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def log() -> logging.Logger:
+    logger = logging.getLogger("steadyloop.test.streak")
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "steadyloop.test.streak"]
+
+
+def test_many_failures_log_one_warning_then_the_recovery(
+    caplog: pytest.LogCaptureFixture, log: logging.Logger
+) -> None:
+    clock = Clock()
+    streak = ErrorStreak("poll", log, summary_every=60, clock=clock)
+    for _ in range(40):
+        streak.failed(ConnectionError("refused"), retry_in=0.5)
+        clock.now += 0.3
+    assert streak.failing
+    assert streak.count == 40
+    assert lines(caplog) == [
+        "poll failed: ConnectionError: refused; retrying in 0.5s (logged once until it recovers)"
+    ]
+    assert all(r.exc_info is None for r in caplog.records)  # no traceback at INFO
+    streak.succeeded()
+    streak.succeeded()  # nothing open: nothing logged
+    assert lines(caplog)[1:] == ["poll recovered after 40 failures in 12.0s"]
+    assert not streak.failing
+    assert streak.last_error is None
+
+
+def test_a_long_streak_logs_a_summary_every_period(
+    caplog: pytest.LogCaptureFixture, log: logging.Logger
+) -> None:
+    clock = Clock()
+    streak = ErrorStreak("poll", log, summary_every=60, clock=clock)
+    for _ in range(300):  # 150 s of failures, one every half second
+        streak.failed(TimeoutError())
+        clock.now += 0.5
+    messages = lines(caplog)
+    assert len(messages) == 3
+    assert messages[0].startswith("poll failed: TimeoutError")
+    assert messages[1] == "poll still failing: 121 failures in 60s; last: TimeoutError"
+    assert messages[2] == "poll still failing: 241 failures in 120s; last: TimeoutError"
+
+
+def test_a_quiet_gap_ends_a_streak_without_a_success(
+    caplog: pytest.LogCaptureFixture, log: logging.Logger
+) -> None:
+    clock = Clock()
+    streak = ErrorStreak("store", log, gap=10.0, clock=clock)
+    for _ in range(5):
+        streak.failed(OSError("down"))
+        clock.now += 1
+    clock.now += 30
+    streak.failed(OSError("down again"))
+    assert lines(caplog) == [
+        "store failed: OSError: down (logged once until it recovers)",
+        "store stopped failing after 5 failures in 4.0s",
+        "store failed: OSError: down again (logged once until it recovers)",
+    ]
+
+
+def test_debug_keeps_the_traceback_of_the_first_failure(
+    caplog: pytest.LogCaptureFixture, log: logging.Logger
+) -> None:
+    log.setLevel(logging.DEBUG)
+    try:
+        streak = ErrorStreak("poll", log)
+        try:
+            raise ConnectionError("refused")
+        except ConnectionError as exc:
+            streak.failed(exc)
+            streak.failed(exc)
+        [record] = [r for r in caplog.records if r.name == log.name]
+        assert record.exc_info is not None
+        assert record.exc_info[1] is not None
+    finally:
+        log.setLevel(logging.INFO)
