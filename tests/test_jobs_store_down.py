@@ -20,7 +20,7 @@ import steadyloop as sl
 from steadyloop.jobs import JobContext
 from steadyloop.jobs.manager import JobStoreUnavailable
 from steadyloop.jobs.memory import MemoryJobStore
-from steadyloop.jobs.models import Job
+from steadyloop.jobs.models import Job, new_job
 from steadyloop.jobs.worker import Worker
 from steadyloop.settings import Settings
 
@@ -210,3 +210,52 @@ async def test_jobs_raise_job_store_unavailable_with_the_cause(dead_redis_url: s
                 await call()
     finally:
         await rt.stop()
+
+
+class FlakyHeartbeats(MemoryJobStore):
+    """A memory store whose lease renewals fail while `down` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+        self.heartbeat_failures = 0
+
+    def heartbeat(self, worker_id: str, job_ids: Collection[str], lease: float) -> list[str]:
+        if self.down:
+            self.heartbeat_failures += 1
+            raise ConnectionError("store unreachable")
+        return super().heartbeat(worker_id, job_ids, lease)
+
+
+async def test_failed_lease_renewals_log_once_then_recover(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="steadyloop")
+    store = FlakyHeartbeats()
+    rt = sl.Runtime(Settings(log_setup=False, job_store_url="memory://"))
+    release = asyncio.Event()
+
+    async def hold(ctx: JobContext) -> None:
+        await release.wait()
+
+    task = rt.jobs.task(hold, name="hold")
+    # One slot, taken by the held job: no claim re-delivers it when its short lease lapses.
+    worker = Worker(store, {"hold": task}, concurrency=1, poll_interval=0.001, lease=0.03)
+    await store.enqueue([new_job("hold", {})])
+    await worker.start()
+    try:
+        await until(lambda: store.heartbeat_failures >= 5, "five failed renewals")
+        store.down = False
+        await until(lambda: not worker._heartbeat_streak.failing, "renewals succeed again")
+    finally:
+        release.set()
+        await worker.stop()
+    messages = [
+        r.getMessage()
+        for r in job_records(caplog)
+        if r.levelno >= logging.WARNING and "lease renewal" in r.getMessage()
+    ]
+    assert len(messages) == 2, messages
+    assert "lease renewal failed: ConnectionError: store unreachable" in messages[0]
+    assert "lease renewal recovered after" in messages[1]
+    assert not [r for r in job_records(caplog) if r.exc_info]

@@ -23,6 +23,8 @@ import steadyloop as sl
 from steadyloop import files, storage
 from steadyloop.db.sqlite import Database
 from steadyloop.demo import create_app
+from steadyloop.jobs.models import new_job
+from steadyloop.jobs.sqlite import SqliteJobStore
 from steadyloop.settings import Settings
 from steadyloop.storage import StorageUnavailable
 
@@ -334,3 +336,35 @@ async def test_demo_orders_on_a_full_data_dir(small_fs: Path) -> None:
             assert created.status_code == 201
             for order_id in acked:
                 assert (await client.get(f"/api/orders/{order_id}")).status_code == 200
+
+
+# --- the SQLite job store ----------------------------------------------------------------------
+async def test_sqlite_job_store_on_a_full_disk_refuses_enqueues_and_keeps_the_accepted(
+    small_fs: Path,
+) -> None:
+    store = SqliteJobStore(f"sqlite:///{small_fs / 'jobs.db'}")
+    await store.open()
+    try:
+        filler = fill(small_fs)
+        accepted: list[str] = []
+        refused: StorageUnavailable | None = None
+        for _ in range(2000):
+            job = new_job("t", {"blob": "x" * 4000})
+            try:
+                [stored] = await store.enqueue([job])
+            except StorageUnavailable as exc:
+                refused = exc
+                break
+            accepted.append(stored.id)
+        assert refused is not None
+        assert refused.status_code == 507
+        with pytest.raises(StorageUnavailable):
+            await store.ping()  # the readiness check "jobs"
+        filler.unlink()
+        assert await store.ping() is True
+        [after] = await store.enqueue([new_job("t", {})])
+        for job_id in [*accepted, after.id]:
+            assert await store.get(job_id) is not None
+        assert storage.faults() == []
+    finally:
+        await store.close()

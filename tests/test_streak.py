@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
@@ -97,3 +98,32 @@ def test_debug_keeps_the_traceback_of_the_first_failure(
         assert record.exc_info[1] is not None
     finally:
         log.setLevel(logging.INFO)
+
+
+def test_sparse_failures_log_one_line_each(
+    caplog: pytest.LogCaptureFixture, log: logging.Logger
+) -> None:
+    clock = Clock()
+    streak = ErrorStreak("cache", log, gap=10.0, clock=clock)
+    for _ in range(3):
+        streak.failed(OSError("down"))
+        clock.now += 30
+    assert lines(caplog) == ["cache failed: OSError: down (logged once until it recovers)"] * 3
+
+
+def test_a_streak_is_shared_by_threads(
+    caplog: pytest.LogCaptureFixture, log: logging.Logger
+) -> None:
+    streak = ErrorStreak("heartbeat", log)
+
+    def fail() -> None:
+        for _ in range(500):
+            streak.failed(OSError("down"))
+
+    threads = [threading.Thread(target=fail) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert streak.count == 2000
+    assert len(lines(caplog)) == 1

@@ -73,8 +73,9 @@ class ErrorStreak:
         now = self._clock()
         with self._lock:
             if self._count and self.gap is not None and now - self._last_failure > self.gap:
-                # No success was seen: the streak ended with its last failure.
-                self._end(self._last_failure, "stopped failing")
+                # No success was seen: the streak ended with its last failure. A lone failure
+                # needs no summary: sparse failures log one line each, never two.
+                self._end(self._last_failure, "stopped failing", quiet=self._count == 1)
             self._count += 1
             self._last_error = exc
             self._last_failure = now
@@ -112,10 +113,12 @@ class ErrorStreak:
             if self._count:
                 self._end(now, "recovered")
 
-    def _end(self, now: float, how: str) -> None:
+    def _end(self, now: float, how: str, *, quiet: bool = False) -> None:
         count, elapsed = self._count, now - self._started
         self._count = 0
         self._last_error = None
+        if quiet:
+            return
         self.logger.warning(
             "%s %s after %d failure%s in %.1fs",
             self.what,
