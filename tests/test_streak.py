@@ -127,3 +127,23 @@ def test_a_streak_is_shared_by_threads(
         thread.join()
     assert streak.count == 2000
     assert len(lines(caplog)) == 1
+
+
+def test_settle_counts_a_flapping_operation_as_one_streak(
+    caplog: pytest.LogCaptureFixture, log: logging.Logger
+) -> None:
+    clock = Clock()
+    streak = ErrorStreak("writes", log, settle=5.0, clock=clock)
+    for _ in range(10):  # fail, succeed, fail, succeed... half a second apart
+        streak.failed(OSError("full"))
+        clock.now += 0.5
+        streak.succeeded()
+        clock.now += 0.5
+    assert streak.failing
+    assert streak.count == 10
+    clock.now += 5
+    streak.succeeded()
+    assert lines(caplog) == [
+        "writes failed: OSError: full (logged once until it recovers)",
+        "writes recovered after 10 failures in 15.0s",
+    ]

@@ -13,6 +13,10 @@ Callers that never learn about a success (they only hear of failures) get streak
 from `gap`: a failure more than `gap` seconds after the previous one closes the old streak
 with its summary ("stopped failing after N failures in T s") and opens a new one.
 
+An operation that flaps (a nearly full disk takes one write and refuses the next) would open
+and close a streak per call; `settle` keeps a streak open until a success comes at least
+`settle` seconds after the last failure, so the flapping is counted in one streak.
+
 Thread-safe: a lease renewal thread and the event loop may share one streak.
 """
 
@@ -40,12 +44,14 @@ class ErrorStreak:
         *,
         summary_every: float = 60.0,
         gap: float | None = None,
+        settle: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.what = what
         self.logger = logger
         self.summary_every = summary_every
         self.gap = gap
+        self.settle = settle
         self._clock = clock
         self._lock = threading.Lock()
         self._count = 0
@@ -110,7 +116,7 @@ class ErrorStreak:
             return
         now = self._clock()
         with self._lock:
-            if self._count:
+            if self._count and now - self._last_failure >= self.settle:
                 self._end(now, "recovered")
 
     def _end(self, now: float, how: str, *, quiet: bool = False) -> None:

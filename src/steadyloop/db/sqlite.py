@@ -143,7 +143,8 @@ class Database:
         self._m_batch = metrics.db_batch_size.labels(name)
         self._m_tx = metrics.db_transaction_seconds.labels(name)
         self._m_busy = metrics.db_busy_retries_total.labels(name)
-        self._write_streak = ErrorStreak(f"database {name}: writes", logger)
+        # `settle`: a nearly full disk that takes one batch and refuses the next is one streak.
+        self._write_streak = ErrorStreak(f"database {name}: writes", logger, settle=5.0)
 
     @classmethod
     def from_settings(cls, settings: Any, path: str | Path, *, name: str = "main") -> Database:
