@@ -259,3 +259,33 @@ async def test_failed_lease_renewals_log_once_then_recover(
     assert "lease renewal failed: ConnectionError: store unreachable" in messages[0]
     assert "lease renewal recovered after" in messages[1]
     assert not [r for r in job_records(caplog) if r.exc_info]
+
+
+async def test_a_task_that_keeps_failing_alike_logs_its_traceback_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="steadyloop")
+    rt = sl.Runtime(Settings(log_setup=False, job_store_url="memory://"))
+    store = MemoryJobStore()
+
+    async def sync_drive(ctx: JobContext) -> None:
+        raise ConnectionError("upstream down")
+
+    task = rt.jobs.task(sync_drive, name="sync_drive", retries=0)
+    worker = Worker(store, {"sync_drive": task}, poll_interval=0.001)
+    jobs = [new_job("sync_drive", {}) for _ in range(4)]
+    await store.enqueue(jobs)
+    await worker.start()
+    try:
+        await until(lambda: all(_finished(store, j.id) for j in jobs), "the four jobs finished")
+    finally:
+        await worker.stop()
+    failures = [r for r in job_records(caplog) if "attempt 1/1 failed" in r.getMessage()]
+    assert len(failures) == 4  # every failed attempt has its line
+    assert sum(1 for r in failures if r.exc_info) == 1  # one traceback
+    assert all("ConnectionError: upstream down" in r.getMessage() for r in failures)
+
+
+def _finished(store: MemoryJobStore, job_id: str) -> bool:
+    job = store._jobs.get(job_id)
+    return job is not None and job.status.finished

@@ -101,6 +101,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._claim_streak = ErrorStreak(f"job worker {self.id}: claim", logger)
         self._record_streak = ErrorStreak(f"job worker {self.id}: recording outcomes", logger)
+        self._failing: dict[str, str] = {}  # task -> type of its last error, until a success
         self._heartbeat_streak = ErrorStreak(f"job worker {self.id}: lease renewal", logger)
 
     @property
@@ -244,20 +245,27 @@ class Worker:
                     result = await task.fn(context, **kwargs)
                 else:
                     result = await run_blocking(JOBS_DOMAIN, task.fn, context, **kwargs)
+            self._failing.pop(job.task, None)
             return Outcome(job.id, "succeeded", result=_jsonable(job, result))
         except TimeoutError:
             context.cancelled.set()  # a sync task's thread runs on: tell it to stop
             error = JobError(type="Timeout", message=f"did not finish within {job.timeout:g}s")
         except Exception as exc:
             error = JobError(type=type(exc).__name__, message=str(exc))
+            # Each failed attempt gets its line; the traceback only the first time a task fails
+            # with this type of error (an upstream that is down fails every attempt alike).
+            seen = self._failing.get(job.task) == error.type
+            self._failing[job.task] = error.type
             logger.warning(
-                "job %s (%s) attempt %d/%d failed: %s",
+                "job %s (%s) attempt %d/%d failed: %s: %s%s",
                 job.id,
                 job.task,
                 job.attempt,
                 job.max_attempts,
+                error.type,
                 error.message,
-                exc_info=True,
+                " (traceback logged at its first failure)" if seen else "",
+                exc_info=not seen or logger.isEnabledFor(logging.DEBUG),
             )
         # Retries count failures only: an attempt lost to a dead worker is not the task's fault.
         if job.failures < job.max_retries:
