@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 
 from steadyloop._streak import ErrorStreak
+from steadyloop.db.pragmas import SqlitePragmas
+from steadyloop.db.sqlite import Database
 
 
 class Clock:
@@ -147,3 +152,25 @@ def test_settle_counts_a_flapping_operation_as_one_streak(
         "writes failed: OSError: full (logged once until it recovers)",
         "writes recovered after 10 failures in 15.0s",
     ]
+
+
+async def test_a_busy_write_lock_logs_two_lines_not_one_per_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="steadyloop.db")
+    path = tmp_path / "shared.db"
+    async with Database(path, pragmas=SqlitePragmas(busy_timeout_ms=5), name="shared") as db:
+        await db.execute_script("CREATE TABLE t(x INT)")
+        other = sqlite3.connect(path, isolation_level=None)  # as another process would
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(db.write("INSERT INTO t VALUES (1)"))
+        async with asyncio.timeout(10):
+            while db._busy_streak.count < 3:
+                await asyncio.sleep(0.005)
+        other.execute("COMMIT")
+        other.close()
+        await write
+    messages = [r.getMessage() for r in caplog.records if r.name == "steadyloop.db"]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("database shared: write lock (held by another process) failed")
+    assert "recovered after" in messages[1]

@@ -145,6 +145,9 @@ class Database:
         self._m_busy = metrics.db_busy_retries_total.labels(name)
         # `settle`: a nearly full disk that takes one batch and refuses the next is one streak.
         self._write_streak = ErrorStreak(f"database {name}: writes", logger, settle=5.0)
+        self._busy_streak = ErrorStreak(
+            f"database {name}: write lock (held by another process)", logger
+        )
 
     @classmethod
     def from_settings(cls, settings: Any, path: str | Path, *, name: str = "main") -> Database:
@@ -463,19 +466,17 @@ class Database:
         for attempt in range(self._busy.attempts):
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                return
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or attempt == self._busy.attempts - 1:
                     raise
                 self._m_busy.inc()
-                delay = self._busy.delay(attempt)
-                logger.warning(
-                    "database %s: write lock busy (another process), retry %d in %.0f ms",
-                    self.name,
-                    attempt + 1,
-                    delay * 1000,
-                )
-                time.sleep(delay)  # the writer thread waits; the event loop does not
+                # One line while another process holds the lock, one when it lets go: not
+                # one per retry.
+                self._busy_streak.failed(exc)
+                time.sleep(self._busy.delay(attempt))  # the writer thread waits, not the loop
+            else:
+                self._busy_streak.succeeded()
+                return
 
     @staticmethod
     def _settle(outcomes: list[_Outcome]) -> None:
