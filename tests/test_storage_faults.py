@@ -368,3 +368,9 @@ async def test_sqlite_job_store_on_a_full_disk_refuses_enqueues_and_keeps_the_ac
         assert storage.faults() == []
     finally:
         await store.close()
+
+
+def test_probe_ignores_what_is_not_a_storage_fault(tmp_path: Path) -> None:
+    storage.probe(tmp_path)  # a writable folder: passes, leaves nothing behind
+    assert list(tmp_path.iterdir()) == []
+    storage.probe(tmp_path / "missing")  # ENOENT: cannot tell, does not fail readiness

@@ -220,7 +220,8 @@ def clear() -> None:
 
 def probe(folder: str | os.PathLike[str]) -> None:
     """Write and fsync a small file in `folder`, then remove it; `StorageUnavailable` if the
-    storage refuses. Blocking: run it in a thread. Success clears the folder's faults."""
+    storage refuses (full, read-only, I/O error). Blocking: run it in a thread. Success clears
+    the folder's faults; any other error (no permission to create a file there) is ignored."""
     target = Path(folder) / f".steadyloop-probe-{os.getpid()}-{threading.get_ident()}"
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -234,7 +235,10 @@ def probe(folder: str | os.PathLike[str]) -> None:
         # The probe's own path is not a fault to remember: the failure of real writes is.
         error = as_storage_error(exc, target, record=False)
         if error is None:
-            raise
+            # Not a storage fault (a folder the process may not create files in, while the
+            # database files in it are writable): the probe cannot tell, so it does not fail.
+            logger.debug("storage probe in %s not possible: %s", folder, exc)
+            return
         raise error from exc
     _unlink_quietly(target)
     record_folder_success(folder)
