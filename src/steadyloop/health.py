@@ -4,14 +4,15 @@ Liveness never touches I/O on the loop: it reads counters the runtime already ho
 Readiness runs every registered check (a database ping, a Redis ping, an upstream) off the
 loop, concurrently, each bounded by a timeout; any failure answers 503. While a write has
 failed on a full, read-only or failing disk (a storage fault, see `steadyloop.storage`), a
-`storage` check joins them: it probes each faulty folder with a small write and passes, and
-clears the fault, as soon as the disk takes writes again.
+`storage` check joins them: it probes each faulty folder with a small write, and is listed
+only while that fails; as soon as the disk takes writes again the fault is cleared.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -101,6 +102,9 @@ class HealthChecks:
         results = await asyncio.gather(
             *(self._run_one(runtime, name, entry) for name, entry in checks.items())
         )
+        if STORAGE_CHECK not in self._checks:
+            # Listed only while it fails: a fault whose folder takes writes again is cleared.
+            results = [r for r in results if r.name != STORAGE_CHECK or not r.ok]
         ok = runtime.started and all(r.ok for r in results)
         return Readiness(status="ready" if ok else "not_ready", checks=list(results))
 
@@ -134,6 +138,9 @@ def _probe_faulty_folders() -> None:
     A folder whose probe passes has its faults cleared (the disk takes writes again)."""
     failed: list[OSError] = []
     for folder in sorted({fault.folder for fault in storage.faults()}):
+        if not os.path.isdir(folder):  # removed since: nothing is written there any more
+            storage.forget_folder(folder)
+            continue
         try:
             storage.probe(folder)
         except OSError as exc:

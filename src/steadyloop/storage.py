@@ -33,6 +33,7 @@ __all__ = [
     "StorageUnavailable",
     "as_storage_error",
     "faults",
+    "forget_folder",
     "probe",
     "record_failure",
     "record_success",
@@ -204,6 +205,14 @@ def record_folder_success(folder: str | os.PathLike[str]) -> None:
         paths = [f.path for f in _faults.values() if f.folder == key]
     for path in paths:
         record_success(path)
+
+
+def forget_folder(folder: str | os.PathLike[str]) -> None:
+    """Drop the faults recorded in `folder` without a probe (the folder no longer exists)."""
+    key = os.path.abspath(os.fspath(folder))
+    with _lock:
+        for path in [f.path for f in _faults.values() if f.folder == key]:
+            del _faults[path]
 
 
 def faults() -> list[StorageFault]:
