@@ -48,6 +48,7 @@ from pydantic import TypeAdapter
 from pydantic_core import from_json, to_json
 
 from steadyloop import metrics
+from steadyloop._streak import ErrorStreak
 from steadyloop.redis_client import async_redis, require_redis
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ FRESH, STALE, COMPUTE, WAIT = 1, 2, 3, 4
 POLL_FIRST = 0.005
 POLL_MAX = 0.1
 MAX_KEY_LENGTH = 512
+#: Seconds without a failure that end a failure streak of the backend (or of refreshes).
+STREAK_GAP = 10.0
 
 
 @dataclass(slots=True)
@@ -363,6 +366,7 @@ class Cache:
         self._misses = metrics.cache_misses_total.labels(name)
         self._coalesced = metrics.cache_coalesced_total.labels(name)
         self._errors = metrics.cache_errors_total.labels(name)
+        self._streaks: dict[str, ErrorStreak] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, name: str = "default") -> Cache:
@@ -592,10 +596,8 @@ class Cache:
             await self._compute(key, fn, ttl, stale, lock)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception(
-                "cache %s: refreshing %r failed; the stale value stays", self.name, key
-            )
+        except Exception as exc:
+            self._streak("refresh", "refreshing (the stale values stay)").failed(exc)
 
     @staticmethod
     def _forget(registry: dict[str, Any], key: str, task: asyncio.Task[Any]) -> None:
@@ -616,9 +618,17 @@ class Cache:
 
     def _backend_failed(self, operation: str, exc: BaseException) -> None:
         self._errors.inc()
-        logger.warning(
-            "cache %s: %s failed (%r); serving without the cache", self.name, operation, exc
-        )
+        self._streak("backend", "backend (serving without the cache)").failed(exc)
+
+    def _streak(self, kind: str, what: str) -> ErrorStreak:
+        """One streak per kind of failure: a backend that is down fails every call, and a
+        quiet gap of `STREAK_GAP` seconds ends the streak (with its summary)."""
+        streak = self._streaks.get(kind)
+        if streak is None:
+            streak = self._streaks[kind] = ErrorStreak(
+                f"cache {self.name}: {what}", logger, gap=STREAK_GAP
+            )
+        return streak
 
 
 def _check_key(key: str) -> None:

@@ -22,7 +22,9 @@ Guarantees of `write_atomic`, `write_json_atomic`, `save_base64` and `save_strea
 under a root folder, or raises `UnsafePath`.
 
 The exceptions carry a `status_code` (413 for `PayloadTooLarge`, 400 for the others) for the web
-layer to answer with.
+layer to answer with. A write the disk refuses (full, read-only, I/O error) raises
+`StorageUnavailable` (an `OSError`; 507 or 503 under `install(app)`) and is recorded as a
+storage fault that readiness reports until a write in that folder succeeds again.
 """
 
 from __future__ import annotations
@@ -40,16 +42,20 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from steadyloop import storage
 from steadyloop.offload import BulkheadFull, run_blocking
+from steadyloop.storage import StorageUnavailable
 
 __all__ = [
     "FS_DOMAIN",
     "InvalidPayload",
     "PayloadTooLarge",
+    "StorageUnavailable",
     "UnsafePath",
     "delete",
     "exists",
@@ -176,22 +182,23 @@ def write_atomic_sync(
     payload = _as_bytes(data, encoding)
     target = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(target)
-    fd, temp = _make_temp(target)
-    try:
-        with _open_fd(fd) as f:
-            _fchmod(fd, mode)
-            f.write(payload)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        if _WINDOWS:
-            os.chmod(temp, mode)
-        os.replace(temp, target)
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-    if fsync:
-        _fsync_folder(folder)
+    with _storage_errors(target):
+        fd, temp = _make_temp(target)
+        try:
+            with _open_fd(fd) as f:
+                _fchmod(fd, mode)
+                f.write(payload)
+                f.flush()
+                if fsync:
+                    os.fsync(f.fileno())
+            if _WINDOWS:
+                os.chmod(temp, mode)
+            os.replace(temp, target)
+        except BaseException:
+            _remove_quietly(temp)
+            raise
+        if fsync:
+            _fsync_folder(folder)
 
 
 async def write_atomic(
@@ -400,17 +407,23 @@ class _TempWriter:
             if self._finished:  # aborted before this call got its thread
                 return
             self.target = os.path.abspath(self.target)
-            fd, self.temp = _make_temp(self.target)
-            self._file = _open_fd(fd)
-            _fchmod(fd, self.mode)
+            with _storage_errors(self.target, success=False):
+                fd, self.temp = _make_temp(self.target)
+                self._file = _open_fd(fd)
+                _fchmod(fd, self.mode)
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         with self._lock:
             if self._file is None:
                 raise RuntimeError("the temp file is not open")
-            self._file.write(chunk)
+            with _storage_errors(self.target, success=False):
+                self._file.write(chunk)
 
     def commit(self, fsync: bool) -> None:
+        with _storage_errors(self.target):
+            self._commit(fsync)
+
+    def _commit(self, fsync: bool) -> None:
         with self._lock:
             if self._file is None or self.temp is None:
                 raise RuntimeError("the temp file is not open")
@@ -463,6 +476,21 @@ async def _abort(writer: _TempWriter) -> None:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+@contextmanager
+def _storage_errors(target: str, *, success: bool = True) -> Iterator[None]:
+    """Turn a refused write into `StorageUnavailable` (and record the fault); with `success`,
+    a write that completes clears the faults recorded in its folder."""
+    try:
+        yield
+    except OSError as exc:
+        error = storage.as_storage_error(exc, target)
+        if error is None or error is exc:
+            raise
+        raise error from exc
+    if success:
+        storage.record_folder_success(os.path.dirname(target))
+
+
 def _as_bytes(data: bytes | str, encoding: str) -> bytes | bytearray | memoryview:
     if isinstance(data, str):
         return data.encode(encoding)

@@ -2,13 +2,17 @@
 
 Liveness never touches I/O on the loop: it reads counters the runtime already holds.
 Readiness runs every registered check (a database ping, a Redis ping, an upstream) off the
-loop, concurrently, each bounded by a timeout; any failure answers 503.
+loop, concurrently, each bounded by a timeout; any failure answers 503. While a write has
+failed on a full, read-only or failing disk (a storage fault, see `steadyloop.storage`), a
+`storage` check joins them: it probes each faulty folder with a small write, and is listed
+only while that fails; as soon as the disk takes writes again the fault is cleared.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,13 +21,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 import steadyloop
-from steadyloop import metrics
+from steadyloop import metrics, storage
 
 if TYPE_CHECKING:
     from steadyloop.runtime import Runtime
 
 Check = Callable[[], Any] | Callable[[], Awaitable[Any]]
 HEALTH_DOMAIN = "health"
+STORAGE_CHECK = "storage"
 
 
 class LoopHealth(BaseModel):
@@ -91,9 +96,15 @@ class HealthChecks:
         return list(self._checks)
 
     async def run(self, runtime: Runtime) -> Readiness:
+        checks = dict(self._checks)
+        if storage.faults() and STORAGE_CHECK not in checks:
+            checks[STORAGE_CHECK] = _Registered(_probe_faulty_folders, None)
         results = await asyncio.gather(
-            *(self._run_one(runtime, name, entry) for name, entry in self._checks.items())
+            *(self._run_one(runtime, name, entry) for name, entry in checks.items())
         )
+        if STORAGE_CHECK not in self._checks:
+            # Listed only while it fails: a fault whose folder takes writes again is cleared.
+            results = [r for r in results if r.name != STORAGE_CHECK or not r.ok]
         ok = runtime.started and all(r.ok for r in results)
         metrics.ready.labels(runtime.role).set(
             1.0 if ok else 0.0
@@ -122,6 +133,25 @@ class HealthChecks:
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             error=error,
         )
+
+
+def _probe_faulty_folders() -> None:
+    """Probe every folder with a recorded storage fault; raise for the first that still fails.
+
+    A folder whose probe passes has its faults cleared (the disk takes writes again)."""
+    failed: list[OSError] = []
+    for folder in sorted({fault.folder for fault in storage.faults()}):
+        if not os.path.isdir(folder):  # removed since: nothing is written there any more
+            storage.forget_folder(folder)
+            continue
+        try:
+            storage.probe(folder)
+        except OSError as exc:
+            failed.append(exc)
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise RuntimeError("; ".join(str(exc) for exc in failed))
 
 
 #: Why `status` is "stopped" in a process whose lifespan never ran (docs/testing.md).

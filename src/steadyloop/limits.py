@@ -42,6 +42,7 @@ from starlette.routing import compile_path
 from starlette.types import Scope
 
 from steadyloop import metrics
+from steadyloop._streak import ErrorStreak
 from steadyloop.redis_client import async_redis, require_redis
 
 if TYPE_CHECKING:
@@ -1016,10 +1017,13 @@ class RateLimits:
 
     def _store_failed(self, exc: BaseException) -> None:
         metrics.rate_limit_errors_total.inc()
-        now = time.monotonic()
-        if now - self._error_logged_at > 10.0:  # at most one line per 10 s
-            self._error_logged_at = now
-            logger.warning("rate limit store failed (%r): admitting requests", exc)
+        # One warning per failure streak (a quiet gap of 10 s ends one), a count every minute.
+        streak: ErrorStreak | None = getattr(self, "_store_streak", None)
+        if streak is None:
+            streak = self._store_streak = ErrorStreak(
+                "rate limit store (admitting requests meanwhile)", logger, gap=10.0
+            )
+        streak.failed(exc)
 
     async def open(self) -> None:
         await self.store.open()

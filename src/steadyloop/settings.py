@@ -106,6 +106,8 @@ _RETRY = RetryPolicy()
 _POOL = PoolLimits()
 _BREAKER = BreakerConfig()
 _UPSTREAM = UpstreamConfig(name="defaults")
+
+
 def _byte_count(value: Any) -> Any:
     """`1MiB`, `512KiB`, `1048576` -> bytes (pydantic's ByteSize units, as in
     REQUEST_BODY_MAX_BYTES_PATHS)."""

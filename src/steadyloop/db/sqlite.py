@@ -16,6 +16,11 @@ time fighting for that lock ("database is locked"), and retrying harder only add
 - BEGIN IMMEDIATE takes the write lock up front: a read-then-write unit never fails halfway
   with SQLITE_BUSY. When another process holds the lock past `busy_timeout`, BEGIN is retried
   with exponential backoff and full jitter (nothing of the batch has run yet, so it is safe).
+- A full, read-only or failing disk (SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR) fails the
+  units it touched with `StorageUnavailable` (also a `sqlite3.OperationalError`) and records
+  a storage fault that readiness reports until a write succeeds again; the writer keeps
+  running and takes writes again as soon as the disk does. The failures are logged once per
+  streak, not once per write.
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from steadyloop import metrics
+from steadyloop import metrics, storage
+from steadyloop._streak import ErrorStreak
 from steadyloop.db.pragmas import SqlitePragmas, apply_pragmas
 from steadyloop.db.rows import Row
 from steadyloop.offload import Bulkhead
 
-__all__ = ["Database", "DatabaseClosed", "WriteResult"]
+__all__ = ["Database", "DatabaseClosed", "StorageUnavailable", "WriteResult"]
+
+StorageUnavailable = storage.StorageUnavailable
 
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any]
@@ -135,6 +143,11 @@ class Database:
         self._m_batch = metrics.db_batch_size.labels(name)
         self._m_tx = metrics.db_transaction_seconds.labels(name)
         self._m_busy = metrics.db_busy_retries_total.labels(name)
+        # `settle`: a nearly full disk that takes one batch and refuses the next is one streak.
+        self._write_streak = ErrorStreak(f"database {name}: writes", logger, settle=5.0)
+        self._busy_streak = ErrorStreak(
+            f"database {name}: write lock (held by another process)", logger
+        )
 
     @classmethod
     def from_settings(cls, settings: Any, path: str | Path, *, name: str = "main") -> Database:
@@ -273,8 +286,17 @@ class Database:
         return await self.reading(lambda conn: conn.execute(sql, params).fetchall())
 
     async def ping(self) -> bool:
-        """A readiness check: a reader answers `SELECT 1`."""
+        """A readiness check: a reader answers `SELECT 1`, and the folder takes writes.
+
+        The second part writes and fsyncs a 4 KiB file next to the database and removes it:
+        it raises `StorageUnavailable` while the disk is full, read-only or failing, and once
+        it passes again the recorded storage fault is cleared.
+        """
         row = await self.read_one("SELECT 1")
+        bulkhead = self._read_bulkhead
+        if bulkhead is None:
+            raise DatabaseClosed(f"database {self.name!r} is not open")
+        await bulkhead.run(storage.probe, self.path.parent)
         return row is not None and row[0] == 1
 
     async def read_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
@@ -365,32 +387,61 @@ class Database:
         try:
             self._begin_immediate(conn)
         except sqlite3.Error as exc:
-            self._settle([_Outcome(u, error=exc) for u in live])
+            error = self._storage_error(exc)
+            self._settle([_Outcome(u, error=error) for u in live])
             return
         try:
             for unit in live:
                 outcomes.append(self._run_unit(conn, unit))
             conn.execute("COMMIT")
         except BaseException as exc:
-            # The commit itself failed (disk full, I/O error): nothing of the batch is kept.
+            # The commit itself failed (disk full, I/O error), or SQLite rolled the whole
+            # transaction back under a unit: nothing of the batch is kept, and every caller of
+            # the batch is told so.
             try:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            logger.error("database %s: commit failed: %s", self.name, exc)
-            self._settle([_Outcome(u, error=exc) for u in live])
+            error = self._storage_error(exc)
+            if error is exc:  # not a storage fault: logged once per write, as ever
+                logger.error("database %s: commit failed: %s", self.name, exc)
+            self._settle([_Outcome(u, error=error) for u in live])
             return
         self._m_tx.observe(time.perf_counter() - started)
         self._m_batch.observe(len(live))
+        self._wrote()
+        for outcome in outcomes:
+            if outcome.error is not None:
+                outcome.error = self._storage_error(outcome.error)
         self._settle(outcomes)
+
+    def _storage_error(self, exc: BaseException) -> BaseException:
+        """`exc` as `StorageUnavailable` when the disk refused the write (recorded as a fault
+        and counted in the writer's failure streak); any other error unchanged."""
+        error = storage.as_storage_error(exc, self.path, database=True)
+        if error is None:
+            return exc
+        self._write_streak.failed(error)
+        return error
+
+    def _wrote(self) -> None:
+        """A transaction committed: the storage takes writes (clears a recorded fault)."""
+        if self._write_streak.failing:
+            self._write_streak.succeeded()
+        storage.record_success(self.path)
 
     def _run_script(self, conn: sqlite3.Connection, unit: _Unit[Any]) -> _Outcome:
         try:
             conn.executescript(f"BEGIN IMMEDIATE;\n{unit.script}\n;COMMIT;")
         except Exception as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            return _Outcome(unit, error=exc)
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            return _Outcome(unit, error=self._storage_error(exc))
+        self._wrote()
         return _Outcome(unit)
 
     def _run_unit(self, conn: sqlite3.Connection, unit: _Unit[Any]) -> _Outcome:
@@ -398,9 +449,16 @@ class Database:
         try:
             value = unit.context.run(unit.fn, conn)
         except Exception as exc:
+            if not conn.in_transaction:
+                # SQLite rolled back the whole transaction (it may on SQLITE_FULL or an I/O
+                # error): the units before this one are gone too, so the batch fails.
+                raise
             conn.execute("ROLLBACK TO unit")
             conn.execute("RELEASE unit")
             return _Outcome(unit, error=exc)
+        if not conn.in_transaction:
+            # The unit swallowed an error after which SQLite rolled the transaction back.
+            raise sqlite3.OperationalError("the transaction was rolled back by SQLite")
         conn.execute("RELEASE unit")
         return _Outcome(unit, value=value)
 
@@ -408,19 +466,17 @@ class Database:
         for attempt in range(self._busy.attempts):
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                return
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or attempt == self._busy.attempts - 1:
                     raise
                 self._m_busy.inc()
-                delay = self._busy.delay(attempt)
-                logger.warning(
-                    "database %s: write lock busy (another process), retry %d in %.0f ms",
-                    self.name,
-                    attempt + 1,
-                    delay * 1000,
-                )
-                time.sleep(delay)  # the writer thread waits; the event loop does not
+                # One line while another process holds the lock, one when it lets go: not
+                # one per retry.
+                self._busy_streak.failed(exc)
+                time.sleep(self._busy.delay(attempt))  # the writer thread waits, not the loop
+            else:
+                self._busy_streak.succeeded()
+                return
 
     @staticmethod
     def _settle(outcomes: list[_Outcome]) -> None:

@@ -7,10 +7,12 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from steadyloop import metrics
+from steadyloop._streak import ErrorStreak
 from steadyloop.jobs.group import TaskGroup
 from steadyloop.jobs.models import Job, JobStatus, new_job
 from steadyloop.jobs.periodic import Periodic, PeriodicScheduler
@@ -28,6 +30,8 @@ __all__ = ["JobStoreUnavailable", "Jobs", "JobsNotStarted"]
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("steadyloop.jobs")
 MAINTENANCE_INTERVAL = 5.0
+#: Retry-After (seconds) of the 503 answered while the job store cannot be reached.
+STORE_RETRY_AFTER = 5
 
 
 class JobsNotStarted(RuntimeError):
@@ -47,7 +51,16 @@ class JobsNotStarted(RuntimeError):
 
 
 class JobStoreUnavailable(RuntimeError):
-    """The job store could not be opened at start; the message names JOB_STORE_URL."""
+    """The job store cannot be reached (Redis down), or could not be opened at start.
+
+    Raised by `enqueue`, `get`, `list` and `cancel` while the store is down (the cause is
+    chained): `install(app)` answers it with 503 problem+json and Retry-After. At start the
+    message names JOB_STORE_URL.
+    """
+
+    def __init__(self, message: str, *, retry_after: int = STORE_RETRY_AFTER) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Jobs:
@@ -64,6 +77,7 @@ class Jobs:
         self._scheduler: PeriodicScheduler | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._open = False
+        self._maintenance_streak = ErrorStreak("job store maintenance", logger)
 
     # --- registration --------------------------------------------------------------------
     @overload
@@ -168,7 +182,8 @@ class Jobs:
             request_id=request_id_var.get(),
             unique_key=unique_key,
         )
-        [stored] = await self.store.enqueue([job])
+        async with self._reaching_store("enqueue"):
+            [stored] = await self.store.enqueue([job])
         if stored.id == job.id:
             metrics.jobs_enqueued_total.labels(task.name).inc()
         if self.worker is not None:
@@ -184,7 +199,8 @@ class Jobs:
 
     async def get(self, job_id: str) -> Job | None:
         self._require_open()
-        return await self.store.get(job_id)
+        async with self._reaching_store("get"):
+            return await self.store.get(job_id)
 
     async def list(
         self, status: JobStatus | None = None, *, limit: int = 50, cursor: str | None = None
@@ -192,12 +208,14 @@ class Jobs:
         self._require_open()
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
-        return await self.store.list(status, limit, cursor)
+        async with self._reaching_store("list"):
+            return await self.store.list(status, limit, cursor)
 
     async def cancel(self, job_id: str) -> Job | None:
         """Cancel: a queued job is removed from the queue; a running one is told to stop."""
         self._require_open()
-        return await self.store.cancel(job_id)
+        async with self._reaching_store("cancel"):
+            return await self.store.cancel(job_id)
 
     async def wait(self, job_id: str, *, within: float = 60.0, poll: float = 0.05) -> Job:
         """Wait until the job has finished (polling the store); TimeoutError after `within`."""
@@ -285,10 +303,31 @@ class Jobs:
                         logger.info("purged %d finished jobs past their retention", removed)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.warning("job store maintenance failed", exc_info=True)
+            except Exception as exc:
+                self._maintenance_streak.failed(exc)
+            else:
+                self._maintenance_streak.succeeded()
             await asyncio.sleep(MAINTENANCE_INTERVAL)
 
     def _require_open(self) -> None:
         if not self._open:
             raise JobsNotStarted()
+
+    @asynccontextmanager
+    async def _reaching_store(self, operation: str) -> AsyncIterator[None]:
+        """Errors that mean "the store cannot be reached" become `JobStoreUnavailable`."""
+        try:
+            yield
+        except Exception as exc:
+            if not isinstance(exc, _unreachable_errors(self.store)):
+                raise
+            raise JobStoreUnavailable(
+                f"job store {redact_url(self.store.url)} unavailable ({operation}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _unreachable_errors(store: JobStore) -> tuple[type[BaseException], ...]:
+    """The errors `store` raises when it cannot be reached (its `unreachable_errors`)."""
+    errors: tuple[type[BaseException], ...] = getattr(store, "unreachable_errors", ())
+    return (ConnectionError, TimeoutError, *errors)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from croniter import croniter
 
+from steadyloop._streak import ErrorStreak
+
 if TYPE_CHECKING:
     from steadyloop.jobs.store import JobStore
     from steadyloop.jobs.tasks import Task
@@ -65,6 +67,11 @@ class PeriodicScheduler:
         self._task: asyncio.Task[None] | None = None
         self._done: dict[str, float] = {}  # task name -> last slot handled here
         self._won: dict[str, float] = {}  # task name -> slot claimed here, not yet enqueued
+        # One streak per task: a store that is down fails every task each second.
+        self._streaks = {
+            p.task.name: ErrorStreak(f"periodic {p.task.name}: scheduling", logger)
+            for p in periodics
+        }
 
     async def start(self) -> None:
         if self._task is None and self.periodics:
@@ -88,15 +95,23 @@ class PeriodicScheduler:
                 wake = min(wake, nxt)
                 if self._done.get(periodic.task.name) == start:
                     continue
+                streak = self._streak(periodic.task.name)
                 try:
                     await self._fire(periodic, start, nxt)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    logger.exception("periodic %s: could not schedule", periodic.task.name)
+                except Exception as exc:
+                    streak.failed(exc)
                     continue
+                streak.succeeded()
                 self._done[periodic.task.name] = start
             await asyncio.sleep(max(0.0, wake - time.time()))
+
+    def _streak(self, name: str) -> ErrorStreak:
+        streak = self._streaks.get(name)
+        if streak is None:  # a periodic added after the scheduler was built
+            streak = self._streaks[name] = ErrorStreak(f"periodic {name}: scheduling", logger)
+        return streak
 
     async def _fire(self, periodic: Periodic, start: float, nxt: float) -> None:
         key = periodic.slot_key(start)

@@ -88,6 +88,8 @@ from pydantic_core import to_json
 
 try:
     from redis.commands.core import AsyncScript, Script
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "steadyloop.jobs.redis needs redis-py: install the extra with "
@@ -759,6 +761,13 @@ class RedisJobStore:
     Between `open` and `close` the store serves one event loop (plus `heartbeat` from any
     thread).
     """
+
+    #: What a call raises when Redis cannot be reached: `Jobs` answers those with
+    #: `JobStoreUnavailable` (503 + Retry-After) instead of a 500.
+    unreachable_errors: tuple[type[BaseException], ...] = (
+        RedisConnectionError,
+        RedisTimeoutError,
+    )
 
     def __init__(
         self,

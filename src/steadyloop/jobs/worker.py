@@ -8,6 +8,8 @@
   that dies stops renewing, and its jobs are delivered again when their leases expire.
 - A failed attempt is retried after an exponential backoff with jitter until the task's
   retries are used up; then the job fails with the error's type and message.
+- A store that fails (Redis down, a full disk) is retried with a growing delay, and logged once
+  per failure streak (a warning with the cause, a summary when it recovers), not per attempt.
 - Shutdown: stop claiming, give running jobs `JOB_SHUTDOWN_GRACE` seconds, then cancel the
   rest and release them for immediate re-delivery (not after their lease).
 """
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic_core import to_jsonable_python
 
 from steadyloop import metrics
+from steadyloop._streak import ErrorStreak
 from steadyloop.jobs.models import Job, JobError, JobProgress
 from steadyloop.jobs.store import JobStore, Outcome
 from steadyloop.jobs.tasks import JobContext, Task
@@ -96,6 +99,10 @@ class Worker:
         self._heartbeat_stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._claim_streak = ErrorStreak(f"job worker {self.id}: claim", logger)
+        self._record_streak = ErrorStreak(f"job worker {self.id}: recording outcomes", logger)
+        self._failing: dict[str, str] = {}  # task -> type of its last error, until a success
+        self._heartbeat_streak = ErrorStreak(f"job worker {self.id}: lease renewal", logger)
 
     @property
     def running_jobs(self) -> list[str]:
@@ -152,13 +159,14 @@ class Worker:
             self._wake.clear()  # a wake-up during the claim below is not lost
             try:
                 jobs = await self.store.claim(self.id, names, free, self.lease)
-                failures = 0
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 delay = min(30.0, self.poll_interval * 2**failures)
-                logger.exception("job worker %s: claim failed; retrying in %.1fs", self.id, delay)
+                self._claim_streak.failed(exc, retry_in=delay)
                 await self._sleep(delay)
                 continue
+            failures = 0
+            self._claim_streak.succeeded()
             for job in jobs:
                 self._spawn(job)
             if len(jobs) < free:
@@ -214,9 +222,10 @@ class Worker:
                 kind = outcome.kind
                 metrics.jobs_finished_total.labels(job.task, kind).inc()
                 metrics.job_run_seconds.labels(job.task).observe(time.perf_counter() - started)
-        except Exception:
+            self._record_streak.succeeded()
+        except Exception as exc:
             # The lease will lapse and the job will be delivered again: at least once.
-            logger.exception("job %s: could not record its outcome", job.id)
+            self._record_streak.failed(exc)
         finally:
             self._running.pop(job.id, None)
             with self._leased_lock:
@@ -236,20 +245,27 @@ class Worker:
                     result = await task.fn(context, **kwargs)
                 else:
                     result = await run_blocking(JOBS_DOMAIN, task.fn, context, **kwargs)
+            self._failing.pop(job.task, None)
             return Outcome(job.id, "succeeded", result=_jsonable(job, result))
         except TimeoutError:
             context.cancelled.set()  # a sync task's thread runs on: tell it to stop
             error = JobError(type="Timeout", message=f"did not finish within {job.timeout:g}s")
         except Exception as exc:
             error = JobError(type=type(exc).__name__, message=str(exc))
+            # Each failed attempt gets its line; the traceback only the first time a task fails
+            # with this type of error (an upstream that is down fails every attempt alike).
+            seen = self._failing.get(job.task) == error.type
+            self._failing[job.task] = error.type
             logger.warning(
-                "job %s (%s) attempt %d/%d failed: %s",
+                "job %s (%s) attempt %d/%d failed: %s: %s%s",
                 job.id,
                 job.task,
                 job.attempt,
                 job.max_attempts,
+                error.type,
                 error.message,
-                exc_info=True,
+                " (traceback logged at its first failure)" if seen else "",
+                exc_info=not seen or logger.isEnabledFor(logging.DEBUG),
             )
         # Retries count failures only: an attempt lost to a dead worker is not the task's fault.
         if job.failures < job.max_retries:
@@ -275,9 +291,10 @@ class Worker:
                 continue
             try:
                 stop = self.store.heartbeat(self.id, ids, self.lease)
-            except Exception:
-                logger.warning("job worker %s: heartbeat failed", self.id, exc_info=True)
+            except Exception as exc:
+                self._heartbeat_streak.failed(exc)
                 continue
+            self._heartbeat_streak.succeeded()
             loop = self._loop
             for job_id in stop:
                 if loop is not None:

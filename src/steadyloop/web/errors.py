@@ -1,7 +1,8 @@
 """RFC 9457 `application/problem+json` errors.
 
 steadyloop's own errors are always problem+json: `BulkheadFull`, `UpstreamUnavailable` and
-`JobsNotStarted` (503 + Retry-After), its limits (429, 503, 413), its client errors and the
+`JobsNotStarted` and `JobStoreUnavailable` (503 + Retry-After), `StorageUnavailable` (507 when the
+disk is full, 503 when read-only or failing), its limits (429, 503, 413), its client errors and the
 last-resort 500 (generic detail; the stack goes to the log only, see `web/middleware.py`).
 The app's own HTTP errors (404, 405, any HTTPException) and request validation errors (422)
 keep the framework's body unless `PROBLEM_DETAILS=all`, when they become problem+json too.
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from steadyloop.http.breaker import UpstreamUnavailable
 from steadyloop.logs import request_id_var
 from steadyloop.offload import BulkheadFull
+from steadyloop.storage import StorageUnavailable
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://steadyloop.dev/problems/"
@@ -142,6 +144,40 @@ async def jobs_not_started_handler(request: Request, exc: Exception) -> Response
         type_=PROBLEM_TYPE_BASE + "jobs-not-started",
         instance=request.url.path,
         headers={"Retry-After": "1"},
+    )
+
+
+async def storage_unavailable_handler(request: Request, exc: Exception) -> Response:
+    """The disk refused a write: 507 when full, 503 when read-only or failing. The write was
+    not done; the detail says why and where (the folder, not the app's file names)."""
+    assert isinstance(exc, StorageUnavailable)
+    retry_after = exc.retry_after
+    return problem(
+        exc.status_code,
+        detail=f"The write was not saved: {_STORAGE_TEXT[exc.kind]}; retry later.",
+        type_=PROBLEM_TYPE_BASE + "storage-" + exc.kind.replace("_", "-"),
+        instance=request.url.path,
+        headers={"Retry-After": str(retry_after)} if retry_after is not None else None,
+        storage=exc.kind,
+    )
+
+
+_STORAGE_TEXT = {
+    "full": "the server's disk is full",
+    "read_only": "the server's storage is read-only",
+    "io_error": "the server's disk reports I/O errors",
+}
+
+
+async def job_store_unavailable_handler(request: Request, exc: Exception) -> Response:
+    """The job store cannot be reached (Redis down): the job was not enqueued."""
+    retry_after = int(getattr(exc, "retry_after", 5))
+    return problem(
+        503,
+        detail="The job store is unavailable; the job was not enqueued. Retry later.",
+        type_=PROBLEM_TYPE_BASE + "job-store-unavailable",
+        instance=request.url.path,
+        headers={"Retry-After": str(max(1, retry_after))},
     )
 
 

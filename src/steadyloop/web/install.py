@@ -14,19 +14,22 @@ from starlette.types import Lifespan, Scope
 
 from steadyloop.files import InvalidPayload, PayloadTooLarge, UnsafePath
 from steadyloop.http import UpstreamUnavailable
-from steadyloop.jobs.manager import JobsNotStarted
+from steadyloop.jobs.manager import JobsNotStarted, JobStoreUnavailable
 from steadyloop.jobs.tasks import InvalidJobArguments
 from steadyloop.limits import Overloaded, RateLimited
 from steadyloop.offload import BulkheadFull
 from steadyloop.runtime import Runtime
 from steadyloop.settings import Settings
+from steadyloop.storage import StorageUnavailable
 from steadyloop.web.concurrency import ConcurrencyMiddleware, overloaded_handler
 from steadyloop.web.dashboard import dashboard_endpoints
 from steadyloop.web.errors import (
     bulkhead_full_handler,
     client_error_handler,
     http_exception_handler,
+    job_store_unavailable_handler,
     jobs_not_started_handler,
+    storage_unavailable_handler,
     upstream_unavailable_handler,
     validation_exception_handler,
 )
@@ -122,6 +125,8 @@ def install(
     app.add_exception_handler(BulkheadFull, bulkhead_full_handler)
     app.add_exception_handler(UpstreamUnavailable, upstream_unavailable_handler)
     app.add_exception_handler(JobsNotStarted, jobs_not_started_handler)
+    app.add_exception_handler(JobStoreUnavailable, job_store_unavailable_handler)
+    app.add_exception_handler(StorageUnavailable, storage_unavailable_handler)
     app.add_exception_handler(Overloaded, overloaded_handler)
     app.add_exception_handler(RateLimited, rate_limited_handler)
     app.add_exception_handler(RequestRejected, request_rejected_handler)
