@@ -18,7 +18,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 from steadyloop.cache import Cache
 from steadyloop.db.pragmas import sqlite_path_from_url
 from steadyloop.db.sqlite import Database
@@ -85,6 +85,8 @@ class Runtime:
                 self.role = role
             if self.settings.log_setup:
                 self._logging = setup_logging(self.settings, role=self.role)
+            if self.settings.tracing_enabled:
+                tracing.enable()
             self.bulkheads.open()
             self._previous_bulkheads = set_current_bulkheads(self.bulkheads)
             await self.rate_limits.open()
@@ -143,6 +145,8 @@ class Runtime:
             self._previous_bulkheads = None
             self.bulkheads.shutdown(wait=False)
             metrics.mark_process_dead()
+            if self.settings.tracing_enabled:
+                tracing.disable()  # flushes the spans of steadyloop's own provider
             logger.info("steadyloop stopped")
             if self._logging is not None:
                 # last: flushes every queued record (a bounded join of the writer thread)

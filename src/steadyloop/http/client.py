@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import httpx
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 from steadyloop.http.breaker import CircuitBreaker, Permit
 from steadyloop.http.config import UpstreamConfig
 from steadyloop.logs import request_id_var
@@ -308,6 +308,8 @@ class _Base:
         request_id = request_id_var.get()
         if request_id is not None and self._request_id_header not in request.headers:
             request.headers[self._request_id_header] = request_id
+        if tracing.enabled:  # a client span per attempt, its `traceparent` in the headers
+            tracing.trace_outbound(request)
         try:
             return self.breaker.acquire()
         except Exception:

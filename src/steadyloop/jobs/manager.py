@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 from steadyloop.jobs.group import TaskGroup
 from steadyloop.jobs.models import Job, JobStatus, new_job
 from steadyloop.jobs.periodic import Periodic, PeriodicScheduler
@@ -158,17 +158,19 @@ class Jobs:
         run_at: float | None = None,
     ) -> Job:
         self._require_open()
-        job = new_job(
-            task.name,
-            args,
-            max_retries=task.retries,
-            timeout=task.timeout,
-            backoff=task.backoff,
-            run_at=run_at,
-            request_id=request_id_var.get(),
-            unique_key=unique_key,
-        )
-        [stored] = await self.store.enqueue([job])
+        with tracing.job_enqueue(task.name) as trace_context:
+            job = new_job(
+                task.name,
+                args,
+                max_retries=task.retries,
+                timeout=task.timeout,
+                backoff=task.backoff,
+                run_at=run_at,
+                request_id=request_id_var.get(),
+                unique_key=unique_key,
+                trace_context=trace_context,
+            )
+            [stored] = await self.store.enqueue([job])
         if stored.id == job.id:
             metrics.jobs_enqueued_total.labels(task.name).inc()
         if self.worker is not None:
