@@ -309,7 +309,7 @@ class _Base:
         if request_id is not None and self._request_id_header not in request.headers:
             request.headers[self._request_id_header] = request_id
         if tracing.enabled:  # a client span per attempt, its `traceparent` in the headers
-            tracing.trace_outbound(request)
+            tracing.trace_outbound(request, asynchronous=isinstance(self, HttpClient))
         try:
             return self.breaker.acquire()
         except Exception:

@@ -104,7 +104,7 @@ def disable() -> None:
             _impl.flush()
 
 
-def _otel() -> Any:
+def _require() -> Any:
     assert _impl is not None, "tracing is not enabled"
     return _impl
 
@@ -116,12 +116,12 @@ def inject_trace_headers(headers: Any) -> None:
     For outbound calls made without steadyloop's HTTP client; does nothing when tracing is off.
     """
     if enabled:
-        _otel().inject(headers)
+        _require().inject(headers)
 
 
 def current_ids() -> tuple[str, str] | None:
     """(trace id, span id) of the current span as hex, or None (off, or no span)."""
-    return _otel().current_ids() if enabled else None
+    return _require().current_ids() if enabled else None
 
 
 # --- hooks: the callers check `enabled` first ---------------------------------------------
@@ -134,44 +134,48 @@ class ServerSpan:
 
 def server_span(scope: Scope) -> ServerSpan:
     """Start the request's server span (current until `.end(status, route)`)."""
-    return _otel().ServerSpan(scope)  # type: ignore[no-any-return]
+    return _require().ServerSpan(scope)  # type: ignore[no-any-return]
 
 
 def exemplar() -> dict[str, str] | None:
     """The current trace as a Prometheus exemplar (trace_id, span_id), or None."""
-    return _otel().exemplar()  # type: ignore[no-any-return]
+    return _require().exemplar()  # type: ignore[no-any-return]
 
 
 def bulkhead_span(domain: str, waited: float, fn: Callable[..., T]) -> Callable[..., T]:
-    """Record the bulkhead wait (when there was one) and wrap `fn` in a 'bulkhead run' span."""
-    return _otel().bulkhead_span(domain, waited, fn)  # type: ignore[no-any-return]
+    """Inside a trace: record the bulkhead wait (when there was one) and wrap `fn` in a
+    'bulkhead run' span."""
+    return _require().bulkhead_span(domain, waited, fn)  # type: ignore[no-any-return]
 
 
 def job_enqueue(task: str) -> contextlib.AbstractContextManager[dict[str, str] | None]:
     """A producer span around an enqueue; yields the trace context to store with the job."""
-    return _otel().job_enqueue(task) if enabled else _NO_CONTEXT
+    return _require().job_enqueue(task) if enabled else _NO_CONTEXT
 
 
 def job_run(job: Job, attempt: Awaitable[Outcome]) -> Awaitable[Outcome]:
     """Await a job's attempt inside a consumer span continuing the trace that enqueued it."""
-    return _otel().job_run(job, attempt)  # type: ignore[no-any-return]
+    return _require().job_run(job, attempt)  # type: ignore[no-any-return]
 
 
-def trace_outbound(request: httpx.Request) -> None:
-    """A client span for one attempt of an outbound call, its context in the request headers."""
-    _otel().trace_outbound(request)
+def trace_outbound(request: httpx.Request, *, asynchronous: bool) -> None:
+    """A client span for one attempt of an outbound call, its context in the request headers.
+
+    `asynchronous`: sent by an async httpx client (httpcore then awaits the trace callback).
+    """
+    _require().trace_outbound(request, asynchronous)
 
 
 def stalled_span(loop: asyncio.AbstractEventLoop, frame: FrameType | None) -> Any:
     """From the watchdog thread: the span current in the stalled loop's running task."""
-    return _otel().stalled_span(loop, frame)
+    return _require().stalled_span(loop, frame)
 
 
 def stall_event(span: Any, stall: Stall) -> None:
     """Record a stall as an event on `span` (from `stalled_span`)."""
-    _otel().stall_event(span, stall)
+    _require().stall_event(span, stall)
 
 
 def stamp_record(record: logging.LogRecord) -> None:
     """Add `trace_id` / `span_id` to a log record made inside a span."""
-    _otel().stamp_record(record)
+    _require().stamp_record(record)

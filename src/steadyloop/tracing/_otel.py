@@ -134,11 +134,19 @@ class ServerSpan:
 
     Named `{method}` until the route is known, then `{method} {route template}`; requests
     that matched no route keep the method alone (semantic conventions: never the raw path).
+
+    When a server span is already current (FastAPI's native telemetry, Starlette's or
+    OpenTelemetry's ASGI middleware outside steadyloop's), that one is the request's span:
+    steadyloop adds none, and its own spans and log ids hang off it.
     """
 
     __slots__ = ("method", "span", "token")
 
     def __init__(self, scope: Scope) -> None:
+        current = trace.get_current_span()
+        if current.is_recording() and getattr(current, "kind", None) is SpanKind.SERVER:
+            self.span: trace.Span | None = None
+            return
         parent = propagate.extract(scope, getter=asgi_getter)  # type: ignore[misc]
         method = scope["method"]
         self.method = method
@@ -166,6 +174,8 @@ class ServerSpan:
 
     def end(self, status: int, route: str | None) -> None:
         span = self.span
+        if span is None:
+            return
         try:
             if route is not None:
                 span.update_name(f"{self.method} {route}")
@@ -191,6 +201,10 @@ def _split_host(host: str) -> tuple[str, int | None]:
 
 # --- bulkheads -------------------------------------------------------------------------------
 def bulkhead_span(domain: str, waited: float, fn: Callable[..., T]) -> Callable[..., T]:
+    # Only inside a trace: a bulkhead call of a background loop would start a trace of its
+    # own per call (noise); the job worker's calls are inside their job's span.
+    if not trace.get_current_span().get_span_context().is_valid:
+        return fn
     attributes = {BULKHEAD_DOMAIN: domain}
     if waited > 0:
         now = time.time_ns()
@@ -247,7 +261,7 @@ async def job_run(job: Job, attempt: Awaitable[Outcome]) -> Outcome:
 _USER_TRACE = "steadyloop.user_trace"
 
 
-def trace_outbound(request: httpx.Request) -> None:
+def trace_outbound(request: httpx.Request, asynchronous: bool) -> None:
     """A CLIENT span per attempt; httpcore's `trace` extension reports when it ends.
 
     httpcore calls the request's `trace` callback at each phase of the exchange; the span ends
@@ -294,7 +308,12 @@ def trace_outbound(request: httpx.Request) -> None:
                 span.end()
         return user_trace(name, info) if user_trace is not None else None
 
-    extensions["trace"] = on_event
+    async def on_event_async(name: str, info: dict[str, Any]) -> None:
+        result = on_event(name, info)
+        if result is not None:
+            await result
+
+    extensions["trace"] = on_event_async if asynchronous else on_event
 
 
 # --- loop stalls -----------------------------------------------------------------------------
