@@ -290,7 +290,8 @@ async def test_latency_histogram_carries_the_trace_id_as_exemplar(
                 "/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"}
             )
             plain = await client.get("/metrics")
-    trace_id = format(by_name(spans.get_finished_spans(), "GET /videos/{video_id}").context.trace_id, "032x")
+    server = by_name(spans.get_finished_spans(), "GET /videos/{video_id}")
+    trace_id = format(server.context.trace_id, "032x")
     assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
     exemplars = [
         line
