@@ -484,3 +484,26 @@ def test_helpers_do_nothing_while_tracing_is_off() -> None:
     assert headers == {}
     assert tracing.current_ids() is None
     assert not tracing.enabled
+
+
+async def test_redis_jobs_stored_before_tracing_existed_still_load(
+    redis_url: str, prefix: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    store = open_store(redis_url, prefix=prefix)
+    await store.open()
+    raw = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        job = new_job("sync", {}, trace_context={"traceparent": "x"})
+        await store.enqueue([job])
+        key = f"{prefix}:job:{job.id}"
+        spec = json.loads(await raw.hget(key, "spec"))
+        del spec["trace_context"]  # the spec as an older version wrote it
+        await raw.hset(key, "spec", json.dumps(spec))
+        loaded = await store.get(job.id)
+    finally:
+        await raw.aclose()
+        await store.close()
+    assert loaded is not None
+    assert loaded.trace_context is None
