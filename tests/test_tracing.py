@@ -6,6 +6,7 @@ an app that configures OpenTelemetry itself would: steadyloop must use it, not r
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -507,3 +508,39 @@ async def test_redis_jobs_stored_before_tracing_existed_still_load(
         await store.close()
     assert loaded is not None
     assert loaded.trace_context is None
+
+
+async def test_bulkhead_wait_and_sync_client_calls_are_spans_of_the_trace(
+    spans: InMemorySpanExporter, upstream: Upstream
+) -> None:
+    rt = sl.Runtime(traced_settings(blocking_default_concurrency=1))
+    rt.upstreams.configure("catalog", base_url=upstream.base_url, retries=0)
+    release = threading.Event()
+    tracer = trace.get_tracer("app")
+
+    def holds_the_slot() -> None:
+        release.wait(BUG_TIMEOUT)
+
+    def calls_upstream() -> int:
+        return rt.http_sync("catalog").get("/items").status_code
+
+    async with rt:
+        with tracer.start_as_current_span("handler") as handler:
+            first = asyncio.ensure_future(rt.run_blocking("fs", holds_the_slot))
+            second = asyncio.ensure_future(rt.run_blocking("fs", calls_upstream))
+            async with asyncio.timeout(BUG_TIMEOUT):  # until the second call waits for the slot
+                while rt.bulkheads.get("fs").statistics().waiting < 1:
+                    await asyncio.sleep(0.01)
+            release.set()
+            await first
+            assert await second == 200
+    finished = spans.get_finished_spans()
+    wait = by_name(finished, "bulkhead wait")
+    assert parent_of(wait) == handler.get_span_context().span_id
+    assert wait.attributes == {"steadyloop.bulkhead.domain": "fs"}
+    runs = [span for span in finished if span.name == "bulkhead run"]
+    assert {parent_of(span) for span in runs} == {handler.get_span_context().span_id}
+    outbound = by_name(finished, "GET")
+    assert parent_of(outbound) in {span.context.span_id for span in runs}
+    [seen] = upstream.headers
+    assert seen["traceparent"].split("-")[2] == format(outbound.context.span_id, "016x")
