@@ -146,7 +146,8 @@ class Runtime:
             self.bulkheads.shutdown(wait=False)
             metrics.mark_process_dead()
             if self.settings.tracing_enabled:
-                tracing.disable()  # flushes the spans of steadyloop's own provider
+                # Flushes steadyloop's own provider: an export may wait on the network.
+                await asyncio.to_thread(tracing.disable)
             logger.info("steadyloop stopped")
             if self._logging is not None:
                 # last: flushes every queued record (a bounded join of the writer thread)
