@@ -239,7 +239,12 @@ async def test_a_starlette_app_gets_steadyloops_server_span(
             assert (await client.get("/items/42", headers=headers)).status_code == 200
             assert (await client.get("/boom")).status_code == 500
             assert (await client.get("/nowhere")).status_code == 404
-    finished = spans.get_finished_spans()
+            garbage = {"traceparent": b"00-not-a-trace-01", "tracestate": b"\xff=\xfe"}
+            assert (await client.get("/items/7", headers=garbage)).status_code == 200
+    *earlier, _, bad_parent = spans.get_finished_spans()
+    finished = tuple(earlier)
+    assert bad_parent.name == "GET /items/{item_id}"
+    assert bad_parent.parent is None  # a malformed traceparent is ignored: a new trace
     server = by_name(finished, "GET /items/{item_id}")
     assert server.kind is SpanKind.SERVER
     assert parent_of(server) == int(INCOMING_PARENT, 16)
