@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TextIO
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
@@ -208,7 +208,8 @@ def log_access(
     """Log one request's access line on `steadyloop.access` (message and fields as documented)."""
     if not _access_logger.isEnabledFor(level):
         return
-    handler = _only_pipeline_handler()
+    # With tracing on, the access line takes the record path, where the trace ids are added.
+    handler = None if tracing.enabled else _only_pipeline_handler()
     entry = AccessEntry(
         time.time(), level, request_id_var.get(), method, path, route, status_code, duration, client
     )
@@ -282,6 +283,8 @@ class NonBlockingHandler(logging.Handler):
             return False
         record.request_id = request_id_var.get()
         record.role = _role
+        if tracing.enabled:
+            tracing.stamp_record(record)
         if len(self._queue) >= self.queue_size or self._closing:
             self.dropped += 1
             metrics.log_dropped_total.inc()

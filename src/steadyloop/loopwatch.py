@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 
 __all__ = [
     "FRAMEWORK_PACKAGES",
@@ -324,6 +324,7 @@ class LoopWatch:
                 if frame is not None
                 else "",
             )
+            span = tracing.stalled_span(state.loop, frame) if tracing.enabled else None
             del frame
             with self._lock:
                 if state.next_due != due:
@@ -332,6 +333,8 @@ class LoopWatch:
                 self._recent.append(stall)
                 self.stalls_total += 1
             metrics.loop_stalls_total.inc()
+            if span is not None:
+                tracing.stall_event(span, stall)
             logger.warning(
                 "event loop stalled for more than %.0f ms, blocked in %s\n%s",
                 self.threshold * 1000,

@@ -38,7 +38,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
@@ -168,6 +168,8 @@ class Bulkhead:
                 self.limit,
                 len(self._waiters),
             )
+        if tracing.enabled:
+            fn = tracing.bulkhead_span(self.domain, waited, fn)
         if self._count_in_flight:
             self._m_in_flight.inc()
         try:

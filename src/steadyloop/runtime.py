@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 from steadyloop.cache import Cache
 from steadyloop.db.pragmas import sqlite_path_from_url
 from steadyloop.db.sqlite import Database
@@ -91,6 +91,8 @@ class Runtime:
                 self.role = role
             if self.settings.log_setup:
                 self._logging = setup_logging(self.settings, role=self.role)
+            if self.settings.tracing_enabled:
+                tracing.enable()
             self.bulkheads.open()
             self._previous_bulkheads = set_current_bulkheads(self.bulkheads)
             await self.rate_limits.open()
@@ -151,6 +153,9 @@ class Runtime:
             self._previous_bulkheads = None
             self.bulkheads.shutdown(wait=False)
             metrics.mark_process_dead()
+            if self.settings.tracing_enabled:
+                # Flushes steadyloop's own provider: an export may wait on the network.
+                await asyncio.to_thread(tracing.disable)
             logger.info("steadyloop stopped")
             if self._logging is not None:
                 # last: flushes every queued record (a bounded join of the writer thread)

@@ -281,6 +281,15 @@ class Settings(BaseSettings):
         "what the process creates while serving, and pause the loop for less.",
     )
 
+    # --- tracing (tracing/) ------------------------------------------------------------------
+    tracing_enabled: bool = Field(
+        default=False,
+        description="Record OpenTelemetry traces (needs the otel extra): a span per request, "
+        "bulkhead wait and run, job enqueue and run, outbound call; trace ids in log lines "
+        "and as exemplars. The standard OTEL_* variables configure the exporter; an app's "
+        "own global TracerProvider is used as it is.",
+    )
+
     # --- logging (logs.py) -------------------------------------------------------------------
     log_setup: bool = Field(
         default=True,

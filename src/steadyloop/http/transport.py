@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 from steadyloop.http.breaker import CircuitBreaker, Permit
 from steadyloop.http.config import UpstreamConfig
 from steadyloop.http.headers import add_outbound_headers
@@ -136,6 +136,8 @@ class _Resilience:
         return self._admit(request)
 
     def _admit(self, request: httpx.Request) -> Permit:
+        if tracing.enabled:  # a client span per attempt, its `traceparent` in the headers
+            tracing.trace_outbound(request, asynchronous=isinstance(self, httpx.AsyncBaseTransport))
         try:
             return self.breaker.acquire()
         except Exception:

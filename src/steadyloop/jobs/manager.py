@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 from steadyloop._streak import ErrorStreak
 from steadyloop.jobs.group import TaskGroup
 from steadyloop.jobs.models import Job, JobStatus, new_job
@@ -172,18 +172,20 @@ class Jobs:
         run_at: float | None = None,
     ) -> Job:
         self._require_open()
-        job = new_job(
-            task.name,
-            args,
-            max_retries=task.retries,
-            timeout=task.timeout,
-            backoff=task.backoff,
-            run_at=run_at,
-            request_id=request_id_var.get(),
-            unique_key=unique_key,
-        )
-        async with self._reaching_store("enqueue"):
-            [stored] = await self.store.enqueue([job])
+        with tracing.job_enqueue(task.name) as trace_context:
+            job = new_job(
+                task.name,
+                args,
+                max_retries=task.retries,
+                timeout=task.timeout,
+                backoff=task.backoff,
+                run_at=run_at,
+                request_id=request_id_var.get(),
+                unique_key=unique_key,
+                trace_context=trace_context,
+            )
+            async with self._reaching_store("enqueue"):
+                [stored] = await self.store.enqueue([job])
         if stored.id == job.id:
             metrics.jobs_enqueued_total.labels(task.name).inc()
         if self.worker is not None:

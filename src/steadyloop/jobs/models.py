@@ -68,6 +68,8 @@ class Job(BaseModel):
     finished_at: float | None = None
     updated_at: float
     request_id: str | None = None
+    #: The W3C trace context (`traceparent`, ...) of the span that enqueued it, when tracing.
+    trace_context: dict[str, str] | None = None
     unique_key: str | None = None
     worker_id: str | None = None
     lease_expires_at: float | None = None
@@ -158,6 +160,7 @@ def new_job(
     request_id: str | None = None,
     unique_key: str | None = None,
     now: float | None = None,
+    trace_context: dict[str, str] | None = None,
 ) -> Job:
     now = time.time() if now is None else now
     due = now if run_at is None else max(run_at, now)
@@ -173,5 +176,6 @@ def new_job(
         run_at=due,
         updated_at=now,
         request_id=request_id,
+        trace_context=trace_context,
         unique_key=unique_key,
     )

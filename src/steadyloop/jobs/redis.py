@@ -2,8 +2,8 @@
 
 Data model (every key starts with the store's `prefix`, written `P` here):
 - `P:job:{id}` — a hash per job. `spec` holds the JSON of the fields that never change (id,
-  args, timeout, backoff, created_at, request_id); the scripts read and write the others as
-  plain fields: `task`, `max_retries`, `unique_key`, `status`, `attempt`, `run_at`,
+  args, timeout, backoff, created_at, request_id, trace_context); the scripts read and write
+  the others as plain fields: `task`, `max_retries`, `unique_key`, `status`, `attempt`, `run_at`,
   `updated_at`, `started_at`, `finished_at`, `worker_id`, `lease_expires_at`,
   `cancel_requested` ("1" or absent), and the JSON of `result`, `error` and `progress`.
   A field that is None is absent. No script ever decodes JSON: user data goes through Redis
@@ -526,6 +526,7 @@ def _encode_job(job: Job) -> list[str]:
         "backoff": job.backoff,
         "created_at": job.created_at,
         "request_id": job.request_id,
+        "trace_context": job.trace_context,
     }
     return [
         job.id,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic_core import to_jsonable_python
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 from steadyloop._streak import ErrorStreak
 from steadyloop.jobs.models import Job, JobError, JobProgress
 from steadyloop.jobs.store import JobStore, Outcome
@@ -201,7 +201,8 @@ class Worker:
         metrics.job_queue_seconds.labels(job.task).observe(max(0.0, time.time() - job.run_at))
         outcome: Outcome | None
         try:
-            outcome = await self._attempt(job, context)
+            attempt = self._attempt(job, context)
+            outcome = await (tracing.job_run(job, attempt) if tracing.enabled else attempt)
         except asyncio.CancelledError:
             running = self._running.get(job.id)
             reason = running.stop_reason if running else None

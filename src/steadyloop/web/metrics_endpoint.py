@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 from steadyloop.web.auth import TokenGuard
 
 if TYPE_CHECKING:
@@ -22,6 +22,12 @@ def metrics_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response
         denied = guard.check(request)
         if denied is not None:
             return denied
+        if tracing.enabled and "application/openmetrics-text" in request.headers.get("accept", ""):
+            # Exemplars (trace ids) exist only in OpenMetrics; without tracing the format stays.
+            body = await runtime.run_blocking(
+                metrics.METRICS_DOMAIN, metrics.openmetrics_exposition
+            )
+            return Response(body, media_type=metrics.OPENMETRICS_CONTENT_TYPE)
         body = await runtime.run_blocking(metrics.METRICS_DOMAIN, metrics.exposition)
         return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
 

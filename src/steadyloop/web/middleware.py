@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from steadyloop import metrics
+from steadyloop import metrics, tracing
 from steadyloop.logs import ACCESS_LOGGER, log_access, request_id_var
 from steadyloop.web.errors import internal_error
 
@@ -83,6 +83,7 @@ class RequestMiddleware:
         request_id = self._incoming_id(scope) or f"{random.getrandbits(128):032x}"
         id_header = (self.header, request_id.encode("latin-1"))
         token = request_id_var.set(request_id)
+        span = tracing.server_span(scope) if tracing.enabled else None
         method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
         in_progress = self._in_progress.get(method)
         if in_progress is None:
@@ -127,9 +128,11 @@ class RequestMiddleware:
             if histogram is None:
                 histogram = metrics.http_request_duration_seconds.labels(method, route)
                 self._durations[(method, route)] = histogram
-            histogram.observe(duration)
+            histogram.observe(duration, tracing.exemplar() if span is not None else None)
             if self.access_log:
                 self._log(scope, route, status, duration)
+            if span is not None:
+                span.end(status, None if route == UNMATCHED_ROUTE else route)
             request_id_var.reset(token)
 
     def _incoming_id(self, scope: Scope) -> str | None:
