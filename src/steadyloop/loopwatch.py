@@ -36,7 +36,6 @@ __all__ = [
     "BlockingFrame",
     "LoopWatch",
     "Stall",
-    "find_blocking_frame",
     "format_stack",
 ]
 

@@ -24,7 +24,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-__all__ = ["CONTENT_TYPE_LATEST", "exposition", "mark_process_dead", "multiprocess_dir"]
+__all__ = ["CONTENT_TYPE_LATEST", "exposition"]
 
 #: Latency buckets from 0.1 ms to 30 s: blocking calls span microseconds (a stat) to seconds.
 LATENCY_BUCKETS = (

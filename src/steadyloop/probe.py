@@ -44,8 +44,19 @@ from urllib.parse import urlsplit
 import httpx
 import typer
 
-from steadyloop import __version__
+from steadyloop._version import __version__
 from steadyloop.probe_diagnosis import Diagnosis, ServerSignals, diagnose, read_signals
+
+__all__ = [
+    "LatencyStats",
+    "LoadStats",
+    "ProbeConfig",
+    "ProbeConfigError",
+    "ProbeError",
+    "ProbeReport",
+    "render_report",
+    "run_probe",
+]
 
 USER_AGENT = f"steadyloop-probe/{__version__}"
 

@@ -48,6 +48,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+__all__ = ["BulkheadSettings", "Role", "Settings", "SettingsError", "UpstreamSettings"]
+
 logger = logging.getLogger("steadyloop.settings")
 
 Role = Literal["api", "worker", "all"]

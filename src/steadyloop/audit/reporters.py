@@ -21,7 +21,6 @@ __all__ = [
     "render_github",
     "render_json",
     "render_sarif",
-    "sarif_log",
 ]
 
 FORMATS = ("text", "concise", "json", "sarif", "github")
@@ -46,7 +45,7 @@ def render(report: Report, fmt: str, *, color: bool = False) -> str:
 
 
 def _version() -> str:
-    from steadyloop import __version__
+    from steadyloop._version import __version__
 
     return __version__
 

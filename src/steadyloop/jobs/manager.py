@@ -149,7 +149,7 @@ class Jobs:
         return register
 
     # --- jobs ----------------------------------------------------------------------------
-    async def enqueue_task(
+    async def _enqueue_task(
         self,
         task: Task,
         args: dict[str, Any],
@@ -157,6 +157,8 @@ class Jobs:
         unique_key: str | None = None,
         run_at: float | None = None,
     ) -> Job:
+        # `args` are already checked and JSON (Task.enqueue did it): private so no caller
+        # skips the check.
         self._require_open()
         job = new_job(
             task.name,
@@ -176,7 +178,12 @@ class Jobs:
         return stored
 
     async def enqueue(self, task_name: str, /, **kwargs: Any) -> Job:
-        """Enqueue by task name (when the task's function is not importable here)."""
+        """Enqueue by task name: the way for a caller that has the name, not the function.
+
+        Another process, the job API, or code that cannot import the task's module. The
+        arguments are checked like `task.enqueue(...)` and take the same `_unique_key`,
+        `_delay`, `_run_at` options; an unknown name raises `KeyError`.
+        """
         task = self.tasks.get(task_name)
         if task is None:
             raise KeyError(f"no task named {task_name!r}")

@@ -146,7 +146,7 @@ class Task:
                 f"task {self.name!r} is declared in a TaskGroup that no runtime includes: "
                 "call rt.jobs.include(group) where the app is built (https://steadyloop.readthedocs.io/en/latest/jobs/)"
             )
-        return await self.jobs.enqueue_task(
+        return await self.jobs._enqueue_task(
             self, self.validate(args, kwargs), unique_key=_unique_key, run_at=run_at
         )
 

@@ -1,0 +1,109 @@
+"""The public API is small, listed in `__all__`, and every name in it has a docstring."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import steadyloop
+from tests.docs_examples import ROOT
+
+API_PAGE = ROOT / "docs" / "api.md"
+
+
+def documented_modules() -> list[str]:
+    """The modules docs/api.md renders under "Modules": the ones an app imports from."""
+    return re.findall(r"^::: (steadyloop\.[\w.]+)$", API_PAGE.read_text("utf-8"), re.MULTILINE)
+
+
+def public_names(module: ModuleType) -> list[str]:
+    names = getattr(module, "__all__", None)
+    if names is not None:
+        return list(names)
+    # No `__all__` yet: every public name the module defines itself.
+    return [
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == module.__name__
+    ]
+
+
+def own_docstring(value: Any) -> str | None:
+    """The docstring written for `value` itself, not one inherited from a base class."""
+    doc = value.__dict__.get("__doc__") if inspect.isclass(value) else value.__doc__
+    if not isinstance(doc, str) or not doc.strip():
+        return None
+    if inspect.isclass(value) and doc.startswith(f"{value.__name__}("):
+        return None  # the signature @dataclass writes when the class has no docstring
+    return doc
+
+
+def members(cls: type) -> Iterator[tuple[str, Any]]:
+    """The public methods and properties `cls` defines (not inherited, not generated)."""
+    for name, value in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        raw = value.fget if isinstance(value, property) else value
+        raw = raw.__func__ if isinstance(raw, classmethod | staticmethod) else raw
+        if not inspect.isfunction(raw):
+            continue  # attributes, fields, enum members: documented by the class
+        if name.startswith("model_") or name in {"settings_customise_sources"}:
+            continue  # pydantic's generated API
+        yield name, raw
+
+
+def undocumented(qualified: str, value: Any) -> Iterator[str]:
+    if inspect.isclass(value):
+        if own_docstring(value) is None:
+            yield qualified
+        for name, member in members(value):
+            if own_docstring(member) is None and not overrides_documented(value, name):
+                yield f"{qualified}.{name}"
+    elif callable(value) and own_docstring(value) is None:
+        yield qualified
+
+
+def overrides_documented(cls: type, name: str) -> bool:
+    """A method implementing a documented protocol or base method keeps that documentation."""
+    return any(
+        own_docstring(getattr(base, name, None)) is not None for base in cls.__mro__[1:]
+    )
+
+
+def test_the_package_exports_a_small_curated_set() -> None:
+    names = set(steadyloop.__all__)
+    assert len(names) == len(steadyloop.__all__), "a name is listed twice"
+    assert 15 <= len(names) <= 25, f"{len(names)} names at the top: keep it small"
+    assert {"install", "Runtime", "Settings", "run_blocking", "__version__"} <= names
+    for name in names:
+        assert hasattr(steadyloop, name), f"steadyloop.__all__ lists {name}, which is missing"
+
+
+@pytest.mark.parametrize("module_name", ["steadyloop", *documented_modules()])
+def test_every_public_name_has_a_docstring(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert own_docstring(module) is not None, f"{module_name} has no module docstring"
+    missing = [
+        found
+        for name in public_names(module)
+        if name != "__version__"
+        for found in undocumented(f"{module_name}.{name}", getattr(module, name))
+    ]
+    assert missing == [], f"public names without a docstring: {missing}"
+
+
+@pytest.mark.parametrize("module_name", documented_modules())
+def test_every_documented_module_lists_its_public_names(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    names = getattr(module, "__all__", None)
+    assert names is not None, f"{module_name} has no __all__"
+    for name in names:
+        assert hasattr(module, name), f"{module_name}.__all__ lists {name}, which is missing"
