@@ -51,6 +51,10 @@ class JobStoreUnavailable(RuntimeError):
 
 
 class Jobs:
+    """The runtime's jobs (`rt.jobs`): register tasks, enqueue, inspect, and run the worker in a
+    worker process.
+    """
+
     def __init__(self, settings: Settings, store: JobStore | None = None) -> None:
         self.settings = settings
         if store is None:
@@ -190,12 +194,14 @@ class Jobs:
         return await task.enqueue(**kwargs)
 
     async def get(self, job_id: str) -> Job | None:
+        """The job with this id, or `None`."""
         self._require_open()
         return await self.store.get(job_id)
 
     async def list(
         self, status: JobStatus | None = None, *, limit: int = 50, cursor: str | None = None
     ) -> JobPage:
+        """A `JobPage` of jobs, newest first, optionally of one status; `limit` is 1 to 1000."""
         self._require_open()
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
@@ -223,9 +229,13 @@ class Jobs:
     # --- lifecycle -----------------------------------------------------------------------
     @property
     def is_open(self) -> bool:
+        """True between `start` and `stop`: the store is open and enqueueing works."""
         return self._open
 
     async def start(self, role: Role) -> None:
+        """Open the store and, for the `worker` and `all` roles, start the worker and the periodic
+        scheduler (the runtime calls it).
+        """
         if self._open:
             return
         location = self.settings.job_store_location()
@@ -259,6 +269,9 @@ class Jobs:
             self._maintenance = asyncio.create_task(self._maintain(), name="steadyloop-jobs")
 
     async def stop(self) -> None:
+        """Stop the worker (running jobs get the shutdown grace) and close the store (the runtime
+        calls it).
+        """
         if not self._open:
             return
         if self._maintenance is not None:

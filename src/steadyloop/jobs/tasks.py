@@ -54,10 +54,12 @@ class JobContext:
 
     @property
     def job_id(self) -> str:
+        """The id of the running job."""
         return self.job.id
 
     @property
     def attempt(self) -> int:
+        """Which attempt this is, starting at 1."""
         return self.job.attempt
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
