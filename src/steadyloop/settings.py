@@ -48,7 +48,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-__all__ = ["BulkheadSettings", "Role", "Settings", "SettingsError", "UpstreamSettings"]
+__all__ = ["BulkheadSettings", "Settings", "SettingsError", "UpstreamSettings"]
 
 logger = logging.getLogger("steadyloop.settings")
 

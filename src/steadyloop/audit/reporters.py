@@ -309,6 +309,7 @@ def sarif_log(report: Report) -> dict[str, Any]:
 
 
 def render_sarif(report: Report) -> str:
+    """The report as a SARIF 2.1.0 log (JSON), for code-scanning tools."""
     return json.dumps(sarif_log(report), indent=2) + "\n"
 
 
