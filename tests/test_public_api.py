@@ -132,3 +132,4 @@ def test_every_documented_module_lists_its_public_names(module_name: str) -> Non
     assert names is not None, f"{module_name} has no __all__"
     for name in names:
         assert hasattr(module, name), f"{module_name}.__all__ lists {name}, which is missing"
+        assert not name.startswith("_"), f"{module_name}.__all__ lists the private {name}"

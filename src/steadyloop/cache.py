@@ -53,7 +53,7 @@ from steadyloop.redis_client import async_redis, require_redis
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
 
-__all__ = ["Cache", "CacheBackend", "MemoryBackend", "RedisBackend", "open_cache_backend"]
+__all__ = ["Cache", "CacheBackend", "MemoryBackend", "RedisBackend"]
 
 P = ParamSpec("P")
 T = TypeVar("T")

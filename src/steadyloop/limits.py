@@ -49,19 +49,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdaptiveLimit",
-    "ClientIdentity",
     "ConcurrencyLimiter",
     "ConcurrencyLimits",
     "LimiterStatistics",
-    "MemoryRateStore",
     "Overloaded",
     "Rate",
     "RateDecision",
     "RateLimited",
     "RateLimits",
-    "RateStore",
-    "RedisRateStore",
-    "open_rate_store",
 ]
 
 logger = logging.getLogger("steadyloop.limits")

@@ -17,10 +17,6 @@ from steadyloop.audit._core import FileError, Finding, Report
 __all__ = [
     "FORMATS",
     "render",
-    "render_concise",
-    "render_github",
-    "render_json",
-    "render_sarif",
 ]
 
 FORMATS = ("text", "concise", "json", "sarif", "github")
