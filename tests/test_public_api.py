@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 import steadyloop
+from steadyloop.jobs import InvalidJobArguments, Jobs, JobStatus, Task
+from steadyloop.settings import Settings
 from tests.docs_examples import ROOT
 
 API_PAGE = ROOT / "docs" / "api.md"
@@ -133,3 +135,37 @@ def test_every_documented_module_lists_its_public_names(module_name: str) -> Non
     for name in names:
         assert hasattr(module, name), f"{module_name}.__all__ lists {name}, which is missing"
         assert not name.startswith("_"), f"{module_name}.__all__ lists the private {name}"
+
+
+def test_enqueue_has_one_way_per_situation() -> None:
+    """`task.enqueue(...)` with the function at hand, `rt.jobs.enqueue(name, ...)` by name."""
+
+    def public(cls: type) -> set[str]:
+        return {name for name in dir(cls) if "enqueue" in name and not name.startswith("_")}
+
+    assert public(Task) == {"enqueue"}
+    assert public(Jobs) == {"enqueue"}
+
+
+async def test_enqueue_by_name_checks_arguments_like_the_task() -> None:
+    rt = steadyloop.Runtime(
+        Settings(job_store_url="memory://", log_setup=False, loop_watch_enabled=False)
+    )
+
+    @rt.jobs.task(name="report")
+    async def report(ctx: steadyloop.JobContext, day: str, pages: int = 1) -> int:
+        return pages
+
+    await rt.start(role="api")  # enqueue only: the jobs stay queued
+    try:
+        with pytest.raises(InvalidJobArguments, match="pages"):
+            await rt.jobs.enqueue("report", day="2026-11-22", pages="many")
+        with pytest.raises(KeyError, match="nope"):
+            await rt.jobs.enqueue("nope")
+        by_name = await rt.jobs.enqueue("report", day="2026-11-22", pages="3", _unique_key="r")
+        typed = await report.enqueue("2026-11-22", pages=3, _unique_key="r")
+        assert by_name.id == typed.id  # one job: both spellings reach the same task
+        assert by_name.args == {"day": "2026-11-22", "pages": 3}
+        assert by_name.status is JobStatus.queued
+    finally:
+        await rt.stop()
