@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import tomllib
 from pathlib import Path
@@ -162,9 +163,25 @@ def test_api_reference_page_renders_every_public_name() -> None:
 
 
 def test_version_has_one_source_and_a_changelog_entry() -> None:
-    project = tomllib.loads(read(ROOT / "pyproject.toml"))["project"]
-    assert "version" not in project
-    assert "version" in project["dynamic"]
+    pyproject = tomllib.loads(read(ROOT / "pyproject.toml"))
+    project = pyproject["project"]
+    # Written once, statically, in pyproject.toml; the code reads it from the package metadata.
+    assert "version" not in project.get("dynamic", [])
+    assert "version" not in pyproject.get("tool", {}).get("hatch", {})
+    assert steadyloop.__version__ == project["version"] == importlib.metadata.version("steadyloop")
+    written = [
+        path.relative_to(ROOT)
+        for path in (ROOT / "src" / "steadyloop").rglob("*.py")
+        if re.search(r"^__version__\s*=\s*[\"']", read(path), re.MULTILINE)
+    ]
+    assert written == [], f"a version number is written in {written}; pyproject.toml holds it"
+    importers = [
+        path.relative_to(ROOT)
+        for path in (ROOT / "src" / "steadyloop").rglob("*.py")
+        if re.search(r"^\s*import steadyloop$|steadyloop\.__version__", read(path), re.MULTILINE)
+        and path.name != "__init__.py"
+    ]
+    assert importers == [], f"import __version__ from steadyloop._version in {importers}"
     assert {"Documentation", "Source", "Changelog"} <= set(project["urls"])
     changelog = read(ROOT / "CHANGELOG.md")
     assert "keepachangelog.com" in changelog

@@ -54,7 +54,7 @@ from steadyloop.redis_client import async_redis, require_redis
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
 
-__all__ = ["Cache", "CacheBackend", "MemoryBackend", "RedisBackend", "open_cache_backend"]
+__all__ = ["Cache", "CacheBackend", "MemoryBackend", "RedisBackend"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -89,11 +89,14 @@ class CacheBackend(Protocol):
     #: Whether values are serialized (and so come back as JSON data unless a type is given).
     serializes: bool
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Connect; called once before the first lookup."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Disconnect (the memory backend drops its entries)."""
 
-    async def lookup(self, key: str, lock_timeout: float) -> Lookup: ...
+    async def lookup(self, key: str, lock_timeout: float) -> Lookup:
+        """A fresh or stale value, the right to compute (a lock for `lock_timeout`), or wait."""
 
     async def store(
         self, key: str, value: Any, ttl: float, stale_ttl: float, lock: str | None
@@ -101,13 +104,17 @@ class CacheBackend(Protocol):
         """Store `value` fresh for `ttl` and usable for `stale_ttl` more; release `lock`."""
         ...
 
-    async def unlock(self, key: str, lock: str) -> None: ...
+    async def unlock(self, key: str, lock: str) -> None:
+        """Release `lock` without storing a value (the computation failed)."""
 
-    async def delete(self, key: str) -> bool: ...
+    async def delete(self, key: str) -> bool:
+        """Remove one key; True if it was there."""
 
-    async def delete_prefix(self, prefix: str) -> int: ...
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every key starting with `prefix`; returns how many."""
 
-    async def clear(self) -> None: ...
+    async def clear(self) -> None:
+        """Remove every entry of this backend (its prefix only, on Redis)."""
 
 
 @dataclass(slots=True)
@@ -370,6 +377,7 @@ class Cache:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, name: str = "default") -> Cache:
+        """The cache that `CACHE_URL`, `CACHE_MAX_ENTRIES` and `CACHE_PREFIX` describe."""
         backend = open_cache_backend(
             settings.cache_url,
             max_entries=settings.cache_max_entries,
@@ -384,6 +392,7 @@ class Cache:
         )
 
     async def open(self) -> None:
+        """Connect the backend (the runtime calls it at start-up)."""
         await self.backend.open()
 
     async def close(self) -> None:
@@ -489,6 +498,7 @@ class Cache:
         return await self.backend.delete_prefix(prefix)
 
     async def clear(self) -> None:
+        """Drop every entry; a computation already running does not store its value."""
         self._epoch += 1
         await self.backend.clear()
 

@@ -29,7 +29,7 @@ app = typer.Typer(
 
 def _show_version(value: bool) -> None:
     if value:
-        from steadyloop import __version__
+        from steadyloop._version import __version__
 
         typer.echo(f"steadyloop {__version__}")
         raise typer.Exit()

@@ -53,7 +53,7 @@ return tostring(now)
 
 def describe_process(runtime: Runtime) -> dict[str, Any]:
     """What this process says about itself in each heartbeat (cheap: no I/O, no locks)."""
-    import steadyloop
+    from steadyloop._version import __version__
 
     watch = runtime.loop_watch
     p50, p99 = watch.lag_percentiles() if watch is not None else (None, None)
@@ -63,7 +63,7 @@ def describe_process(runtime: Runtime) -> dict[str, Any]:
         "role": runtime.role,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "version": steadyloop.__version__,
+        "version": __version__,
         "started_at": runtime.started_at,
         "loop": {
             "lag_p50_ms": None if p50 is None else round(p50 * 1000, 2),

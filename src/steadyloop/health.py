@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-import steadyloop
 from steadyloop import metrics, storage
+from steadyloop._version import __version__
 
 if TYPE_CHECKING:
     from steadyloop.runtime import Runtime
@@ -167,7 +167,7 @@ def liveness(runtime: Runtime, *, verbose: bool = False) -> Liveness:
     p50, p99 = watch.lag_percentiles() if watch is not None else (None, None)
     return Liveness(
         status="ok" if runtime.started else "stopped",
-        version=steadyloop.__version__,
+        version=__version__,
         role=runtime.role,
         uptime_seconds=round(time.time() - runtime.started_at, 3) if runtime.started_at else 0.0,
         loop=LoopHealth(

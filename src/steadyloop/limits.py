@@ -50,19 +50,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdaptiveLimit",
-    "ClientIdentity",
     "ConcurrencyLimiter",
     "ConcurrencyLimits",
     "LimiterStatistics",
-    "MemoryRateStore",
     "Overloaded",
     "Rate",
     "RateDecision",
     "RateLimited",
     "RateLimits",
-    "RateStore",
-    "RedisRateStore",
-    "open_rate_store",
 ]
 
 logger = logging.getLogger("steadyloop.limits")
@@ -172,16 +167,21 @@ class AdaptiveLimit:
 
     @property
     def limit(self) -> int:
+        """The current limit: `min_limit` while calibrating, then the estimate within [`min_limit`,
+        `max_limit`].
+        """
         if self._calibrating_since is not None:
             return self.min_limit
         return max(self.min_limit, min(self.max_limit, int(self._estimate)))
 
     @property
     def baseline(self) -> float | None:
+        """The latency measured without load (seconds), or `None` before calibration ends."""
         return self._baseline
 
     @property
     def calibrating(self) -> bool:
+        """True while the no-load latency is still being measured."""
         return self._calibrating_since is not None
 
     def observe_in_flight(self, in_flight: int) -> None:
@@ -277,9 +277,11 @@ class ConcurrencyLimiter:
 
     @property
     def limit(self) -> int:
+        """The number of slots now (the adaptive limit's current value, or the static one)."""
         return self.adaptive.limit if self.adaptive is not None else self._static
 
     def statistics(self) -> LimiterStatistics:
+        """A snapshot: limit, slots held, waiters, admissions and rejections."""
         return LimiterStatistics(
             name=self.name,
             limit=self.limit,
@@ -472,6 +474,9 @@ class ConcurrencyLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings, exempt: Iterable[str] = ()) -> ConcurrencyLimits:
+        """The limiters that `MAX_CONCURRENT_REQUESTS`, `MAX_QUEUE_WAIT_MS` and the `CONCURRENCY_*`
+        settings describe.
+        """
         return cls(
             max_concurrent=settings.max_concurrent_requests,
             max_wait=settings.max_queue_wait_ms / 1000,
@@ -538,6 +543,7 @@ class ConcurrencyLimits:
         return chain
 
     def statistics(self) -> list[LimiterStatistics]:
+        """A snapshot of every limiter: the route ones, then the global one."""
         stats = [limiter.statistics() for limiter in self._limiters.values()]
         if self.global_limiter is not None:
             stats.append(self.global_limiter.statistics())
@@ -631,11 +637,16 @@ class RateLimited(Exception):
 class RateStore(Protocol):
     """Where GCRA buckets live; `hit` decides and records one request atomically."""
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Connect; called once at start-up."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Disconnect."""
 
-    async def hit(self, key: str, rate: Rate, cost: int = 1) -> RateDecision: ...
+    async def hit(self, key: str, rate: Rate, cost: int = 1) -> RateDecision:
+        """Count `cost` requests of `key` against `rate`, atomically; the decision says if they are
+        allowed.
+        """
 
 
 #: Seconds of floating-point noise ignored when comparing times (the Redis script is exact:
@@ -770,6 +781,7 @@ class RedisRateStore:
             await client.aclose()
 
     async def ping(self) -> bool:
+        """True when Redis answers."""
         if self._client is None:
             raise RuntimeError("the Redis rate store is not open")
         return bool(await self._client.ping())
@@ -876,9 +888,13 @@ class ClientIdentity:
         self.key_header = key_header.lower().encode("latin-1") if key_header else None
 
     def is_trusted(self, address: IPAddress) -> bool:
+        """True if `address` is in one of the trusted proxy networks."""
         return any(address in network for network in self.trusted)
 
     def client_ip(self, scope: Scope) -> IPAddress | None:
+        """The client's address: the peer, or, behind trusted proxies, the nearest untrusted hop of
+        the forwarding header.
+        """
         client = scope.get("client")
         peer = _parse_ip(str(client[0])) if client else None
         if peer is None or not self.trusted or not self.is_trusted(peer):
@@ -903,6 +919,7 @@ class ClientIdentity:
         return current  # every hop is a trusted proxy: the leftmost is the client
 
     def key(self, scope: Scope) -> str:
+        """The key the request's rate limits count under: the hashed API key, else the client IP."""
         if self.key_header is not None:
             for name, value in scope["headers"]:
                 if name == self.key_header and value:
@@ -943,6 +960,7 @@ class RateLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings, exempt: Iterable[str] = ()) -> RateLimits:
+        """The rate limits that the `RATE_LIMIT_*` settings describe, with their store."""
         return cls(
             open_rate_store(settings.rate_limit_storage, prefix=settings.rate_limit_prefix),
             default=settings.rate_limit_default or None,
@@ -956,6 +974,7 @@ class RateLimits:
 
     @property
     def active(self) -> bool:
+        """Whether any path is rate limited (otherwise the middleware passes requests on)."""
         return self.default is not None or any(r is not None for r in self._rules.values())
 
     def route(self, path: str, rate: Rate | str | None) -> None:
@@ -1026,7 +1045,9 @@ class RateLimits:
         streak.failed(exc)
 
     async def open(self) -> None:
+        """Connect the store (the runtime calls it at start-up)."""
         await self.store.open()
 
     async def close(self) -> None:
+        """Disconnect the store."""
         await self.store.close()

@@ -36,7 +36,6 @@ __all__ = [
     "BlockingFrame",
     "LoopWatch",
     "Stall",
-    "find_blocking_frame",
     "format_stack",
 ]
 
@@ -225,6 +224,7 @@ class LoopWatch:
 
     @property
     def running(self) -> bool:
+        """True while the watchdog thread is watching a loop (between `start` and `stop`)."""
         return self._state is not None
 
     @property

@@ -29,8 +29,6 @@ __all__ = [
     "CONTENT_TYPE_LATEST",
     "OPENMETRICS_CONTENT_TYPE",
     "exposition",
-    "mark_process_dead",
-    "multiprocess_dir",
     "openmetrics_exposition",
 ]
 

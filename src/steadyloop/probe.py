@@ -44,8 +44,19 @@ from urllib.parse import urlsplit
 import httpx
 import typer
 
-from steadyloop import __version__
+from steadyloop._version import __version__
 from steadyloop.probe_diagnosis import Diagnosis, ServerSignals, diagnose, read_signals
+
+__all__ = [
+    "LatencyStats",
+    "LoadStats",
+    "ProbeConfig",
+    "ProbeConfigError",
+    "ProbeError",
+    "ProbeReport",
+    "render_report",
+    "run_probe",
+]
 
 USER_AGENT = f"steadyloop-probe/{__version__}"
 
@@ -135,14 +146,17 @@ class ProbeConfig:
 
     @property
     def slow_url(self) -> str:
+        """The URL the load phase calls (`base_url` + `slow_path`)."""
         return self.base_url.rstrip("/") + self.slow_path
 
     @property
     def fast_url(self) -> str:
+        """The URL sampled for latency (`base_url` + `fast_path`)."""
         return self.base_url.rstrip("/") + self.fast_path
 
     @property
     def metrics_url(self) -> str | None:
+        """The server's `/metrics` URL used to name a failure's cause, or `None` when not read."""
         return None if self.metrics_path is None else self.base_url.rstrip("/") + self.metrics_path
 
 
@@ -162,18 +176,22 @@ class LatencyStats:
 
     @property
     def count(self) -> int:
+        """How many fast requests succeeded."""
         return len(self.latencies_ms)
 
     @property
     def p50(self) -> float | None:
+        """The median latency in ms, or `None` when no request succeeded."""
         return _percentile(sorted(self.latencies_ms), 50) if self.latencies_ms else None
 
     @property
     def p99(self) -> float | None:
+        """The 99th percentile latency in ms, or `None` when no request succeeded."""
         return _percentile(sorted(self.latencies_ms), 99) if self.latencies_ms else None
 
     @property
     def max(self) -> float | None:
+        """The slowest latency in ms, or `None` when no request succeeded."""
         return max(self.latencies_ms) if self.latencies_ms else None
 
 
@@ -191,6 +209,10 @@ class LoadStats:
 
 @dataclass(frozen=True)
 class ProbeReport:
+    """What one probe measured: fast-request latency without and with load, the load itself, and the
+    verdict.
+    """
+
     config: ProbeConfig
     unloaded: LatencyStats
     loaded: LatencyStats
@@ -236,6 +258,7 @@ class ProbeReport:
 
     @property
     def passed(self) -> bool:
+        """True when there is no failure."""
         return not self.failures
 
 

@@ -80,6 +80,7 @@ class Runtime:
 
     @property
     def started(self) -> bool:
+        """True once `start` has run (until `stop`)."""
         return self.started_at is not None
 
     async def start(self, role: Role | None = None) -> None:

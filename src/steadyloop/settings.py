@@ -61,6 +61,8 @@ from steadyloop.http.config import (
 )
 from steadyloop.http.retry import RetryPolicy
 
+__all__ = ["BulkheadSettings", "Settings", "SettingsError", "UpstreamSettings"]
+
 logger = logging.getLogger("steadyloop.settings")
 
 Role = Literal["api", "worker", "all"]

@@ -99,10 +99,12 @@ class Finding:
 
     @property
     def name(self) -> str:
+        """The name of the finding's rule (its id is `rule`)."""
         return rules.RULES_BY_ID[self.rule].name
 
     @property
     def message(self) -> str:
+        """One sentence for people: the call, the async function it blocks, and the call chain."""
         shown = f"`{self.callee}()`"
         if self.resolved:
             shown += f" ({self.resolved})"
@@ -124,6 +126,8 @@ class FileError:
 
 @dataclass
 class Report:
+    """What one audit found: findings, files that could not be read, and what was scanned."""
+
     findings: list[Finding] = field(default_factory=list)
     errors: list[FileError] = field(default_factory=list)
     #: Python files looked at (after excludes).
@@ -137,10 +141,12 @@ class Report:
     configs: list[str] = field(default_factory=list)
 
     def counts(self) -> Counter[str]:
+        """How many findings each rule has."""
         return Counter(f.rule for f in self.findings)
 
     @property
     def files_with_findings(self) -> int:
+        """How many files have at least one finding."""
         return len({f.path for f in self.findings})
 
 

@@ -75,12 +75,14 @@ class AuditConfig:
         return match
 
     def relative(self, file: Path) -> str | None:
+        """`file` relative to the project root (POSIX separators), or `None` when it is outside."""
         try:
             return file.resolve().relative_to(self.root.resolve()).as_posix()
         except ValueError:
             return None
 
     def is_excluded(self, file: Path) -> bool:
+        """True when `file` matches one of the `exclude` globs."""
         if not self.exclude:
             return False
         relative = self.relative(file)

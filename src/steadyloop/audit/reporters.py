@@ -17,11 +17,6 @@ from steadyloop.audit._core import FileError, Finding, Report
 __all__ = [
     "FORMATS",
     "render",
-    "render_concise",
-    "render_github",
-    "render_json",
-    "render_sarif",
-    "sarif_log",
 ]
 
 FORMATS = ("text", "concise", "json", "sarif", "github")
@@ -46,7 +41,7 @@ def render(report: Report, fmt: str, *, color: bool = False) -> str:
 
 
 def _version() -> str:
-    from steadyloop import __version__
+    from steadyloop._version import __version__
 
     return __version__
 
@@ -310,6 +305,7 @@ def sarif_log(report: Report) -> dict[str, Any]:
 
 
 def render_sarif(report: Report) -> str:
+    """The report as a SARIF 2.1.0 log (JSON), for code-scanning tools."""
     return json.dumps(sarif_log(report), indent=2) + "\n"
 
 

@@ -72,7 +72,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 from steadyloop.db.pragmas import SqlitePragmas, sqlite_path_from_url
 from steadyloop.settings import Settings
 
-__all__ = ["BusyRetry", "Dialect", "SqlEngine", "create_engine", "normalize_url"]
+__all__ = ["BusyRetry", "SqlEngine", "create_engine", "normalize_url"]
 
 logger = logging.getLogger("steadyloop.db")
 

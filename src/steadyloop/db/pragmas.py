@@ -38,6 +38,7 @@ class SqlitePragmas:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SqlitePragmas:
+        """The pragmas the `DB_*` settings ask for."""
         return cls(
             busy_timeout_ms=settings.db_busy_timeout_ms,
             synchronous=settings.db_synchronous,

@@ -151,6 +151,7 @@ class Database:
 
     @classmethod
     def from_settings(cls, settings: Any, path: str | Path, *, name: str = "main") -> Database:
+        """A database at `path` with the readers, pragmas and batch size of the `DB_*` settings."""
         return cls(
             path,
             readers=settings.db_readers,
@@ -161,6 +162,9 @@ class Database:
 
     # --- lifecycle -----------------------------------------------------------------------
     async def open(self) -> Database:
+        """Connect the writer thread and the readers; returns the database, so `db = await
+        Database(...).open()` works.
+        """
         if self._accepting:
             return self
         loop = asyncio.get_running_loop()
@@ -214,6 +218,7 @@ class Database:
 
     @property
     def is_open(self) -> bool:
+        """True between `open` and `close`: reads and writes are accepted."""
         return self._accepting
 
     # --- writes --------------------------------------------------------------------------
@@ -300,6 +305,7 @@ class Database:
         return row is not None and row[0] == 1
 
     async def read_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        """The first row of a query, or `None` when there is none."""
         rows = await self.reading(lambda conn: conn.execute(sql, params).fetchmany(1))
         return rows[0] if rows else None
 

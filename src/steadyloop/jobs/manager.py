@@ -64,6 +64,10 @@ class JobStoreUnavailable(RuntimeError):
 
 
 class Jobs:
+    """The runtime's jobs (`rt.jobs`): register tasks, enqueue, inspect, and run the worker in a
+    worker process.
+    """
+
     def __init__(self, settings: Settings, store: JobStore | None = None) -> None:
         self.settings = settings
         if store is None:
@@ -163,7 +167,7 @@ class Jobs:
         return register
 
     # --- jobs ----------------------------------------------------------------------------
-    async def enqueue_task(
+    async def _enqueue_task(
         self,
         task: Task,
         args: dict[str, Any],
@@ -171,6 +175,8 @@ class Jobs:
         unique_key: str | None = None,
         run_at: float | None = None,
     ) -> Job:
+        # `args` are already checked and JSON (Task.enqueue did it): private so no caller
+        # skips the check.
         self._require_open()
         with tracing.job_enqueue(task.name) as trace_context:
             job = new_job(
@@ -193,13 +199,19 @@ class Jobs:
         return stored
 
     async def enqueue(self, task_name: str, /, **kwargs: Any) -> Job:
-        """Enqueue by task name (when the task's function is not importable here)."""
+        """Enqueue by task name: the way for a caller that has the name, not the function.
+
+        Another process, the job API, or code that cannot import the task's module. The
+        arguments are checked like `task.enqueue(...)` and take the same `_unique_key`,
+        `_delay`, `_run_at` options; an unknown name raises `KeyError`.
+        """
         task = self.tasks.get(task_name)
         if task is None:
             raise KeyError(f"no task named {task_name!r}")
         return await task.enqueue(**kwargs)
 
     async def get(self, job_id: str) -> Job | None:
+        """The job with this id, or `None`."""
         self._require_open()
         async with self._reaching_store("get"):
             return await self.store.get(job_id)
@@ -207,6 +219,7 @@ class Jobs:
     async def list(
         self, status: JobStatus | None = None, *, limit: int = 50, cursor: str | None = None
     ) -> JobPage:
+        """A `JobPage` of jobs, newest first, optionally of one status; `limit` is 1 to 1000."""
         self._require_open()
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
@@ -236,9 +249,13 @@ class Jobs:
     # --- lifecycle -----------------------------------------------------------------------
     @property
     def is_open(self) -> bool:
+        """True between `start` and `stop`: the store is open and enqueueing works."""
         return self._open
 
     async def start(self, role: Role) -> None:
+        """Open the store and, for the `worker` and `all` roles, start the worker and the periodic
+        scheduler (the runtime calls it).
+        """
         if self._open:
             return
         location = self.settings.job_store_location()
@@ -272,6 +289,9 @@ class Jobs:
             self._maintenance = asyncio.create_task(self._maintain(), name="steadyloop-jobs")
 
     async def stop(self) -> None:
+        """Stop the worker (running jobs get the shutdown grace) and close the store (the runtime
+        calls it).
+        """
         if not self._open:
             return
         if self._maintenance is not None:

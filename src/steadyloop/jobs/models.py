@@ -12,6 +12,10 @@ from pydantic import BaseModel, Field
 
 
 class JobStatus(StrEnum):
+    """Where a job is in its life: `queued`, `scheduled`, `running`, then one of the finished states
+    `succeeded`, `failed`, `cancelled`.
+    """
+
     queued = "queued"  # ready to run
     scheduled = "scheduled"  # waiting for its run_at (a delayed job or a retry backoff)
     running = "running"  # claimed by a worker, under a lease
@@ -21,6 +25,7 @@ class JobStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
+        """True for `succeeded`, `failed` and `cancelled`: the job will not run again."""
         return self in FINISHED
 
 
@@ -32,6 +37,8 @@ ACTIVE = frozenset({JobStatus.queued, JobStatus.scheduled, JobStatus.running})
 
 
 class JobError(BaseModel):
+    """Why a job failed: the exception's type name and message."""
+
     type: str
     message: str
 
@@ -43,6 +50,10 @@ LEASE_LOST = JobError(
 
 
 class JobProgress(BaseModel):
+    """What a running task reported through `ctx.progress()`: a fraction in [0, 1] and an optional
+    message.
+    """
+
     fraction: float = Field(ge=0, le=1)
     message: str | None = None
 
@@ -77,6 +88,7 @@ class Job(BaseModel):
 
     @property
     def max_attempts(self) -> int:
+        """Attempts the job gets in all: its first run plus `max_retries`."""
         return self.max_retries + 1
 
     # --- state transitions, shared by the stores that keep Job values (memory, SQLite) -----

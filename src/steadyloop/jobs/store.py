@@ -51,45 +51,70 @@ class Outcome:
 
 
 class JobPage(BaseModel):
+    """One page of `Jobs.list`: `items` newest first, `next_cursor` for the next page (`None` on the
+    last).
+    """
+
     items: list[Job]
     next_cursor: str | None
 
 
 @runtime_checkable
 class JobStore(Protocol):
+    """Where jobs live: the interface the memory, SQLite and Redis stores implement."""
+
     url: str
 
-    async def open(self) -> None: ...
+    async def open(self) -> None:
+        """Connect (create the schema if needed); called once at start-up."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release connections; the store may be opened again."""
 
-    async def ping(self) -> bool: ...
+    async def ping(self) -> bool:
+        """True when the store answers (readiness)."""
 
-    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]: ...
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Job]:
+        """Store new jobs; a job whose `unique_key` is taken returns the existing job instead."""
 
     async def claim(
         self, worker_id: str, tasks: Collection[str], limit: int, lease: float
-    ) -> list[Job]: ...
+    ) -> list[Job]:
+        """Take up to `limit` due jobs of `tasks` for `worker_id`, leased for `lease` seconds."""
 
-    def heartbeat(self, worker_id: str, job_ids: Collection[str], lease: float) -> list[str]: ...
+    def heartbeat(self, worker_id: str, job_ids: Collection[str], lease: float) -> list[str]:
+        """Extend the lease of the worker's running jobs; returns the ids to stop (no longer held by
+        this worker, or cancelled).
+        """
 
-    async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> None: ...
+    async def finish(self, worker_id: str, outcomes: Sequence[Outcome]) -> None:
+        """Record how attempts ended: succeeded, failed, or scheduled again for a retry."""
 
-    async def release(self, worker_id: str, job_ids: Collection[str]) -> None: ...
+    async def release(self, worker_id: str, job_ids: Collection[str]) -> None:
+        """Put the worker's running jobs back in the queue (a worker shutting down)."""
 
-    async def set_progress(self, worker_id: str, job_id: str, progress: JobProgress) -> None: ...
+    async def set_progress(self, worker_id: str, job_id: str, progress: JobProgress) -> None:
+        """Record a running job's progress, if `worker_id` still holds it."""
 
-    async def get(self, job_id: str) -> Job | None: ...
+    async def get(self, job_id: str) -> Job | None:
+        """The job with this id, or `None`."""
 
-    async def list(self, status: JobStatus | None, limit: int, cursor: str | None) -> JobPage: ...
+    async def list(self, status: JobStatus | None, limit: int, cursor: str | None) -> JobPage:
+        """A page of jobs, newest first, optionally of one status, after `cursor`."""
 
-    async def cancel(self, job_id: str) -> Job | None: ...
+    async def cancel(self, job_id: str) -> Job | None:
+        """Cancel: a queued job is removed; a running one is marked so its worker stops it."""
 
-    async def claim_slot(self, key: str, ttl: float) -> bool: ...
+    async def claim_slot(self, key: str, ttl: float) -> bool:
+        """Take `key` for `ttl` seconds if nobody holds it: one process per periodic slot."""
 
-    async def purge(self, finished_before: float, keep: int | None = None) -> int: ...
+    async def purge(self, finished_before: float, keep: int | None = None) -> int:
+        """Delete finished jobs that finished before `finished_before` or are beyond the newest
+        `keep`; returns how many.
+        """
 
-    async def counts(self) -> dict[JobStatus, int]: ...
+    async def counts(self) -> dict[JobStatus, int]:
+        """How many jobs are in each status."""
 
 
 def open_store(url: str, **options: Any) -> JobStore:

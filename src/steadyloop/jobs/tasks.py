@@ -54,10 +54,12 @@ class JobContext:
 
     @property
     def job_id(self) -> str:
+        """The id of the running job."""
         return self.job.id
 
     @property
     def attempt(self) -> int:
+        """Which attempt this is, starting at 1."""
         return self.job.attempt
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
@@ -146,7 +148,7 @@ class Task:
                 f"task {self.name!r} is declared in a TaskGroup that no runtime includes: "
                 "call rt.jobs.include(group) where the app is built (https://steadyloop.readthedocs.io/en/latest/jobs/)"
             )
-        return await self.jobs.enqueue_task(
+        return await self.jobs._enqueue_task(
             self, self.validate(args, kwargs), unique_key=_unique_key, run_at=run_at
         )
 

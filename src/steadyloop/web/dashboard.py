@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-import steadyloop
 from steadyloop import metrics
+from steadyloop._version import __version__
 from steadyloop.fleet import describe_process, local_processes
 from steadyloop.jobs.models import JobStatus
 from steadyloop.web.auth import TokenGuard
@@ -85,7 +85,7 @@ async def build_snapshot(runtime: Runtime) -> dict[str, Any]:
         "process": {
             "pid": os.getpid(),
             "role": runtime.role,
-            "version": steadyloop.__version__,
+            "version": __version__,
             "uptime_seconds": round(time.time() - runtime.started_at, 1)
             if runtime.started_at
             else 0.0,

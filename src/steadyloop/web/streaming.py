@@ -78,10 +78,12 @@ class ByteRange:
 
     @property
     def length(self) -> int:
+        """The number of bytes in the range."""
         return self.end - self.start + 1
 
     @property
     def content_range(self) -> str:
+        """The `Content-Range` header value for a 206 answer: `bytes start-end/size`."""
         return f"bytes {self.start}-{self.end}/{self.size}"
 
 
