@@ -52,6 +52,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from steadyloop.web.streaming import Unsatisfiable, parse_range
+
 __all__ = [
     "FILE_COUNT",
     "DriveUpstream",
@@ -69,7 +71,6 @@ FILE_COUNT = 120
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 _PATTERN_LENGTH = 4099  # a prime: every offset modulo it is a different position
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _ECHOED_HEADERS = ("x-request-id", "idempotency-key", "content-type", "user-agent")
 
 
@@ -143,25 +144,11 @@ def _index_of(fid: str) -> int | None:
 
 def _single_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
     """(start, end) inclusive, None for "the whole file", False for "unsatisfiable"."""
-    if header is None:
-        return None
-    match = _RANGE.match(header.strip())
-    if match is None:
-        return None  # malformed or several ranges: ignored
-    first, last = match.groups()
-    if not first and not last:
-        return None
-    if not first:
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            return False
-        return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
-        return None  # invalid: ignored
-    if start >= size:
+    try:
+        wanted = parse_range(header, size)  # total: any header, any length
+    except Unsatisfiable:
         return False
-    return start, min(int(last) if last else size - 1, size - 1)
+    return None if wanted is None else (wanted.start, wanted.end)
 
 
 @dataclass
