@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from steadyloop.db.sqlite import Database
 
@@ -32,10 +32,24 @@ CREATE TABLE IF NOT EXISTS order_events(
 OrderStatus = Literal["new", "confirmed", "shipped", "cancelled"]
 
 
+def _encodable(value: str) -> str:
+    # JSON can carry lone surrogates ("\\ud800"), which no database can store as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from exc
+    return value
+
+
+#: Text a database can store: valid UTF-8 and without NUL (PostgreSQL refuses it).
+Text = Annotated[str, AfterValidator(_encodable), Field(pattern=r"^[^\x00]*$")]
+
+
 class NewOrder(BaseModel):
-    client: str = Field(min_length=1, max_length=100)
-    item: str = Field(min_length=1, max_length=200)
-    quantity: int = Field(gt=0, le=10_000)
+    client: Text = Field(min_length=1, max_length=100)
+    item: Text = Field(min_length=1, max_length=200)
+    # strict: `true` or `"3"` is not a quantity (lax mode would take them as 1 and 3).
+    quantity: int = Field(gt=0, le=10_000, strict=True)
 
 
 class StatusChange(BaseModel):
