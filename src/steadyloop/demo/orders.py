@@ -6,7 +6,7 @@ import sqlite3
 import time
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from steadyloop.db.sqlite import Database
 
@@ -45,11 +45,22 @@ def _encodable(value: str) -> str:
 Text = Annotated[str, AfterValidator(_encodable), Field(pattern=r"^[^\x00]*$")]
 
 
+def _json_number(value: object) -> object:
+    # Lax pydantic takes `true` as 1 and `"3"` as 3; JSON Schema's "integer" is a JSON number
+    # with no fraction (3 or 3.0) and nothing else.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+#: An integer as JSON Schema means it: `3` and `3.0` are, `true`, `"3"` and `3.5` are not.
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
+
+
 class NewOrder(BaseModel):
     client: Text = Field(min_length=1, max_length=100)
     item: Text = Field(min_length=1, max_length=200)
-    # strict: `true` or `"3"` is not a quantity (lax mode would take them as 1 and 3).
-    quantity: int = Field(gt=0, le=10_000, strict=True)
+    quantity: JsonInt = Field(gt=0, le=10_000)
 
 
 class StatusChange(BaseModel):
