@@ -255,15 +255,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(502, f"drive answered {response.status_code}")
         return DriveFilesPage.model_validate(response.json())
 
-    @app.api_route(
+    drive_content_responses = {
+        **RANGE_RESPONSES,
+        **problem_responses(400, 404, 502, 504, s400="A forwarded header is not ASCII"),
+    }
+
+    # GET and HEAD as two routes (GET first): each gets its own operation id in the OpenAPI.
+    @app.head(
         "/api/drive/files/{file_id}/content",
-        methods=["GET", "HEAD"],
         tags=["drive"],
         response_class=Response,
-        responses={
-            **RANGE_RESPONSES,
-            **problem_responses(400, 404, 502, 504, s400="A forwarded header is not ASCII"),
-        },
+        responses=drive_content_responses,
+    )
+    @app.get(
+        "/api/drive/files/{file_id}/content",
+        tags=["drive"],
+        response_class=Response,
+        responses=drive_content_responses,
     )
     async def drive_file_content(file_id: str, request: Request) -> Response:
         """A Drive video streamed through the proxy, with Range (seek in a player)."""
@@ -379,12 +387,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"no video {video_id}")
         return video
 
-    @app.api_route(
+    stream_responses = {**RANGE_RESPONSES, **problem_responses(404)}
+
+    @app.head(
         "/api/catalog/videos/{video_id}/stream",
-        methods=["GET", "HEAD"],
         tags=["catalog"],
         response_class=Response,
-        responses={**RANGE_RESPONSES, **problem_responses(404)},
+        responses=stream_responses,
+    )
+    @app.get(
+        "/api/catalog/videos/{video_id}/stream",
+        tags=["catalog"],
+        response_class=Response,
+        responses=stream_responses,
     )
     async def stream_video(video_id: RowId, request: Request) -> Response:
         """A local video with Range support (seek in a player), read on the fs bulkhead."""
