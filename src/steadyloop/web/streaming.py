@@ -114,13 +114,19 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         if suffix == 0 or size == 0:
             raise Unsatisfiable
         return ByteRange(max(0, size - suffix), size - 1, size)
+    if last and _less(last, first):
+        return None  # invalid syntax: ignored
     start = _position(first)
     end = _position(last) if last else size - 1
-    if last and end < start:
-        return None  # invalid syntax: ignored
     if start >= size:
         raise Unsatisfiable
     return ByteRange(start, min(end, size - 1), size)
+
+
+def _less(a: str, b: str) -> bool:
+    """a < b for digit strings of any length, without converting them."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return (len(a), a) < (len(b), b)
 
 
 def _position(digits: str) -> int:
