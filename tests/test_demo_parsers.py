@@ -128,7 +128,7 @@ async def test_quantity_must_be_a_json_integer(client: httpx.AsyncClient) -> Non
 
 async def test_text_a_database_cannot_store_is_422(client: httpx.AsyncClient) -> None:
     for text in ('"\\ud800"', '"a\\u0000b"'):  # a lone surrogate; a NUL
-        body = '{"client": %s, "item": "i", "quantity": 1}' % text
+        body = '{"client": ' + text + ', "item": "i", "quantity": 1}'
         answer = await client.post(
             "/api/orders", content=body, headers={"content-type": "application/json"}
         )

@@ -329,7 +329,9 @@ def test_positions_of_any_length_mean_what_their_value_means(
         expected: object = None
     elif not first:
         n = int(last)
-        expected = Unsatisfiable if n == 0 or size == 0 else ByteRange(max(0, size - n), size - 1, size)
+        expected = (
+            Unsatisfiable if n == 0 or size == 0 else ByteRange(max(0, size - n), size - 1, size)
+        )
     elif last and int(last) < int(first):
         expected = None
     elif int(first) >= size:

@@ -97,7 +97,7 @@ def allowed_methods(request: Request) -> list[str]:
             continue
         try:
             match, _ = route.matches(scope)
-        except Exception:  # noqa: BLE001 - a custom route that cannot say: it serves nothing here
+        except Exception:  # a custom route that cannot say: it serves nothing here
             continue
         if match is not Match.NONE:
             methods.update(route_methods)
@@ -250,9 +250,7 @@ def document_problems(
         for item in schema.get("paths", {}).values():
             for operation in item.values():
                 if isinstance(operation, dict) and "responses" in operation:
-                    _document_operation(
-                        operation, everywhere, with_path_parameters, with_body
-                    )
+                    _document_operation(operation, everywhere, with_path_parameters, with_body)
         app.openapi_schema = schema
         return schema
 
@@ -275,5 +273,5 @@ def _document_operation(
         added += with_path_parameters
     if "requestBody" in operation:
         added += with_body
-    for status, response in problem_responses(*added).items():
-        responses.setdefault(str(status), response)
+    for code, documented in problem_responses(*added).items():
+        responses.setdefault(str(code), documented)

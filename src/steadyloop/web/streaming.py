@@ -41,7 +41,7 @@ CHUNK_SIZE = 64 * 1024
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)
 #: Positions with more significant digits than this are past the end of any file.
 _MAX_DIGITS = 18
-_BEYOND = 10**_MAX_DIGITS
+_BEYOND: int = 10**_MAX_DIGITS
 _VISIBLE_ASCII = re.compile(r"[\t\x20-\x7e]*")
 #: Upstream headers passed through to the client.
 _PASSED_HEADERS = (
@@ -134,7 +134,7 @@ def _position(digits: str) -> int:
     end of any representation.
 
     `int()` refuses strings of more than 4300 digits (and converting long ones costs quadratic
-    time), so a position is never converted whole: only its significant digits, at most 19.
+    time), so a position is never converted whole: only its significant digits, at most 18.
     """
     significant = digits.lstrip("0")
     if len(significant) > _MAX_DIGITS:
@@ -271,8 +271,8 @@ async def proxy_stream(
 
     The upstream's status (200, 206, 304, 416) and range headers come back as they are; an
     upstream 5xx or a failure before the response starts is a 502 problem. A forwarded header
-    that is not visible ASCII is the client's 400 problem (it cannot be sent on). Read timeouts apply
-    to every chunk (the client's `read` timeout), not to the whole body.
+    that is not visible ASCII is the client's 400 problem (it cannot be sent on). Read timeouts
+    apply to every chunk (the client's `read` timeout), not to the whole body.
     """
     http = client  # build_request/send: the resilient client and httpx.AsyncClient alike
     outgoing = {name: request.headers[name] for name in forward_headers if name in request.headers}
