@@ -180,3 +180,21 @@ async def test_the_catalog_scan_does_not_follow_symlinks_out_of_the_library(
     assert scan["found"] == 1
     items = (await client.get("/api/catalog/videos")).json()["items"]
     assert [(v["path"], v["size"]) for v in items] == [("clip.mp4", 10)]
+
+
+async def test_the_drive_upstream_reads_only_ascii_numbers() -> None:
+    import base64
+
+    from steadyloop.demo.drive_upstream import create_app as drive_app
+
+    transport = httpx.ASGITransport(app=drive_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://drive") as drive:
+        for size in ("\u00b2", "\u0663", "9" * 5000, "-1", "0"):
+            answer = await drive.get("/files", params={"page_size": size})
+            assert answer.status_code == 400, size
+        for number in ("\u00b2", "\u0663", "9" * 5000):
+            token = base64.urlsafe_b64encode(f"offset:{number}".encode()).decode()
+            answer = await drive.get("/files", params={"page_token": token})
+            assert answer.status_code == 400, number
+        missing = await drive.get("/files/v\u0663\u0663\u0663\u0663/content")
+        assert missing.status_code == 404

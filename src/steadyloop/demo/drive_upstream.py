@@ -129,14 +129,19 @@ def _decode_token(token: str) -> int | None:
     except (ValueError, UnicodeDecodeError):
         return None
     prefix, _, number = raw.partition(":")
-    if prefix != "offset" or not number.isdigit():
+    if prefix != "offset" or not _is_number(number, 6):
         return None
     offset = int(number)
     return offset if 0 <= offset < FILE_COUNT else None
 
 
+def _is_number(text: str, max_digits: int) -> bool:
+    # str.isdigit() also takes "²" and "٣", which int() then refuses (or reads as digits).
+    return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
+
+
 def _index_of(fid: str) -> int | None:
-    if re.fullmatch(r"v\d{4}", fid) is None:
+    if re.fullmatch(r"v[0-9]{4}", fid) is None:
         return None
     index = int(fid[1:])
     return index if index < FILE_COUNT else None
@@ -272,7 +277,7 @@ class DriveUpstream:
     async def _list_files(self, request: Request) -> Response:
         token = request.query_params.get("page_token") or ""
         raw_size = request.query_params.get("page_size") or str(DEFAULT_PAGE_SIZE)
-        if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_PAGE_SIZE:
+        if not _is_number(raw_size, 3) or not 1 <= int(raw_size) <= MAX_PAGE_SIZE:
             return _error(400, f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}")
         offset = 0
         if token:

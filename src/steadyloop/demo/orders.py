@@ -42,7 +42,7 @@ def _encodable(value: str) -> str:
 
 
 #: Text a database can store: valid UTF-8 and without NUL (PostgreSQL refuses it).
-Text = Annotated[str, AfterValidator(_encodable), Field(pattern=r"^[^\x00]*$")]
+Text = Annotated[str, Field(pattern=r"^[^\x00]*$"), AfterValidator(_encodable)]
 
 
 def _json_number(value: object) -> object:
