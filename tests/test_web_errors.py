@@ -198,6 +198,10 @@ def split_routes_app(problem_details: Literal["own", "all"]) -> FastAPI:
     async def archive(order_id: int) -> dict[str, int]:
         return {"id": order_id}
 
+    @app.post("/legacy")
+    async def legacy() -> None:
+        raise HTTPException(405, "retired")  # the app's own 405, without Allow: left as raised
+
     return app
 
 
@@ -213,6 +217,9 @@ async def test_405_allow_names_the_methods_of_every_route_of_the_path() -> None:
         archive = await client.delete("/orders/1/archive")
         assert archive.headers["allow"] == "PUT"
         assert (await client.patch("/orders/1")).status_code == 200
+        legacy = await client.post("/legacy")
+        assert_problem(legacy, 405)
+        assert "allow" not in legacy.headers
 
 
 async def test_405_of_an_app_that_did_not_opt_in_is_the_framework_s() -> None:

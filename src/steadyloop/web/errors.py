@@ -73,10 +73,11 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     if exc.status_code in (204, 304):  # no body allowed
         return Response(status_code=exc.status_code, headers=exc.headers)
     headers = dict(exc.headers) if exc.headers else None
-    if exc.status_code == 405:
-        methods = allowed_methods(request)
-        if methods:
-            headers = {**(headers or {}), "Allow": ", ".join(methods)}
+    allow = next((k for k in headers or {} if k.lower() == "allow"), None)
+    if exc.status_code == 405 and headers is not None and allow is not None:
+        # The router's 405 names one route's methods: add those of the path's other routes.
+        named = {m.strip().upper() for m in headers.pop(allow).split(",") if m.strip()}
+        headers["Allow"] = ", ".join(sorted(named | set(allowed_methods(request))))
     detail: Any = exc.detail
     return problem(exc.status_code, detail=detail, instance=request.url.path, headers=headers)
 
