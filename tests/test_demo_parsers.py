@@ -127,12 +127,14 @@ async def test_quantity_must_be_a_json_integer(client: httpx.AsyncClient) -> Non
 
 
 async def test_text_a_database_cannot_store_is_422(client: httpx.AsyncClient) -> None:
+    json = {"content-type": "application/json"}
     for text in ('"\\ud800"', '"a\\u0000b"'):  # a lone surrogate; a NUL
         body = '{"client": ' + text + ', "item": "i", "quantity": 1}'
-        answer = await client.post(
-            "/api/orders", content=body, headers={"content-type": "application/json"}
-        )
-        assert_problem(answer, 422)
+        assert_problem(await client.post("/api/orders", content=body, headers=json), 422)
+        # a job argument too: it would be stored, and its answer could not be written (500)
+        videos = '{"videos": [' + text + "]}"
+        assert_problem(await client.post("/api/thumbnails", content=videos, headers=json), 422)
+    assert (await client.get("/api/thumbnails/runs")).json() == []
 
 
 async def test_options_and_405_name_every_method_of_the_path(client: httpx.AsyncClient) -> None:

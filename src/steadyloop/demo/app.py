@@ -38,6 +38,7 @@ from steadyloop.demo.catalog import (
     VideoPage,
     find_videos,
 )
+from steadyloop.demo.fields import Text
 from steadyloop.demo.orders import NewOrder, Order, Orders, StatusChange
 from steadyloop.files import safe_join
 from steadyloop.jobs import Job, JobContext
@@ -134,7 +135,9 @@ def _remove_stale_temp_files(folder: Path, max_age: float) -> int:
 
 
 class ThumbnailRequest(BaseModel):
-    videos: list[str] = Field(min_length=1, max_length=1000)
+    videos: list[Annotated[Text, Field(min_length=1, max_length=500)]] = Field(
+        min_length=1, max_length=1000
+    )
 
 
 class Camera:
