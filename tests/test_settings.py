@@ -8,6 +8,7 @@ from steadyloop.settings import (
     Settings,
     SettingsError,
     collect_bulkhead_variables,
+    redact_url,
     render_env_example,
 )
 
@@ -105,3 +106,37 @@ def test_every_setting_is_in_the_settings_docs() -> None:
         if not field.exclude and f"`{name.upper()}`" not in page
     ]
     assert missing == [], f"docs/settings.md does not document {missing}"
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("postgresql://app:hunter2@db/main", "postgresql://app:***@db/main"),
+        ("redis://h:6379/0?password=hunter2&db=1", "redis://h:6379/0?password=***&db=1"),
+        (
+            "postgresql://db/main?sslpassword=s&application_name=api",
+            "postgresql://db/main?sslpassword=***&application_name=api",
+        ),
+        (
+            "https://h/x?api_key=1&token=2&Access-Token=3&client_secret=4&key=5&secret=6",
+            "https://h/x?api_key=***&token=***&Access-Token=***&client_secret=***&key=***&secret=***",
+        ),
+        ("https://u:p@h/x?access_token=abc#top", "https://u:***@h/x?access_token=***#top"),
+        ("https://h/x?pass%77ord=leak", "https://h/x?pass%77ord=***"),  # percent-encoded name
+        ("https://h/x?monkey=3&sortkey=a&page=2", "https://h/x?monkey=3&sortkey=a&page=2"),
+        ("sqlite:///data/app.db", "sqlite:///data/app.db"),
+        ("https://h/x?password=", "https://h/x?password="),  # nothing to hide
+        ("http://[::1", "***"),  # not a URL: nothing of it is shown
+    ],
+)
+def test_redact_url_hides_passwords_and_secret_query_parameters(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
+    for secret in ("hunter2", "leak", "abc"):
+        assert secret not in redact_url(url)
+
+
+def test_health_output_does_not_show_a_secret_query_parameter() -> None:
+    settings = Settings(redis_url="redis://127.0.0.1:6379/0?password=hunter2", log_setup=False)
+    summary = settings.summary()
+    assert summary["redis_url"] == "redis://127.0.0.1:6379/0?password=***"
+    assert "hunter2" not in str(summary)

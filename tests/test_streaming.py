@@ -293,3 +293,100 @@ def test_client_disconnect_closes_the_upstream_connection(tmp_path: Path) -> Non
             asyncio.run(asyncio.sleep(0.025))  # polling the servers' state
         assert active == 0
         assert open_to_upstream == []
+
+
+# --- totality: any bytes in, a valid range, "the whole thing" or a 416, never an exception --
+def assert_valid_answer(header: str | None, size: int) -> None:
+    try:
+        wanted = parse_range(header, size)
+    except Unsatisfiable:
+        return
+    if wanted is not None:
+        assert 0 <= wanted.start <= wanted.end < size == wanted.size
+
+
+@settings(max_examples=2000, deadline=None)
+@given(raw=st.binary(max_size=64), size=st.integers(0, 2**63 - 1))
+def test_parse_range_takes_any_bytes(raw: bytes, size: int) -> None:
+    # A header value reaches the app as its bytes decoded as Latin-1 (ASGI and Starlette).
+    assert_valid_answer(raw.decode("latin-1"), size)
+    assert_valid_answer("bytes=" + raw.decode("latin-1"), size)
+
+
+digit_runs = st.integers(0, 4000).flatmap(
+    lambda n: st.text(alphabet="0123456789", min_size=n, max_size=n)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=digit_runs, last=digit_runs, size=st.integers(0, 10**12))
+def test_positions_of_any_length_mean_what_their_value_means(
+    first: str, last: str, size: int
+) -> None:
+    header = f"bytes={first}-{last}"
+    # The reference: Python's own integers (int() accepts these up to 4300 digits).
+    if not first and not last:
+        expected: object = None
+    elif not first:
+        n = int(last)
+        expected = (
+            Unsatisfiable if n == 0 or size == 0 else ByteRange(max(0, size - n), size - 1, size)
+        )
+    elif last and int(last) < int(first):
+        expected = None
+    elif int(first) >= size:
+        expected = Unsatisfiable
+    else:
+        end = min(int(last), size - 1) if last else size - 1
+        expected = ByteRange(int(first), end, size)
+    try:
+        got: object = parse_range(header, size)
+    except Unsatisfiable:
+        got = Unsatisfiable
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bytes=" + "9" * 4301 + "-",
+        "bytes=" + "0" * 10_000 + "1-2",
+        "bytes=-" + "9" * 100_000,
+        "bytes=\u0663-\u0664",  # Arabic-Indic digits: \d would take them, RFC 9110 does not
+        "bytes=1-2\n",
+    ],
+)
+def test_hostile_ranges_are_answered(header: str) -> None:
+    assert_valid_answer(header, 10)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.sampled_from(["range", "if-range", "if-none-match", "if-modified-since"]),
+    raw=st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b),
+)
+def test_any_conditional_or_range_header_gets_an_answer(
+    name: str, raw: bytes, media: Path, runner: asyncio.Runner
+) -> None:
+    async def get(app: Starlette, path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get(path, headers=[(name.encode(), raw)])
+
+    direct = file_app(media)
+    assert runner.run(get(direct, "/files/clip.mp4")).status_code in (200, 206, 304, 416)
+    proxied = runner.run(get(proxy_app(direct), "/video/clip.mp4"))
+    if all(0x20 <= b < 0x7F or b == 0x09 for b in raw):
+        assert proxied.status_code in (200, 206, 304, 416)
+    else:  # cannot be forwarded: the client's error
+        assert proxied.status_code == 400
+        assert proxied.headers["content-type"] == "application/problem+json"
+
+
+def test_http_dates_past_any_calendar_are_not_dates() -> None:
+    from steadyloop.web.streaming import _parse_http_date
+
+    assert _parse_http_date("Mon, 01 Jan 99999999999999999999 00:00:00 GMT") is None
+    assert _parse_http_date("\x00\xff") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import httpx
 import pytest
@@ -178,3 +179,54 @@ async def test_metrics_use_route_templates_and_one_label_for_unmatched(
     )
     assert count is not None
     assert count >= 3
+
+
+def split_routes_app(problem_details: Literal["own", "all"]) -> FastAPI:
+    """A path whose methods sit on separate routes, as `@app.get` and `@app.patch` make them."""
+    app = FastAPI()
+    sl.install(app, Settings(log_setup=False, problem_details=problem_details))
+
+    @app.get("/orders/{order_id}")
+    async def get_order(order_id: int) -> dict[str, int]:
+        return {"id": order_id}
+
+    @app.patch("/orders/{order_id}")
+    async def change_order(order_id: int) -> dict[str, int]:
+        return {"id": order_id}
+
+    @app.put("/orders/{order_id}/archive")
+    async def archive(order_id: int) -> dict[str, int]:
+        return {"id": order_id}
+
+    @app.post("/legacy")
+    async def legacy() -> None:
+        raise HTTPException(405, "retired")  # the app's own 405, without Allow: left as raised
+
+    return app
+
+
+async def test_405_allow_names_the_methods_of_every_route_of_the_path() -> None:
+    app = split_routes_app("all")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for method in ("OPTIONS", "DELETE", "POST"):
+            response = await client.request(method, "/orders/1")
+            assert_problem(response, 405)
+            # Starlette alone answers from the first route: "Allow: GET".
+            assert response.headers["allow"] == "GET, PATCH"
+        archive = await client.delete("/orders/1/archive")
+        assert archive.headers["allow"] == "PUT"
+        assert (await client.patch("/orders/1")).status_code == 200
+        legacy = await client.post("/legacy")
+        assert_problem(legacy, 405)
+        assert "allow" not in legacy.headers
+
+
+async def test_405_of_an_app_that_did_not_opt_in_is_the_framework_s() -> None:
+    app = split_routes_app("own")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.options("/orders/1")
+    assert response.status_code == 405
+    assert response.json() == {"detail": "Method Not Allowed"}
+    assert response.headers["allow"] == "GET"  # unchanged: the app's contract is its own

@@ -24,7 +24,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -1097,13 +1097,47 @@ def _networks_text(value: str) -> list[str]:
     return sorted(item.strip() for item in value.split(",") if item.strip())
 
 
+#: Query parameters whose value is a credential (compared lower-cased, `-` as `_`).
+_SECRET_PARAMETERS = frozenset(
+    {"key", "pass", "pwd", "auth", "authorization", "sig", "session", "credential"}
+    | {"apikey", "accesskey", "secretkey", "privatekey", "sslkey"}
+)
+_SECRET_SUFFIXES = ("password", "passwd", "token", "secret", "credentials", "signature", "_key")
+
+
+def _is_secret_parameter(name: str) -> bool:
+    # "_key" as a suffix, not "key": `monkey=` or `sortkey=`-like names are not credentials.
+    name = name.strip().lower().replace("-", "_")
+    return name in _SECRET_PARAMETERS or name.endswith(_SECRET_SUFFIXES)
+
+
 def redact_url(url: str) -> str:
-    """`postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL without its credentials, for logs and health output.
+
+    `postgresql://user:secret@host/db?sslpassword=x&application_name=a` ->
+    `postgresql://user:***@host/db?sslpassword=***&application_name=a`: the password in the
+    authority and the value of every query parameter named like a secret (password, token,
+    secret, key, api_key, access_token...) are replaced by `***`; the rest is kept as it is.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL we can take apart: show nothing of it
+        return "***"
+    netloc = parts.netloc
+    if password is not None:
+        netloc = netloc.replace(f":{password}@", ":***@", 1)
+    query = "&".join(_redact_parameter(pair) for pair in parts.query.split("&"))
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _redact_parameter(pair: str) -> str:
+    name, sep, value = pair.partition("=")
+    if sep and value and _is_secret_parameter(unquote(name)):
+        return f"{name}=***"
+    return pair
 
 
 def collect_named_variables(

@@ -22,10 +22,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import httpx
 from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 import steadyloop as sl
@@ -37,10 +38,12 @@ from steadyloop.demo.catalog import (
     VideoPage,
     find_videos,
 )
+from steadyloop.demo.fields import Text
 from steadyloop.demo.orders import NewOrder, Order, Orders, StatusChange
 from steadyloop.files import safe_join
 from steadyloop.jobs import Job, JobContext
 from steadyloop.settings import Settings
+from steadyloop.web.errors import document_problems, problem_responses
 from steadyloop.web.streaming import proxy_stream, range_file_response
 
 if TYPE_CHECKING:
@@ -51,6 +54,16 @@ MAX_DELAY = 10.0
 CATALOG_CACHE = "catalog:videos:"
 CATALOG_TTL = 2.0
 logger = logging.getLogger("mediahub")
+#: Ids are SQLite (and PostgreSQL bigint) row ids: positive 64-bit integers. A larger number in
+#: the path is a 422, not an OverflowError in the driver.
+INT64_MAX = 2**63 - 1
+RowId = Annotated[int, PathParam(ge=1, le=INT64_MAX)]
+#: The stream routes' own answers besides the problems: the range responses carry no body
+#: schema (200/206 are the bytes, 416 is empty with `Content-Range: bytes */size`).
+RANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    206: {"description": "Partial content (the range asked for)"},
+    416: {"description": "Range not satisfiable (empty body, Content-Range: bytes */size)"},
+}
 
 
 class DriveVideo(BaseModel):
@@ -122,7 +135,9 @@ def _remove_stale_temp_files(folder: Path, max_age: float) -> int:
 
 
 class ThumbnailRequest(BaseModel):
-    videos: list[str] = Field(min_length=1, max_length=1000)
+    videos: list[Annotated[Text, Field(min_length=1, max_length=500)]] = Field(
+        min_length=1, max_length=1000
+    )
 
 
 class Camera:
@@ -202,6 +217,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     rt = sl.install(app, settings)
+    if rt.settings.problem_details == "all":
+        document_problems(app)  # the OpenAPI says problem+json, as the answers are
 
     @app.get("/api/drive/videos", response_model=DriveListing, tags=["drive"])
     async def drive_videos(
@@ -212,7 +229,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         items = await sl.run_blocking("drive", _list_drive_videos, delay)
         return DriveListing(items=items, took_ms=(time.perf_counter() - started) * 1000)
 
-    @app.get("/api/drive/files", response_model=DriveFilesPage, tags=["drive"])
+    @app.get(
+        "/api/drive/files",
+        response_model=DriveFilesPage,
+        tags=["drive"],
+        responses=problem_responses(400, 502, 504, s400="A stale or forged page token"),
+    )
     async def drive_files(
         page_token: str | None = Query(None, max_length=200, description="From the last page"),
         page_size: int = Query(20, ge=1, le=100),
@@ -231,17 +253,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except httpx.TransportError as exc:
             raise HTTPException(502, f"drive could not be reached ({type(exc).__name__})") from exc
         if response.status_code == 400:  # a stale or forged page token
-            raise HTTPException(400, str(response.json().get("error", "bad request")))
+            raise HTTPException(400, "invalid page_token")
         if response.status_code != 200:
             raise HTTPException(502, f"drive answered {response.status_code}")
         return DriveFilesPage.model_validate(response.json())
 
-    @app.api_route(
+    drive_content_responses = {
+        **RANGE_RESPONSES,
+        **problem_responses(400, 404, 502, 504, s400="A forwarded header is not ASCII"),
+    }
+
+    # GET and HEAD as two routes (GET first): each gets its own operation id in the OpenAPI.
+    @app.head(
         "/api/drive/files/{file_id}/content",
-        methods=["GET", "HEAD"],
         tags=["drive"],
         response_class=Response,
-        responses={206: {"description": "Partial content"}, 416: {"description": "Bad range"}},
+        responses=drive_content_responses,
+    )
+    @app.get(
+        "/api/drive/files/{file_id}/content",
+        tags=["drive"],
+        response_class=Response,
+        responses=drive_content_responses,
     )
     async def drive_file_content(file_id: str, request: Request) -> Response:
         """A Drive video streamed through the proxy, with Range (seek in a player)."""
@@ -325,7 +358,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await rt.cache.delete_prefix(CATALOG_CACHE)
         return result
 
-    @app.get("/api/catalog/videos", response_model=VideoPage, tags=["catalog"])
+    @app.get(
+        "/api/catalog/videos",
+        response_model=VideoPage,
+        tags=["catalog"],
+        responses=problem_responses(400, s400="A cursor this server did not hand out"),
+    )
     async def list_videos(
         status: str = Query("ready", max_length=20),
         limit: int = Query(50, ge=1, le=500),
@@ -340,21 +378,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except InvalidCursor as exc:
             raise HTTPException(400, str(exc)) from exc
 
-    @app.get("/api/catalog/videos/{video_id}", response_model=Video, tags=["catalog"])
-    async def get_video(video_id: int) -> Video:
+    @app.get(
+        "/api/catalog/videos/{video_id}",
+        response_model=Video,
+        tags=["catalog"],
+        responses=problem_responses(404),
+    )
+    async def get_video(video_id: RowId) -> Video:
         video = await catalog().get(video_id)
         if video is None:
             raise HTTPException(404, f"no video {video_id}")
         return video
 
-    @app.api_route(
+    stream_responses = {**RANGE_RESPONSES, **problem_responses(404)}
+
+    @app.head(
         "/api/catalog/videos/{video_id}/stream",
-        methods=["GET", "HEAD"],
         tags=["catalog"],
         response_class=Response,
-        responses={206: {"description": "Partial content"}, 416: {"description": "Bad range"}},
+        responses=stream_responses,
     )
-    async def stream_video(video_id: int, request: Request) -> Response:
+    @app.get(
+        "/api/catalog/videos/{video_id}/stream",
+        tags=["catalog"],
+        response_class=Response,
+        responses=stream_responses,
+    )
+    async def stream_video(video_id: RowId, request: Request) -> Response:
         """A local video with Range support (seek in a player), read on the fs bulkhead."""
         video = await catalog().get(video_id)
         if video is None or video.status != "ready":
@@ -366,15 +416,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def create_order(order: NewOrder) -> Order:
         return await orders().create(order)
 
-    @app.get("/api/orders/{order_id}", response_model=Order, tags=["orders"])
-    async def get_order(order_id: int) -> Order:
+    @app.get(
+        "/api/orders/{order_id}",
+        response_model=Order,
+        tags=["orders"],
+        responses=problem_responses(404),
+    )
+    async def get_order(order_id: RowId) -> Order:
         order = await orders().get(order_id)
         if order is None:
             raise HTTPException(404, f"no order {order_id}")
         return order
 
-    @app.patch("/api/orders/{order_id}", response_model=Order, tags=["orders"])
-    async def change_order(order_id: int, change: StatusChange) -> Order:
+    @app.patch(
+        "/api/orders/{order_id}",
+        response_model=Order,
+        tags=["orders"],
+        responses=problem_responses(404),
+    )
+    async def change_order(order_id: RowId, change: StatusChange) -> Order:
         order = await orders().change_status(order_id, change.status)
         if order is None:
             raise HTTPException(404, f"no order {order_id}")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
@@ -70,27 +72,52 @@ def encode_cursor(created_at: float, video_id: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+#: Row ids are SQLite integers: a cursor naming a larger one was not made here.
+_INT64 = range(-(2**63), 2**63)
+
+
 def decode_cursor(cursor: str) -> tuple[float, int]:
+    """The (created_at, id) position a cursor names; `InvalidCursor` for anything this
+    server could not have produced (any string in: never another exception)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, video_id = json.loads(raw)
-        return float(created_at), int(video_id)
-    except (ValueError, TypeError) as exc:
+        position = json.loads(raw)
+    except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidCursor("invalid cursor") from exc
+    if not (isinstance(position, list) and len(position) == 2):
+        raise InvalidCursor("invalid cursor")
+    created_at, video_id = position
+    # bool is an int to Python; inf/nan compare with nothing; ids beyond int64 overflow SQLite.
+    if (
+        isinstance(created_at, bool)
+        or not isinstance(created_at, int | float)
+        or not math.isfinite(created_at)
+        or isinstance(video_id, bool)
+        or not isinstance(video_id, int)
+        or video_id not in _INT64
+    ):
+        raise InvalidCursor("invalid cursor")
+    return float(created_at), video_id
 
 
 def find_videos(library: Path) -> list[tuple[str, str, int, float]]:
-    """Walk the library folder (blocking: run it on the fs bulkhead)."""
+    """Walk the library folder (blocking: run it on the fs bulkhead).
+
+    Symbolic links are not followed, to files or to folders: a link could lead out of the
+    library, and its target's name and size would show in the catalog.
+    """
     found = []
-    for folder, _dirs, files in os.walk(library):
+    for folder, _dirs, files in os.walk(library, followlinks=False):
         for name in files:
             if Path(name).suffix.lower() not in VIDEO_SUFFIXES:
                 continue
             full = Path(folder) / name
             try:
-                info = full.stat()
+                info = full.lstat()
             except FileNotFoundError:
                 continue  # removed while we walked
+            if not stat.S_ISREG(info.st_mode):
+                continue  # a symlink (or a fifo, a socket): not a video of the library
             found.append((str(full.relative_to(library)), name, info.st_size, info.st_mtime))
     return found
 

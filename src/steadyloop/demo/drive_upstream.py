@@ -52,6 +52,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from steadyloop.web.streaming import Unsatisfiable, parse_range
+
 __all__ = [
     "FILE_COUNT",
     "DriveUpstream",
@@ -69,7 +71,6 @@ FILE_COUNT = 120
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 _PATTERN_LENGTH = 4099  # a prime: every offset modulo it is a different position
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _ECHOED_HEADERS = ("x-request-id", "idempotency-key", "content-type", "user-agent")
 
 
@@ -128,14 +129,19 @@ def _decode_token(token: str) -> int | None:
     except (ValueError, UnicodeDecodeError):
         return None
     prefix, _, number = raw.partition(":")
-    if prefix != "offset" or not number.isdigit():
+    if prefix != "offset" or not _is_number(number, 6):
         return None
     offset = int(number)
     return offset if 0 <= offset < FILE_COUNT else None
 
 
+def _is_number(text: str, max_digits: int) -> bool:
+    # str.isdigit() also takes "²" and "٣", which int() then refuses (or reads as digits).
+    return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
+
+
 def _index_of(fid: str) -> int | None:
-    if re.fullmatch(r"v\d{4}", fid) is None:
+    if re.fullmatch(r"v[0-9]{4}", fid) is None:
         return None
     index = int(fid[1:])
     return index if index < FILE_COUNT else None
@@ -143,25 +149,11 @@ def _index_of(fid: str) -> int | None:
 
 def _single_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
     """(start, end) inclusive, None for "the whole file", False for "unsatisfiable"."""
-    if header is None:
-        return None
-    match = _RANGE.match(header.strip())
-    if match is None:
-        return None  # malformed or several ranges: ignored
-    first, last = match.groups()
-    if not first and not last:
-        return None
-    if not first:
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            return False
-        return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
-        return None  # invalid: ignored
-    if start >= size:
+    try:
+        wanted = parse_range(header, size)  # total: any header, any length
+    except Unsatisfiable:
         return False
-    return start, min(int(last) if last else size - 1, size - 1)
+    return None if wanted is None else (wanted.start, wanted.end)
 
 
 @dataclass
@@ -285,7 +277,7 @@ class DriveUpstream:
     async def _list_files(self, request: Request) -> Response:
         token = request.query_params.get("page_token") or ""
         raw_size = request.query_params.get("page_size") or str(DEFAULT_PAGE_SIZE)
-        if not raw_size.isdigit() or not 1 <= int(raw_size) <= MAX_PAGE_SIZE:
+        if not _is_number(raw_size, 3) or not 1 <= int(raw_size) <= MAX_PAGE_SIZE:
             return _error(400, f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}")
         offset = 0
         if token:

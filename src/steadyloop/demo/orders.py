@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from steadyloop.db.sqlite import Database
+from steadyloop.demo.fields import JsonInt, Text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders(
@@ -33,9 +34,9 @@ OrderStatus = Literal["new", "confirmed", "shipped", "cancelled"]
 
 
 class NewOrder(BaseModel):
-    client: str = Field(min_length=1, max_length=100)
-    item: str = Field(min_length=1, max_length=200)
-    quantity: int = Field(gt=0, le=10_000)
+    client: Text = Field(min_length=1, max_length=100)
+    item: Text = Field(min_length=1, max_length=200)
+    quantity: JsonInt = Field(gt=0, le=10_000)
 
 
 class StatusChange(BaseModel):

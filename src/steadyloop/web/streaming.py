@@ -32,12 +32,17 @@ from starlette.types import Receive, Scope, Send
 from steadyloop.files import FS_DOMAIN
 from steadyloop.logs import request_id_var
 from steadyloop.offload import iterate_in_thread, run_blocking
-from steadyloop.web.errors import problem
+from steadyloop.web.errors import PROBLEM_TYPE_BASE, problem
 
 __all__ = ["ByteRange", "parse_range", "proxy_stream", "range_file_response"]
 
 CHUNK_SIZE = 64 * 1024
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ASCII digits only (`\d` would accept any Unicode digit); "bytes" is case-insensitive.
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.IGNORECASE)
+#: Positions with more significant digits than this are past the end of any file.
+_MAX_DIGITS = 18
+_BEYOND: int = 10**_MAX_DIGITS
+_VISIBLE_ASCII = re.compile(r"[\t\x20-\x7e]*")
 #: Upstream headers passed through to the client.
 _PASSED_HEADERS = (
     "content-type",
@@ -95,30 +100,48 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The single range a `Range` header asks for; None means "send the whole thing".
 
     Raises `Unsatisfiable` for a well-formed range past the end (416). Anything malformed,
-    or several ranges, is ignored (None), as RFC 9110 allows.
+    or several ranges, is ignored (None), as RFC 9110 allows. Total: any header value (any
+    length, any byte) gives a range, None or `Unsatisfiable`, never another exception.
     """
     if header is None:
         return None
-    match = _RANGE.match(header.strip().replace(" ", ""))
+    match = _RANGE.fullmatch(header.strip(" \t").replace(" ", ""))
     if match is None:
         return None
     first, last = match.groups()
     if not first and not last:
         return None
     if not first:  # suffix: the last n bytes
-        suffix = int(last)
-        if suffix == 0:
-            raise Unsatisfiable
-        if size == 0:
+        suffix = _position(last)
+        if suffix == 0 or size == 0:
             raise Unsatisfiable
         return ByteRange(max(0, size - suffix), size - 1, size)
-    start = int(first)
-    end = int(last) if last else size - 1
-    if last and end < start:
+    if last and _less(last, first):
         return None  # invalid syntax: ignored
+    start = _position(first)
+    end = _position(last) if last else size - 1
     if start >= size:
         raise Unsatisfiable
     return ByteRange(start, min(end, size - 1), size)
+
+
+def _less(a: str, b: str) -> bool:
+    """a < b for digit strings of any length, without converting them."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return (len(a), a) < (len(b), b)
+
+
+def _position(digits: str) -> int:
+    """A byte position of any length: past `_MAX_DIGITS` significant digits it is beyond the
+    end of any representation.
+
+    `int()` refuses strings of more than 4300 digits (and converting long ones costs quadratic
+    time), so a position is never converted whole: only its significant digits, at most 18.
+    """
+    significant = digits.lstrip("0")
+    if len(significant) > _MAX_DIGITS:
+        return _BEYOND
+    return int(significant or "0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +163,12 @@ def _http_date(timestamp: float) -> str:
 
 
 def _parse_http_date(value: str) -> float | None:
+    # Any header value: a year past 9999 or a huge offset is an OverflowError, not a date.
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        return parsed.timestamp() if parsed is not None else None
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return parsed.timestamp() if parsed is not None else None
 
 
 def _not_modified(request: Request, info: _FileInfo) -> bool:
@@ -248,11 +272,22 @@ async def proxy_stream(
     circuit breaker; an open breaker answers 503) or a plain `httpx.AsyncClient`.
 
     The upstream's status (200, 206, 304, 416) and range headers come back as they are; an
-    upstream 5xx or a failure before the response starts is a 502 problem. Read timeouts apply
-    to every chunk (the client's `read` timeout), not to the whole body.
+    upstream 5xx or a failure before the response starts is a 502 problem. A forwarded header
+    that is not visible ASCII is the client's 400 problem (it cannot be sent on). Read timeouts
+    apply to every chunk (the client's `read` timeout), not to the whole body.
     """
     http = client  # build_request/send: the resilient client and httpx.AsyncClient alike
     outgoing = {name: request.headers[name] for name in forward_headers if name in request.headers}
+    for name, value in outgoing.items():
+        # HTTP header values are visible ASCII; anything else (a byte >= 0x80 arrives here as
+        # a Latin-1 character) cannot be sent on, and is the client's error, not the upstream's.
+        if not _VISIBLE_ASCII.fullmatch(value):
+            return problem(
+                400,
+                detail=f"the {name} header must be visible ASCII",
+                type_=PROBLEM_TYPE_BASE + "invalid-header",
+                instance=request.url.path,
+            )
     # The body is relayed as it comes: ask for no encoding the client did not ask for.
     outgoing.setdefault("accept-encoding", "identity")
     request_id = request_id_var.get()
