@@ -148,6 +148,7 @@ async def test_cancelled_caller_keeps_the_slot_until_its_thread_ends() -> None:
             in_flight=0,
             waiting=0,
             rejected=0,
+            abandoned=0,
             dedicated=False,
             max_wait=None,
         )

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from steadyloop import metrics
+from steadyloop.disconnect import ClientGone, client_gone_future, serving_request
 
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
@@ -48,6 +49,7 @@ __all__ = [
     "BulkheadFull",
     "BulkheadStatistics",
     "Bulkheads",
+    "ClientGone",
     "blocking",
     "current_bulkheads",
     "iterate_in_thread",
@@ -94,8 +96,11 @@ class BulkheadStatistics:
     in_flight: int
     waiting: int
     rejected: int
+    #: Calls that left the queue without running (caller cancelled or client disconnected).
+    abandoned: int
     dedicated: bool
     max_wait: float | None
+    request_max_wait: float | None = None
 
 
 class Bulkhead:
@@ -108,6 +113,7 @@ class Bulkhead:
         executor: Executor,
         *,
         max_wait: float | None = None,
+        request_max_wait: float | None = None,
         dedicated: bool = False,
         copy_context: bool = True,
         wait_warn_seconds: float = 0.5,
@@ -116,9 +122,17 @@ class Bulkhead:
             raise ValueError(f"bulkhead {domain!r}: limit must be at least 1, got {limit}")
         if max_wait is not None and max_wait <= 0:
             raise ValueError(f"bulkhead {domain!r}: max_wait must be positive, got {max_wait}")
+        if request_max_wait is not None and request_max_wait <= 0:
+            raise ValueError(
+                f"bulkhead {domain!r}: request_max_wait must be positive, got {request_max_wait}"
+            )
         self.domain = domain
         self.limit = limit
+        #: The bound on every caller's wait (None: unbounded).
         self.max_wait = max_wait
+        #: The bound on a wait made while serving an HTTP request, when `max_wait` is None:
+        #: a request's client stops waiting after some seconds, a job or a script does not.
+        self.request_max_wait = request_max_wait
         self.dedicated = dedicated
         self._executor = executor
         self._copy_context = copy_context
@@ -126,6 +140,7 @@ class Bulkhead:
         self._held = 0  # slots taken, including those handed to a waiter not yet resumed
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._rejected = 0
+        self._abandoned = 0
         self._m_in_flight = metrics.bulkhead_in_flight.labels(domain)
         self._m_waiting = metrics.bulkhead_waiting.labels(domain)
         # One process: the gauges read the counters when scraped, costing calls nothing.
@@ -137,6 +152,7 @@ class Bulkhead:
         self._m_wait = metrics.bulkhead_wait_seconds.labels(domain)
         self._m_run = metrics.bulkhead_run_seconds.labels(domain)
         self._m_rejected = metrics.bulkhead_rejected_total.labels(domain)
+        self._m_abandoned = metrics.bulkhead_abandoned_total.labels(domain)
         metrics.bulkhead_limit.labels(domain).set(limit)
 
     def statistics(self) -> BulkheadStatistics:
@@ -146,8 +162,10 @@ class Bulkhead:
             in_flight=self._held,
             waiting=len(self._waiters),
             rejected=self._rejected,
+            abandoned=self._abandoned,
             dedicated=self.dedicated,
             max_wait=self.max_wait,
+            request_max_wait=self.request_max_wait,
         )
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -204,35 +222,59 @@ class Bulkhead:
                 )
 
     async def _acquire(self, loop: asyncio.AbstractEventLoop) -> float:
-        """Take a slot; return the seconds waited. FIFO: a new caller never overtakes a waiter."""
+        """Take a slot; return the seconds waited. FIFO: a new caller never overtakes a waiter.
+
+        A waiter leaves the queue at once when it is cancelled or when the client of its
+        request disconnects (`ClientGone`): a slot is never spent on work nobody awaits.
+        """
         if self._held < self.limit and not self._waiters:
             self._held += 1
             return 0.0
         started = time.perf_counter()
+        gone = client_gone_future()
+        if gone is not None and gone.done():
+            self._abandoned += 1
+            self._m_abandoned.inc()
+            raise ClientGone(f"bulkhead {self.domain}")
         waiter: asyncio.Future[None] = loop.create_future()
+        on_gone = functools.partial(_fail_waiter, waiter, self.domain)
+        if gone is not None:
+            gone.add_done_callback(on_gone)
         self._waiters.append(waiter)
         if self._count_in_flight:
             self._m_waiting.inc()
+        max_wait = self.max_wait
+        if max_wait is None and serving_request():
+            max_wait = self.request_max_wait
         try:
-            if self.max_wait is None:
+            if max_wait is None:
                 await waiter
             else:
                 try:
-                    async with asyncio.timeout(self.max_wait):
+                    async with asyncio.timeout(max_wait):
                         await waiter
                 except TimeoutError:
-                    if not (waiter.done() and not waiter.cancelled()):
+                    if not _has_slot(waiter):
                         self._rejected += 1
                         self._m_rejected.inc()
                         raise BulkheadFull(
-                            self.domain, self.max_wait, self.limit, len(self._waiters) - 1
+                            self.domain, max_wait, self.limit, len(self._waiters) - 1
                         ) from None
                     # The slot arrived together with the timeout: keep it.
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if gone is not None and gone.done():
+                # The slot and the disconnect arrived together: the client is gone, so the
+                # slot goes to the next waiter rather than to work nobody reads.
+                raise ClientGone(f"bulkhead {self.domain}")
+        except BaseException as exc:
+            if _has_slot(waiter):
                 self._release()  # handed a slot but not going to use it: pass it on
+            if not isinstance(exc, BulkheadFull):
+                self._abandoned += 1
+                self._m_abandoned.inc()
             raise
         finally:
+            if gone is not None:
+                gone.remove_done_callback(on_gone)
             if self._count_in_flight:
                 self._m_waiting.dec()
             if not waiter.done():
@@ -390,7 +432,10 @@ class Bulkheads:
                 f"too many bulkhead domains (max {MAX_DOMAINS}): domains are a fixed set of "
                 "names like 'drive' or 'fs', not per-request values"
             )
-        max_wait = self._max_waits.get(domain, self._default_max_wait)
+        # A domain's own max wait bounds every caller; the default only calls made while
+        # serving a request (jobs and scripts queue work on purpose).
+        max_wait = self._max_waits.get(domain)
+        waits: dict[str, Any] = {"max_wait": max_wait, "request_max_wait": self._default_max_wait}
         if domain == CPU_DOMAIN:
             executor: Executor = ProcessPoolExecutor(
                 max_workers=self._cpu_workers, mp_context=_process_context()
@@ -400,7 +445,7 @@ class Bulkheads:
                 domain,
                 self._limits.get(domain, self._cpu_workers),
                 executor,
-                max_wait=max_wait,
+                **waits,
                 dedicated=True,
                 copy_context=False,  # contexts do not cross process boundaries
                 wait_warn_seconds=self._wait_warn_seconds,
@@ -421,7 +466,7 @@ class Bulkheads:
                 domain,
                 limit,
                 executor,
-                max_wait=max_wait,
+                **waits,
                 dedicated=True,
                 wait_warn_seconds=self._wait_warn_seconds,
             )
@@ -436,9 +481,19 @@ class Bulkheads:
             domain,
             self._limits.get(domain, self._default_limit),
             self._shared,
-            max_wait=max_wait,
+            **waits,
             wait_warn_seconds=self._wait_warn_seconds,
         )
+
+
+def _has_slot(waiter: asyncio.Future[None]) -> bool:
+    """Whether a waiter was handed a slot (not cancelled, not failed by a disconnect)."""
+    return waiter.done() and not waiter.cancelled() and waiter.exception() is None
+
+
+def _fail_waiter(waiter: asyncio.Future[None], domain: str, _: object) -> None:
+    if not waiter.done():
+        waiter.set_exception(ClientGone(f"bulkhead {domain}"))
 
 
 def _too_many_for_threads(domain: str, limit: int, threads: int) -> str:
