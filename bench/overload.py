@@ -290,7 +290,7 @@ def _scrape_limit(client: httpx.Client) -> float | None:
 
 def _loop_lag(base_url: str) -> tuple[float, float]:
     """(lag samples over 10 ms, all lag samples) from the server's loop-lag histogram."""
-    with httpx.Client(base_url=base_url, timeout=5.0, trust_env=False) as client:
+    with httpx.Client(base_url=base_url, timeout=120.0, trust_env=False) as client:
         text = client.get("/metrics").text
     under, total = math.nan, math.nan
     for line in text.splitlines():

@@ -31,6 +31,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -168,7 +169,7 @@ class Bulkhead:
             request_max_wait=self.request_max_wait,
         )
 
-    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(*args, **kwargs)` in this domain's threads once a slot is free."""
         loop = asyncio.get_running_loop()
         if self._held < self.limit and not self._waiters:
@@ -522,34 +523,111 @@ def _name_of(fn: Callable[..., Any]) -> str:
 
 
 # --- the current runtime's domains ------------------------------------------------------------
-_current: Bulkheads | None = None
-_current_lock = threading.Lock()
+# Per event loop, like anyio's RunVar: two runtimes on two loops (two threads, or one after
+# the other in tests) never share domains. A loop without a runtime gets its own default set,
+# built from the environment on first use and shut down with nothing else depending on it.
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bulkheads] = (
+    weakref.WeakKeyDictionary()
+)
+_defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bulkheads] = (
+    weakref.WeakKeyDictionary()
+)
+#: Set outside any event loop (`set_current_bulkheads` with no loop running): the set every
+#: loop without its own uses (a script or a test fixture that configures bulkheads up front).
+_fallback: Bulkheads | None = None
+#: The default set of code that runs outside any event loop (it has no loop to key on).
+_loopless: Bulkheads | None = None
+_lock = threading.Lock()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def current_bulkheads() -> Bulkheads:
-    """The domains of the started runtime, or a default set read from the environment."""
-    global _current
-    if _current is None:
-        with _current_lock:
-            if _current is None:
-                from steadyloop.settings import Settings
+    """The domains of the runtime started on this event loop, or a default set.
 
-                _current = Bulkheads.from_settings(Settings())
-    return _current
+    Without a runtime, each event loop gets a default set read from the environment (a set
+    given to `set_current_bulkheads` outside any loop comes first).
+    """
+    loop = _running_loop()
+    if loop is not None:
+        bound = _by_loop.get(loop)
+        if bound is not None:
+            return bound
+    if _fallback is not None:
+        return _fallback
+    global _loopless
+    with _lock:
+        if loop is None:
+            if _loopless is None:
+                _loopless = _default_bulkheads()
+            return _loopless
+        default = _defaults.get(loop)
+        if default is None:
+            default = _defaults[loop] = _default_bulkheads()
+        return default
+
+
+_default_settings: Settings | None = None
+
+
+def _default_bulkheads() -> Bulkheads:
+    # The environment is read once per process (file I/O for `.env`); each loop's default
+    # set is built from it without touching the disk again.
+    global _default_settings
+    if _default_settings is None:
+        from steadyloop.settings import Settings
+
+        _default_settings = Settings()
+    return Bulkheads.from_settings(_default_settings)
 
 
 def set_current_bulkheads(bulkheads: Bulkheads | None) -> Bulkheads | None:
-    """Make `bulkheads` the target of `run_blocking`; return the previous set."""
-    global _current
-    with _current_lock:
-        previous, _current = _current, bulkheads
-    return previous
+    """Make `bulkheads` the target of `run_blocking` on the running loop; return the previous.
+
+    `Runtime.start()` calls it on its loop and `Runtime.stop()` restores the previous set.
+    Called with no loop running, it sets the set every loop without its own uses.
+    """
+    global _fallback
+    loop = _running_loop()
+    with _lock:
+        if loop is None:
+            previous, _fallback = _fallback, bulkheads
+            return previous
+        previous = _by_loop.get(loop)
+        if bulkheads is None:
+            _by_loop.pop(loop, None)
+        else:
+            _by_loop[loop] = bulkheads
+        return previous
 
 
-async def run_blocking(domain: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+def shutdown_default_bulkheads() -> None:
+    """Shut down the default sets built for loops without a runtime, forget the settings read.
+
+    For tests and scripts that change the environment between event loops.
+    """
+    global _loopless, _default_settings
+    with _lock:
+        _default_settings = None
+        defaults = list(_defaults.values())
+        _defaults.clear()
+        if _loopless is not None:
+            defaults.append(_loopless)
+            _loopless = None
+    for bulkheads in defaults:
+        bulkheads.shutdown()
+
+
+async def run_blocking(domain: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a blocking function in a thread of `domain`'s bulkhead and await its result.
 
-    Raises `BulkheadFull` when the domain has a max wait and no slot frees up within it.
+    Raises `BulkheadFull` when no slot frees up within the domain's max wait, and
+    `ClientGone` when the client of the request being served disconnects while it waits.
     """
     return await current_bulkheads().get(domain).run(fn, *args, **kwargs)
 
@@ -605,7 +683,7 @@ async def iterate_in_thread(domain: str, iterable: Iterable[T]) -> AsyncIterator
                 await asyncio.get_running_loop().run_in_executor(None, close)
 
 
-async def run_cpu(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+async def run_cpu(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a CPU-bound function in a worker process (the `cpu` domain), beyond the GIL.
 
     `fn` and its arguments must be picklable (a module-level function).
