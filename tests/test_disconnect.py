@@ -252,6 +252,19 @@ async def test_the_app_still_receives_every_message_while_a_watcher_runs() -> No
         watch.exit()
 
 
+async def test_a_request_that_never_waits_starts_no_watcher() -> None:
+    client = Client("/x")
+    watch = ClientWatch(client.scope, client.receive, client.send)
+    watch.enter()
+    try:
+        assert await watch.receive() == {"type": "http.request", "body": b"", "more_body": False}
+        await watch.send({"type": "http.response.start", "status": 200, "headers": []})
+        await watch.send({"type": "http.response.body", "body": b"ok"})
+        assert not watch.watching
+    finally:
+        watch.exit()
+
+
 async def test_a_request_with_an_unread_body_is_not_watched() -> None:
     client = Client("/x", method="POST", body=b"data")
     watch = ClientWatch(client.scope, client.receive, client.send)

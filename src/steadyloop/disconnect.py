@@ -87,9 +87,10 @@ class ClientWatch:
 
     __slots__ = (
         "_arrived",
-        "_body_done",
+        "_body_read",
         "_disconnect",
         "_gone",
+        "_no_body",
         "_pending",
         "_receive",
         "_responded",
@@ -104,7 +105,8 @@ class ClientWatch:
         self._send = send
         # Without a body the server's first message is an empty `http.request`: the watcher
         # may read it and keep it for the app.
-        self._body_done = _has_no_body(scope.get("headers", ()))
+        self._no_body = _has_no_body(scope.get("headers", ()))
+        self._body_read = False  # the last body message has been read (by the app or watcher)
         self._responded = False
         self._started = False
         self._pending: deque[Message] = deque()
@@ -134,6 +136,11 @@ class ClientWatch:
         return not self._responded
 
     @property
+    def watching(self) -> bool:
+        """Whether the watcher task runs (only once something needed it)."""
+        return self._task is not None
+
+    @property
     def gone(self) -> bool:
         """Whether the client disconnected before the response was complete."""
         return self._gone is not None and self._gone.done()
@@ -143,7 +150,7 @@ class ClientWatch:
         if self._responded:
             return None
         if self._gone is None:
-            if not self._body_done:
+            if not (self._body_read or self._no_body):
                 return None
             self._start()
         return self._gone
@@ -152,12 +159,10 @@ class ClientWatch:
     async def receive(self) -> Message:
         """What the server's `receive` would return, read through the watcher once it runs."""
         if self._task is None:
-            if not self._body_done:
+            if not self._body_read:
                 message = await self._receive()
-                if message["type"] == "http.request" and not message.get("more_body", False):
-                    self._body_done = True
-                elif message["type"] == "http.disconnect":
-                    self._body_done = True  # nothing more will come
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    self._body_read = True  # the body is complete, or will never be
                 return message
             # After the body, the next message is a disconnect: let the watcher be its reader
             # so a queue wait and the app never read the server's receive at the same time.
