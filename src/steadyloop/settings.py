@@ -194,7 +194,7 @@ class Settings(BaseSettings):
         "BLOCKING_<DOMAIN>_CONCURRENCY.",
     )
     blocking_default_max_wait: float | None = Field(
-        default=2.0,
+        default=1.0,
         gt=0,
         description="Seconds a call made while serving an HTTP request may wait for a slot "
         "before BulkheadFull (HTTP 503 with Retry-After); calls outside requests (jobs, "
