@@ -105,10 +105,10 @@ VARIANTS = (
     Variant(
         "defaults",
         description="no configuration at all: no variable set (the bulkhead has its default "
-        "8 slots, the access log is on), so the defaults decide (`MAX_CONCURRENT_REQUESTS=128`, "
+        "8 slots, the access log is on), so the defaults decide (`MAX_CONCURRENT_REQUESTS=64`, "
         "`MAX_QUEUE_WAIT_MS=50`, `BLOCKING_DEFAULT_MAX_WAIT=1`)",
         base_env=False,
-        # A queue of up to 128 requests in front of 8 slots: admitted latency is not the
+        # A queue of up to 64 requests in front of 8 slots: admitted latency is not the
         # point of the defaults, goodput and no wasted work are.
         targets=("goodput", "rss", "late"),
     ),
@@ -119,7 +119,7 @@ VARIANTS = (
         "measured against): adaptive between the default `CONCURRENCY_MIN=2` and "
         "`CONCURRENCY_MAX=256`, `MAX_QUEUE_WAIT_MS=50`",
         base_env=False,
-        # A queue of up to 128 requests in front of 8 slots: admitted latency is not the
+        # A queue of up to 64 requests in front of 8 slots: admitted latency is not the
         # point of the defaults, goodput and no wasted work are.
         targets=("goodput", "rss", "late"),
     ),
@@ -649,7 +649,7 @@ of the 503 answers. Targets for the limited variants: goodput ≥ {GOODPUT_SHARE
 capacity, admitted (200) p99 ≤ {P99_FACTOR:g}x the unloaded p99, 503 p99 ≤ {REJECT_MS:g} ms,
 RSS flat (growth ≤ {RSS_GROWTH_MIB:g} MiB), no work started after its client left. The
 defaults variants are judged on goodput, RSS and wasted work only: their admitted latency
-includes a queue of up to 120 requests in front of the 8 slots, and their 503s come after the
+includes a queue of up to 56 requests in front of the 8 slots, and their 503s come after the
 default 50 ms queue wait.
 
 ## Results

@@ -416,7 +416,7 @@ class Settings(BaseSettings):
 
     # --- backpressure: concurrency limits (limits.py, web/limits.py) -------------------------
     max_concurrent_requests: int = Field(
-        default=128,
+        default=64,
         ge=0,
         le=1_000_000,
         description="Requests this process works on at once (static mode); more wait up to "
