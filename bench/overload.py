@@ -592,7 +592,8 @@ def report(results: list[Result], info: dict[str, str]) -> str:
             f"- {name}: 503 p99 {common.fmt_ms(m['503_p99'])} ms "
             f"(target ≤ {REJECT_MS:g} ms): **{'met' if checks.get('503') else 'NOT met'}**",
             f"- {name}: RSS grew {m['rss']:.1f} MiB under load "
-            f"(target ≤ {RSS_GROWTH_MIB:g} MiB, flat): **{'met' if checks.get('rss') else 'NOT met'}**",
+            f"(target ≤ {RSS_GROWTH_MIB:g} MiB, flat): "
+            f"**{'met' if checks.get('rss') else 'NOT met'}**",
             f"- {name}: {m['late']:.0f} calls started after their client had left "
             f"(target 0): **{'met' if checks.get('late') else 'NOT met'}**",
         ]
