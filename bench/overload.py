@@ -1,11 +1,16 @@
-"""Overload: an endpoint with a fixed capacity offered 5x that capacity, with and without a limiter.
+"""Overload: an endpoint with a fixed capacity offered 5x that capacity, with and without limits.
 
 `GET /work` (bench/apps/limits_apps.py) blocks 50 ms in a bulkhead of 8 slots: its capacity
 is 160 requests/s. One uvicorn subprocess per variant, one after the other in the same run:
 
-- no limiter: every request is admitted and queues for the bulkhead;
+- limits off: no global limit and unbounded bulkhead waits (the defaults of 0.1);
 - static: `MAX_CONCURRENT_REQUESTS=8`, a short `MAX_QUEUE_WAIT_MS`, then 503;
-- adaptive: `CONCURRENCY_MODE=adaptive` between 2 and 64, the same wait.
+- adaptive: `CONCURRENCY_MODE=adaptive` between 2 and 64, the same wait;
+- defaults: the same app with no configuration at all (not even the bulkhead's size);
+- defaults + adaptive: only `CONCURRENCY_MODE=adaptive` set (the other candidate default).
+
+The app records when each request's work started; the load generator records when each
+client gave up. Work that started after its client had gone is work for nobody: counted.
 
 Per variant: an unloaded phase (sequential requests) gives the unloaded latency; then a load
 process offers 5x capacity open-loop (Poisson arrivals, a request is sent at its scheduled
@@ -34,7 +39,7 @@ import psutil
 from bench import common
 
 NAME = "overload"
-TITLE = "Overload: 5x capacity offered, no limiter vs static vs adaptive concurrency limit"
+TITLE = "Overload: 5x capacity offered, limits off vs static vs adaptive vs no configuration"
 
 WORK_SECONDS = 0.050
 SLOTS = 8
@@ -61,6 +66,10 @@ class Variant:
     env: dict[str, str] = field(default_factory=dict)
     description: str = ""
     limited: bool = True
+    #: False: the server gets no configuration at all (not even BASE_ENV).
+    base_env: bool = True
+    #: The targets judged for this variant (see `_checks`).
+    targets: tuple[str, ...] = ("goodput", "p99", "503", "rss", "late")
 
 
 BASE_ENV = {
@@ -70,8 +79,11 @@ BASE_ENV = {
 }
 VARIANTS = (
     Variant(
-        "no limiter",
-        description="every request admitted; they queue for the 8 bulkhead slots",
+        "limits off",
+        {"MAX_CONCURRENT_REQUESTS": "0", "BLOCKING_DEFAULT_MAX_WAIT": ""},
+        description="`MAX_CONCURRENT_REQUESTS=0`, `BLOCKING_DEFAULT_MAX_WAIT=` (empty: no "
+        "bound), as the defaults were: every request admitted, they queue for the 8 bulkhead "
+        "slots",
         limited=False,
     ),
     Variant(
@@ -89,6 +101,27 @@ VARIANTS = (
         },
         description="`CONCURRENCY_MODE=adaptive`, `CONCURRENCY_MIN=2`, `CONCURRENCY_MAX=64`, "
         f"`MAX_QUEUE_WAIT_MS={QUEUE_WAIT_MS}`",
+    ),
+    Variant(
+        "defaults",
+        description="no configuration at all: no variable set (the bulkhead has its default "
+        "8 slots, the access log is on), so the defaults decide (`MAX_CONCURRENT_REQUESTS=64`, "
+        "`MAX_QUEUE_WAIT_MS=50`, `BLOCKING_DEFAULT_MAX_WAIT=1`)",
+        base_env=False,
+        # A queue of up to 64 requests in front of 8 slots: admitted latency is not the
+        # point of the defaults, goodput and no wasted work are.
+        targets=("goodput", "rss", "late"),
+    ),
+    Variant(
+        "defaults + adaptive",
+        {"CONCURRENCY_MODE": "adaptive"},
+        description="only `CONCURRENCY_MODE=adaptive` set (the candidate default it was "
+        "measured against): adaptive between the default `CONCURRENCY_MIN=2` and "
+        "`CONCURRENCY_MAX=256`, `MAX_QUEUE_WAIT_MS=50`",
+        base_env=False,
+        # A queue of up to 64 requests in front of 8 slots: admitted latency is not the
+        # point of the defaults, goodput and no wasted work are.
+        targets=("goodput", "rss", "late"),
     ),
 )
 
@@ -179,21 +212,25 @@ def load_main(base_url: str, rate: float, seconds: float, seed: int, out: Queue[
 async def _load(base_url: str, rate: float, seconds: float, seed: int) -> dict[str, Any]:
     parts = urlsplit(base_url)
     pool = _Pool(parts.hostname or common.LOOPBACK, parts.port or 80, MAX_CONNECTIONS)
-    request = f"GET /work HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
+    host = parts.netloc
     health = f"GET /api/health HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
     await pool.prewarm(PREWARM_CONNECTIONS, health)
     records: list[Record] = []
     lateness: list[float] = []  # how late each request left the generator
     rng = random.Random(seed)
     tasks: set[asyncio.Task[None]] = set()
+    gave_up: dict[int, float] = {}  # request number -> time.monotonic() the client left
 
-    async def one(scheduled: float, begin: float) -> None:
+    async def one(number: int, scheduled: float, begin: float) -> None:
         lateness.append(time.perf_counter() - scheduled)
+        request = f"GET /work?i={number} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
         try:
             async with asyncio.timeout(CLIENT_TIMEOUT - (time.perf_counter() - scheduled)):
                 status = await pool.get(request)
             outcome = str(status)
         except TimeoutError:
+            # CLOCK_MONOTONIC is system-wide: comparable with the server's start times.
+            gave_up[number] = time.monotonic()
             outcome = "timeout"
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             outcome = type(exc).__name__
@@ -201,6 +238,7 @@ async def _load(base_url: str, rate: float, seconds: float, seed: int) -> dict[s
 
     begin = time.perf_counter()
     next_at = begin
+    number = 0
     while True:
         next_at += rng.expovariate(rate)
         if next_at - begin >= seconds:
@@ -208,7 +246,8 @@ async def _load(base_url: str, rate: float, seconds: float, seed: int) -> dict[s
         delay = next_at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = asyncio.create_task(one(next_at, begin))
+        number += 1
+        task = asyncio.create_task(one(number, next_at, begin))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
@@ -221,6 +260,7 @@ async def _load(base_url: str, rate: float, seconds: float, seed: int) -> dict[s
         "seconds": seconds,
         "opened": opened,
         "lateness": lateness,
+        "gave_up": gave_up,
     }
 
 
@@ -250,7 +290,7 @@ def _scrape_limit(client: httpx.Client) -> float | None:
 
 def _loop_lag(base_url: str) -> tuple[float, float]:
     """(lag samples over 10 ms, all lag samples) from the server's loop-lag histogram."""
-    with httpx.Client(base_url=base_url, timeout=5.0, trust_env=False) as client:
+    with httpx.Client(base_url=base_url, timeout=120.0, trust_env=False) as client:
         text = client.get("/metrics").text
     under, total = math.nan, math.nan
     for line in text.splitlines():
@@ -275,6 +315,7 @@ class Result:
     lag: tuple[float, float] = (math.nan, math.nan)
     #: How late the load generator sent each request (its own scheduling delay).
     lateness: list[float] = field(default_factory=list)
+    after: AfterLoad | None = None
 
     def window(self) -> list[Record]:
         return [r for r in self.records if WARMUP_SECONDS <= r[0] < LOAD_SECONDS]
@@ -304,7 +345,7 @@ class Result:
 
 def measure(variant: Variant, seed: int) -> Result:
     ctx = common.spawn_context()
-    env = {**BASE_ENV, **variant.env}
+    env = {**BASE_ENV, **variant.env} if variant.base_env else dict(variant.env)
     print(f"[{NAME}] {variant.name}: starting server", flush=True)
     with common.uvicorn_server(
         variant.name.replace(" ", "-"),
@@ -352,6 +393,7 @@ def measure(variant: Variant, seed: int) -> Result:
             stop.set()
             sampler.join(5)
             common.stop_child(load)
+        after = _after_the_load(server.base_url, result["gave_up"])
     return Result(
         variant,
         unloaded,
@@ -362,7 +404,55 @@ def measure(variant: Variant, seed: int) -> Result:
         result["opened"],
         lag=lag,
         lateness=result["lateness"],
+        after=after,
     )
+
+
+@dataclass
+class AfterLoad:
+    """What the server still had to do once every client had got its answer or left."""
+
+    #: Calls still queued in the bulkhead right after the load.
+    queued: float
+    #: Seconds a fresh request took right after the load (its status in `fresh_status`).
+    fresh: float
+    fresh_status: str
+    #: Work started (in all) and work started after its client had given up.
+    started: int
+    started_after_client_left: int
+    #: Work started for a client that gave up later (it left while the work ran).
+    started_then_client_left: int
+
+
+def _gauge(text: str, prefix: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return math.nan
+
+
+def _after_the_load(base_url: str, gave_up: dict[int, float]) -> AfterLoad:
+    waiting = 'steadyloop_bulkhead_waiting{domain="work"}'
+    in_flight = 'steadyloop_bulkhead_in_flight{domain="work"}'
+    with httpx.Client(base_url=base_url, timeout=300.0, trust_env=False) as client:
+        queued = _gauge(client.get("/metrics").text, waiting)
+        began = time.perf_counter()
+        try:
+            fresh_status = str(client.get("/work").status_code)
+        except httpx.HTTPError as exc:
+            fresh_status = type(exc).__name__
+        fresh = time.perf_counter() - began
+        # Let the queue drain (work for clients that left would start now), then count.
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            text = client.get("/metrics").text
+            if _gauge(text, waiting) == 0 and _gauge(text, in_flight) == 0:
+                break
+            time.sleep(0.5)
+        started: dict[str, float] = client.get("/started").json()
+    late = sum(1 for i, at in started.items() if int(i) in gave_up and at > gave_up[int(i)])
+    then_left = sum(1 for i, at in started.items() if int(i) in gave_up and at <= gave_up[int(i)])
+    return AfterLoad(queued, fresh, fresh_status, len(started), late, then_left)
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -375,6 +465,7 @@ def _metrics(r: Result) -> dict[str, float]:
         "unloaded_p99": r.unloaded_p99(),
         "503_p99": common.percentile(rejected, 99) if rejected else math.nan,
         "rss": r.rss_growth(),
+        "late": float(r.after.started_after_client_left) if r.after else math.nan,
     }
 
 
@@ -387,13 +478,15 @@ def _median_metrics(rounds: list[Result]) -> dict[str, float]:
     }
 
 
-def _checks(m: dict[str, float]) -> dict[str, bool]:
-    return {
+def _checks(m: dict[str, float], variant: Variant) -> dict[str, bool]:
+    checks = {
         "goodput": m["goodput"] >= GOODPUT_SHARE * CAPACITY,
         "p99": m["p99_ratio"] <= P99_FACTOR,
         "503": m["503_p99"] <= REJECT_MS / 1000,
         "rss": m["rss"] <= RSS_GROWTH_MIB,
+        "late": m["late"] == 0,
     }
+    return {name: ok for name, ok in checks.items() if name in variant.targets}
 
 
 def _by_variant(results: list[Result]) -> dict[str, list[Result]]:
@@ -405,7 +498,7 @@ def _by_variant(results: list[Result]) -> dict[str, list[Result]]:
 
 def targets_met(results: list[Result]) -> bool:
     return all(
-        all(_checks(_median_metrics(rounds)).values())
+        all(_checks(_median_metrics(rounds), rounds[0].variant).values())
         for rounds in _by_variant(results).values()
         if rounds[0].variant.limited
     )
@@ -442,6 +535,14 @@ def report(results: list[Result], info: dict[str, str]) -> str:
                 )
                 if limit_values
                 else "none",
+                f"{r.after.queued:.0f}" if r.after else "n/a",
+                f"{r.after.fresh * 1000:.0f} ({r.after.fresh_status})" if r.after else "n/a",
+                (
+                    f"{r.after.started} / {r.after.started_then_client_left} / "
+                    f"**{r.after.started_after_client_left}**"
+                )
+                if r.after
+                else "n/a",
             ]
         )
     table = common.md_table(
@@ -463,6 +564,9 @@ def report(results: list[Result], info: dict[str, str]) -> str:
             "generator lateness p99 ms",
             "server RSS MiB (before → max)",
             "limit (after warm-up)",
+            "queued after the load",
+            "fresh call after the load ms (status)",
+            "work started / its client left during it / **after its client had left**",
         ],
         rows,
     )
@@ -473,28 +577,37 @@ def report(results: list[Result], info: dict[str, str]) -> str:
         if not rounds[0].variant.limited:
             verdicts.append(
                 f"- {name} (for comparison): goodput {m['goodput']:.0f} req/s "
-                f"({m['goodput'] / CAPACITY:.0%}), RSS grew {m['rss']:.1f} MiB"
+                f"({m['goodput'] / CAPACITY:.0%}), RSS grew {m['rss']:.1f} MiB, "
+                f"{m['late']:.0f} calls started after their client had left"
             )
             continue
-        checks = _checks(m)
-        verdicts += [
+        checks = _checks(m, rounds[0].variant)
+        lines = [
             f"- {name}: goodput {m['goodput']:.0f} req/s = {m['goodput'] / CAPACITY:.0%} of "
             f"capacity (target ≥ {GOODPUT_SHARE:.0%}): "
-            f"**{'met' if checks['goodput'] else 'NOT met'}**",
+            f"**{'met' if checks.get('goodput') else 'NOT met'}**",
             f"- {name}: admitted p99 {common.fmt_ms(m['p99'])} ms = "
             f"{common.fmt_ratio(m['p99_ratio'])} the unloaded p99 "
-            f"(target ≤ {P99_FACTOR:g}x): **{'met' if checks['p99'] else 'NOT met'}**",
+            f"(target ≤ {P99_FACTOR:g}x): **{'met' if checks.get('p99') else 'NOT met'}**",
             f"- {name}: 503 p99 {common.fmt_ms(m['503_p99'])} ms "
-            f"(target ≤ {REJECT_MS:g} ms): **{'met' if checks['503'] else 'NOT met'}**",
+            f"(target ≤ {REJECT_MS:g} ms): **{'met' if checks.get('503') else 'NOT met'}**",
             f"- {name}: RSS grew {m['rss']:.1f} MiB under load "
-            f"(target ≤ {RSS_GROWTH_MIB:g} MiB, flat): **{'met' if checks['rss'] else 'NOT met'}**",
+            f"(target ≤ {RSS_GROWTH_MIB:g} MiB, flat): "
+            f"**{'met' if checks.get('rss') else 'NOT met'}**",
+            f"- {name}: {m['late']:.0f} calls started after their client had left "
+            f"(target 0): **{'met' if checks.get('late') else 'NOT met'}**",
+        ]
+        verdicts += [
+            line
+            for line, key in zip(lines, ("goodput", "p99", "503", "rss", "late"), strict=True)
+            if key in checks
         ]
     variants = "\n".join(f"- **{v.name}**: {v.description}" for v in VARIANTS)
     return f"""{common.md_header(TITLE, info)}
 
 ## Method
 
-End-to-end over HTTP on the loopback interface; the three variants run one after the other
+End-to-end over HTTP on the loopback interface; the variants run one after the other
 in one run, each in its own uvicorn subprocess (one worker) serving the same app
 (`bench/apps/limits_apps.py`): `GET /work` blocks {WORK_SECONDS * 1000:.0f} ms in a bulkhead
 of {SLOTS} slots (`BLOCKING_WORK_CONCURRENCY={SLOTS}`), so its capacity is
@@ -521,8 +634,13 @@ Per variant:
    {LOAD_SECONDS - WARMUP_SECONDS:g} s.
 3. Server RSS (psutil) and, for the limited variants, `steadyloop_concurrency_limit` from
    `/metrics` are sampled every 0.5 s during the load.
+4. **After the load**: the calls still queued in the bulkhead
+   (`steadyloop_bulkhead_waiting`), the time a fresh request takes, then (once the bulkhead
+   is idle) the app's record of when each request's work started, compared with when each
+   client gave up (`time.monotonic()` on both sides, one clock for the machine). Work
+   started after its client had left is work for nobody; target 0.
 
-{ROUNDS} rounds, interleaved (no limiter, static, adaptive, then again), each variant in a
+{ROUNDS} rounds, interleaved (every variant, then again), each variant in a
 fresh server. The machine is shared and small, so a round can be disturbed by other work:
 the table gives every round; the targets are judged on each metric's **median over the
 rounds**.
@@ -530,7 +648,10 @@ rounds**.
 **Goodput**: 200 responses per second in the measured window. **Time to a 503**: the latency
 of the 503 answers. Targets for the limited variants: goodput ≥ {GOODPUT_SHARE:.0%} of
 capacity, admitted (200) p99 ≤ {P99_FACTOR:g}x the unloaded p99, 503 p99 ≤ {REJECT_MS:g} ms,
-RSS flat (growth ≤ {RSS_GROWTH_MIB:g} MiB).
+RSS flat (growth ≤ {RSS_GROWTH_MIB:g} MiB), no work started after its client left. The
+defaults variants are judged on goodput, RSS and wasted work only: their admitted latency
+includes a queue of up to 56 requests in front of the 8 slots, and their 503s come after the
+default 50 ms queue wait.
 
 ## Results
 

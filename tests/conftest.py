@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from steadyloop.offload import set_current_bulkheads
+from steadyloop.offload import set_current_bulkheads, shutdown_default_bulkheads
 from steadyloop.settings import Settings
 from tests.services import (
     DEFAULT_POSTGRES_URL,
@@ -40,11 +40,14 @@ def _isolated_environment(
             name
         ):
             monkeypatch.delenv(name)
+    # Bulkheads are per event loop; a set given outside any loop (a sync fixture) is the one
+    # every loop without a runtime uses, so it is cleared around each test.
     previous = set_current_bulkheads(None)
     yield
     current = set_current_bulkheads(previous)
     if current is not None and current is not previous:
         current.shutdown()
+    shutdown_default_bulkheads()  # the sets built lazily for the test's loops
 
 
 @pytest.fixture(scope="session")

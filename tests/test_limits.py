@@ -271,8 +271,17 @@ async def test_route_limit_refuses_only_its_route() -> None:
         assert (await first).status_code == 200
 
 
-async def test_no_limits_configured_means_no_limiter_in_the_way() -> None:
-    app, rt, events = _app(Settings(log_setup=False))
+def test_the_default_is_a_static_global_limit_with_a_short_queue_wait() -> None:
+    settings = Settings(log_setup=False)
+    _, rt, _ = _app(settings)
+    limiter = rt.limits.get("global")
+    assert limiter is not None
+    assert (limiter.limit, limiter.adaptive, limiter.max_wait) == (64, None, 0.05)
+    assert rt.limits.for_path(settings.health_path) == []
+
+
+async def test_limits_turned_off_mean_no_limiter_in_the_way() -> None:
+    app, rt, events = _app(Settings(log_setup=False, max_concurrent_requests=0))
     assert not rt.limits.active
     events["release"].set()
     async with (

@@ -148,6 +148,7 @@ async def test_cancelled_caller_keeps_the_slot_until_its_thread_ends() -> None:
             in_flight=0,
             waiting=0,
             rejected=0,
+            abandoned=0,
             dedicated=False,
             max_wait=None,
         )
@@ -325,3 +326,78 @@ async def _until(condition: object, timeout: float = BUG_TIMEOUT) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0)
+
+
+def test_two_runtimes_on_two_loops_keep_their_own_bulkheads() -> None:
+    """Module-level run_blocking finds the runtime of its own loop, not a process global."""
+    from steadyloop.offload import current_bulkheads
+    from steadyloop.settings import BulkheadSettings, Settings
+
+    both_running = threading.Barrier(2, timeout=BUG_TIMEOUT)
+    peaks: dict[str, int] = {}
+    seen: dict[str, bool] = {}
+    errors: list[BaseException] = []
+
+    def serve(name: str, limit: int) -> None:
+        async def main() -> None:
+            settings = Settings(
+                log_setup=False, bulkheads={"drive": BulkheadSettings(concurrency=limit)}
+            )
+            rt = sl.Runtime(settings)
+            await rt.start()
+            try:
+                seen[name] = current_bulkheads() is rt.bulkheads
+                meter = ConcurrencyMeter()
+                gate = threading.Event()
+
+                def call() -> None:
+                    with meter:
+                        gate.wait(BUG_TIMEOUT)
+
+                calls = [
+                    asyncio.ensure_future(sl.run_blocking("drive", call)) for _ in range(limit * 3)
+                ]
+                drive = rt.bulkheads.get("drive")
+                await _until(lambda: drive.statistics().in_flight == limit)
+                # Both runtimes hold their slots at the same time before either finishes.
+                await asyncio.to_thread(both_running.wait)
+                gate.set()
+                await asyncio.gather(*calls)
+                peaks[name] = meter.peak
+            finally:
+                await rt.stop()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported by the main thread
+            both_running.abort()
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=serve, args=("two", 2)),
+        threading.Thread(target=serve, args=("five", 5)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(BUG_TIMEOUT * 3)
+    assert errors == []
+    assert seen == {"two": True, "five": True}
+    assert peaks == {"two": 2, "five": 5}
+
+
+async def test_a_loop_without_a_runtime_gets_its_own_default_set() -> None:
+    from steadyloop.offload import current_bulkheads
+
+    mine = current_bulkheads()
+    assert current_bulkheads() is mine
+
+    def other_loop() -> object:
+        async def main() -> object:
+            return current_bulkheads()
+
+        return asyncio.run(main())
+
+    theirs = await asyncio.to_thread(other_loop)
+    assert theirs is not mine
+    assert await sl.run_blocking("fs", len, "abc") == 3

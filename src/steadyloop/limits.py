@@ -43,6 +43,7 @@ from starlette.types import Scope
 
 from steadyloop import metrics
 from steadyloop._streak import ErrorStreak
+from steadyloop.disconnect import ClientGone, client_gone_future
 from steadyloop.redis_client import async_redis, require_redis
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ class LimiterStatistics:
     waiting: int
     admitted: int
     rejected: int
+    #: Requests that left the queue unadmitted (client disconnected, or cancelled).
+    abandoned: int
     adaptive: bool
     max_wait: float
     #: The adaptive limit's no-load latency estimate in seconds (None: static or not yet known).
@@ -262,6 +265,7 @@ class ConcurrencyLimiter:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._admitted = 0
         self._rejected = 0
+        self._abandoned = 0
         self._count_live = metrics.multiprocess_dir() is not None
         self._m_in_flight = metrics.concurrency_in_flight.labels(name)
         self._m_waiting = metrics.concurrency_waiting.labels(name)
@@ -273,6 +277,7 @@ class ConcurrencyLimiter:
         else:
             self._m_limit.set(self.limit)
         self._m_rejected = metrics.concurrency_rejected_total.labels(name)
+        self._m_abandoned = metrics.concurrency_abandoned_total.labels(name)
         self._m_wait = metrics.concurrency_wait_seconds.labels(name)
 
     @property
@@ -289,6 +294,7 @@ class ConcurrencyLimiter:
             waiting=len(self._waiters),
             admitted=self._admitted,
             rejected=self._rejected,
+            abandoned=self._abandoned,
             adaptive=self.adaptive is not None,
             max_wait=self.max_wait,
             baseline=self.adaptive.baseline if self.adaptive is not None else None,
@@ -331,9 +337,16 @@ class ConcurrencyLimiter:
     async def _wait_for_slot(self) -> None:
         if self.max_wait <= 0:
             self._reject()
+        gone = client_gone_future()
+        if gone is not None and gone.done():
+            self._abandon()
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         waiter: asyncio.Future[None] = loop.create_future()
+        on_gone = functools.partial(_fail_waiter, waiter, self.name)
+        if gone is not None:
+            # A request whose client has left leaves the queue at once and does no work.
+            gone.add_done_callback(on_gone)
         self._waiters.append(waiter)
         if self._count_live:
             self._m_waiting.inc()
@@ -342,15 +355,22 @@ class ConcurrencyLimiter:
                 async with asyncio.timeout(self.max_wait):
                     await waiter
             except TimeoutError:
-                if not (waiter.done() and not waiter.cancelled()):
+                if not _has_slot(waiter):
                     self._reject(waiting=len(self._waiters) - 1)
                 # The slot arrived together with the timeout: keep it.
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if gone is not None and gone.done():
+                raise ClientGone(f"limiter {self.name}")  # slot and disconnect together
+        except BaseException as exc:
+            if _has_slot(waiter):
                 self._held -= 1  # handed a slot but not going to use it: pass it on
                 self._wake()
+            if not isinstance(exc, Overloaded):
+                self._abandoned += 1
+                self._m_abandoned.inc()
             raise
         finally:
+            if gone is not None:
+                gone.remove_done_callback(on_gone)
             if self._count_live:
                 self._m_waiting.dec()
             if not waiter.done():
@@ -358,6 +378,11 @@ class ConcurrencyLimiter:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
         self._m_wait.observe(time.perf_counter() - started)
+
+    def _abandon(self) -> None:
+        self._abandoned += 1
+        self._m_abandoned.inc()
+        raise ClientGone(f"limiter {self.name}")
 
     def _reject(self, waiting: int | None = None) -> None:
         self._rejected += 1
@@ -376,6 +401,16 @@ class ConcurrencyLimiter:
             if not waiter.done():
                 self._held += 1  # the slot moves to the waiter
                 waiter.set_result(None)
+
+
+def _has_slot(waiter: asyncio.Future[None]) -> bool:
+    """Whether a waiter was handed a slot (not cancelled, not failed by a disconnect)."""
+    return waiter.done() and not waiter.cancelled() and waiter.exception() is None
+
+
+def _fail_waiter(waiter: asyncio.Future[None], name: str, _: object) -> None:
+    if not waiter.done():
+        waiter.set_exception(ClientGone(f"limiter {name}"))
 
 
 class _Pattern:

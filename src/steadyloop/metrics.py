@@ -95,6 +95,12 @@ bulkhead_rejected_total = Counter(
     "Blocking calls rejected with BulkheadFull after waiting the domain's max wait.",
     ["domain"],
 )
+bulkhead_abandoned_total = Counter(
+    "steadyloop_bulkhead_abandoned_total",
+    "Blocking calls that left the queue without running: their caller was cancelled or "
+    "their client disconnected.",
+    ["domain"],
+)
 
 # --- loop watch (loopwatch.py) ---------------------------------------------------------------
 loop_lag_seconds = Histogram(
@@ -291,6 +297,12 @@ concurrency_wait_seconds = Histogram(
 concurrency_rejected_total = Counter(
     "steadyloop_concurrency_rejected_total",
     "Requests answered 503 because no slot of the limiter freed up within the max wait.",
+    ["limiter"],
+)
+concurrency_abandoned_total = Counter(
+    "steadyloop_concurrency_abandoned_total",
+    "Requests that left the limiter's queue without being admitted: their client "
+    "disconnected (or the server cancelled them).",
     ["limiter"],
 )
 

@@ -31,6 +31,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from steadyloop import metrics, tracing
+from steadyloop.disconnect import ClientGone, client_gone_future, serving_request
 
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
@@ -48,6 +50,7 @@ __all__ = [
     "BulkheadFull",
     "BulkheadStatistics",
     "Bulkheads",
+    "ClientGone",
     "blocking",
     "current_bulkheads",
     "iterate_in_thread",
@@ -94,8 +97,11 @@ class BulkheadStatistics:
     in_flight: int
     waiting: int
     rejected: int
+    #: Calls that left the queue without running (caller cancelled or client disconnected).
+    abandoned: int
     dedicated: bool
     max_wait: float | None
+    request_max_wait: float | None = None
 
 
 class Bulkhead:
@@ -108,6 +114,7 @@ class Bulkhead:
         executor: Executor,
         *,
         max_wait: float | None = None,
+        request_max_wait: float | None = None,
         dedicated: bool = False,
         copy_context: bool = True,
         wait_warn_seconds: float = 0.5,
@@ -116,9 +123,17 @@ class Bulkhead:
             raise ValueError(f"bulkhead {domain!r}: limit must be at least 1, got {limit}")
         if max_wait is not None and max_wait <= 0:
             raise ValueError(f"bulkhead {domain!r}: max_wait must be positive, got {max_wait}")
+        if request_max_wait is not None and request_max_wait <= 0:
+            raise ValueError(
+                f"bulkhead {domain!r}: request_max_wait must be positive, got {request_max_wait}"
+            )
         self.domain = domain
         self.limit = limit
+        #: The bound on every caller's wait (None: unbounded).
         self.max_wait = max_wait
+        #: The bound on a wait made while serving an HTTP request, when `max_wait` is None:
+        #: a request's client stops waiting after some seconds, a job or a script does not.
+        self.request_max_wait = request_max_wait
         self.dedicated = dedicated
         self._executor = executor
         self._copy_context = copy_context
@@ -126,6 +141,7 @@ class Bulkhead:
         self._held = 0  # slots taken, including those handed to a waiter not yet resumed
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._rejected = 0
+        self._abandoned = 0
         self._m_in_flight = metrics.bulkhead_in_flight.labels(domain)
         self._m_waiting = metrics.bulkhead_waiting.labels(domain)
         # One process: the gauges read the counters when scraped, costing calls nothing.
@@ -137,6 +153,7 @@ class Bulkhead:
         self._m_wait = metrics.bulkhead_wait_seconds.labels(domain)
         self._m_run = metrics.bulkhead_run_seconds.labels(domain)
         self._m_rejected = metrics.bulkhead_rejected_total.labels(domain)
+        self._m_abandoned = metrics.bulkhead_abandoned_total.labels(domain)
         metrics.bulkhead_limit.labels(domain).set(limit)
 
     def statistics(self) -> BulkheadStatistics:
@@ -146,11 +163,13 @@ class Bulkhead:
             in_flight=self._held,
             waiting=len(self._waiters),
             rejected=self._rejected,
+            abandoned=self._abandoned,
             dedicated=self.dedicated,
             max_wait=self.max_wait,
+            request_max_wait=self.request_max_wait,
         )
 
-    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn(*args, **kwargs)` in this domain's threads once a slot is free."""
         loop = asyncio.get_running_loop()
         if self._held < self.limit and not self._waiters:
@@ -206,35 +225,59 @@ class Bulkhead:
                 )
 
     async def _acquire(self, loop: asyncio.AbstractEventLoop) -> float:
-        """Take a slot; return the seconds waited. FIFO: a new caller never overtakes a waiter."""
+        """Take a slot; return the seconds waited. FIFO: a new caller never overtakes a waiter.
+
+        A waiter leaves the queue at once when it is cancelled or when the client of its
+        request disconnects (`ClientGone`): a slot is never spent on work nobody awaits.
+        """
         if self._held < self.limit and not self._waiters:
             self._held += 1
             return 0.0
         started = time.perf_counter()
+        gone = client_gone_future()
+        if gone is not None and gone.done():
+            self._abandoned += 1
+            self._m_abandoned.inc()
+            raise ClientGone(f"bulkhead {self.domain}")
         waiter: asyncio.Future[None] = loop.create_future()
+        on_gone = functools.partial(_fail_waiter, waiter, self.domain)
+        if gone is not None:
+            gone.add_done_callback(on_gone)
         self._waiters.append(waiter)
         if self._count_in_flight:
             self._m_waiting.inc()
+        max_wait = self.max_wait
+        if max_wait is None and serving_request():
+            max_wait = self.request_max_wait
         try:
-            if self.max_wait is None:
+            if max_wait is None:
                 await waiter
             else:
                 try:
-                    async with asyncio.timeout(self.max_wait):
+                    async with asyncio.timeout(max_wait):
                         await waiter
                 except TimeoutError:
-                    if not (waiter.done() and not waiter.cancelled()):
+                    if not _has_slot(waiter):
                         self._rejected += 1
                         self._m_rejected.inc()
                         raise BulkheadFull(
-                            self.domain, self.max_wait, self.limit, len(self._waiters) - 1
+                            self.domain, max_wait, self.limit, len(self._waiters) - 1
                         ) from None
                     # The slot arrived together with the timeout: keep it.
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if gone is not None and gone.done():
+                # The slot and the disconnect arrived together: the client is gone, so the
+                # slot goes to the next waiter rather than to work nobody reads.
+                raise ClientGone(f"bulkhead {self.domain}")
+        except BaseException as exc:
+            if _has_slot(waiter):
                 self._release()  # handed a slot but not going to use it: pass it on
+            if not isinstance(exc, BulkheadFull):
+                self._abandoned += 1
+                self._m_abandoned.inc()
             raise
         finally:
+            if gone is not None:
+                gone.remove_done_callback(on_gone)
             if self._count_in_flight:
                 self._m_waiting.dec()
             if not waiter.done():
@@ -392,7 +435,10 @@ class Bulkheads:
                 f"too many bulkhead domains (max {MAX_DOMAINS}): domains are a fixed set of "
                 "names like 'drive' or 'fs', not per-request values"
             )
-        max_wait = self._max_waits.get(domain, self._default_max_wait)
+        # A domain's own max wait bounds every caller; the default only calls made while
+        # serving a request (jobs and scripts queue work on purpose).
+        max_wait = self._max_waits.get(domain)
+        waits: dict[str, Any] = {"max_wait": max_wait, "request_max_wait": self._default_max_wait}
         if domain == CPU_DOMAIN:
             executor: Executor = ProcessPoolExecutor(
                 max_workers=self._cpu_workers, mp_context=_process_context()
@@ -402,7 +448,7 @@ class Bulkheads:
                 domain,
                 self._limits.get(domain, self._cpu_workers),
                 executor,
-                max_wait=max_wait,
+                **waits,
                 dedicated=True,
                 copy_context=False,  # contexts do not cross process boundaries
                 wait_warn_seconds=self._wait_warn_seconds,
@@ -423,7 +469,7 @@ class Bulkheads:
                 domain,
                 limit,
                 executor,
-                max_wait=max_wait,
+                **waits,
                 dedicated=True,
                 wait_warn_seconds=self._wait_warn_seconds,
             )
@@ -438,9 +484,19 @@ class Bulkheads:
             domain,
             self._limits.get(domain, self._default_limit),
             self._shared,
-            max_wait=max_wait,
+            **waits,
             wait_warn_seconds=self._wait_warn_seconds,
         )
+
+
+def _has_slot(waiter: asyncio.Future[None]) -> bool:
+    """Whether a waiter was handed a slot (not cancelled, not failed by a disconnect)."""
+    return waiter.done() and not waiter.cancelled() and waiter.exception() is None
+
+
+def _fail_waiter(waiter: asyncio.Future[None], domain: str, _: object) -> None:
+    if not waiter.done():
+        waiter.set_exception(ClientGone(f"bulkhead {domain}"))
 
 
 def _too_many_for_threads(domain: str, limit: int, threads: int) -> str:
@@ -469,34 +525,111 @@ def _name_of(fn: Callable[..., Any]) -> str:
 
 
 # --- the current runtime's domains ------------------------------------------------------------
-_current: Bulkheads | None = None
-_current_lock = threading.Lock()
+# Per event loop, like anyio's RunVar: two runtimes on two loops (two threads, or one after
+# the other in tests) never share domains. A loop without a runtime gets its own default set,
+# built from the environment on first use and shut down with nothing else depending on it.
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bulkheads] = (
+    weakref.WeakKeyDictionary()
+)
+_defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bulkheads] = (
+    weakref.WeakKeyDictionary()
+)
+#: Set outside any event loop (`set_current_bulkheads` with no loop running): the set every
+#: loop without its own uses (a script or a test fixture that configures bulkheads up front).
+_fallback: Bulkheads | None = None
+#: The default set of code that runs outside any event loop (it has no loop to key on).
+_loopless: Bulkheads | None = None
+_lock = threading.Lock()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def current_bulkheads() -> Bulkheads:
-    """The domains of the started runtime, or a default set read from the environment."""
-    global _current
-    if _current is None:
-        with _current_lock:
-            if _current is None:
-                from steadyloop.settings import Settings
+    """The domains of the runtime started on this event loop, or a default set.
 
-                _current = Bulkheads.from_settings(Settings())
-    return _current
+    Without a runtime, each event loop gets a default set read from the environment (a set
+    given to `set_current_bulkheads` outside any loop comes first).
+    """
+    loop = _running_loop()
+    if loop is not None:
+        bound = _by_loop.get(loop)
+        if bound is not None:
+            return bound
+    if _fallback is not None:
+        return _fallback
+    global _loopless
+    with _lock:
+        if loop is None:
+            if _loopless is None:
+                _loopless = _default_bulkheads()
+            return _loopless
+        default = _defaults.get(loop)
+        if default is None:
+            default = _defaults[loop] = _default_bulkheads()
+        return default
+
+
+_default_settings: Settings | None = None
+
+
+def _default_bulkheads() -> Bulkheads:
+    # The environment is read once per process (file I/O for `.env`); each loop's default
+    # set is built from it without touching the disk again.
+    global _default_settings
+    if _default_settings is None:
+        from steadyloop.settings import Settings
+
+        _default_settings = Settings()
+    return Bulkheads.from_settings(_default_settings)
 
 
 def set_current_bulkheads(bulkheads: Bulkheads | None) -> Bulkheads | None:
-    """Make `bulkheads` the target of `run_blocking`; return the previous set."""
-    global _current
-    with _current_lock:
-        previous, _current = _current, bulkheads
-    return previous
+    """Make `bulkheads` the target of `run_blocking` on the running loop; return the previous.
+
+    `Runtime.start()` calls it on its loop and `Runtime.stop()` restores the previous set.
+    Called with no loop running, it sets the set every loop without its own uses.
+    """
+    global _fallback
+    loop = _running_loop()
+    with _lock:
+        if loop is None:
+            previous, _fallback = _fallback, bulkheads
+            return previous
+        previous = _by_loop.get(loop)
+        if bulkheads is None:
+            _by_loop.pop(loop, None)
+        else:
+            _by_loop[loop] = bulkheads
+        return previous
 
 
-async def run_blocking(domain: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+def shutdown_default_bulkheads() -> None:
+    """Shut down the default sets built for loops without a runtime, forget the settings read.
+
+    For tests and scripts that change the environment between event loops.
+    """
+    global _loopless, _default_settings
+    with _lock:
+        _default_settings = None
+        defaults = list(_defaults.values())
+        _defaults.clear()
+        if _loopless is not None:
+            defaults.append(_loopless)
+            _loopless = None
+    for bulkheads in defaults:
+        bulkheads.shutdown()
+
+
+async def run_blocking(domain: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a blocking function in a thread of `domain`'s bulkhead and await its result.
 
-    Raises `BulkheadFull` when the domain has a max wait and no slot frees up within it.
+    Raises `BulkheadFull` when no slot frees up within the domain's max wait, and
+    `ClientGone` when the client of the request being served disconnects while it waits.
     """
     return await current_bulkheads().get(domain).run(fn, *args, **kwargs)
 
@@ -552,7 +685,7 @@ async def iterate_in_thread(domain: str, iterable: Iterable[T]) -> AsyncIterator
                 await asyncio.get_running_loop().run_in_executor(None, close)
 
 
-async def run_cpu(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+async def run_cpu(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a CPU-bound function in a worker process (the `cpu` domain), beyond the GIL.
 
     `fn` and its arguments must be picklable (a module-level function).

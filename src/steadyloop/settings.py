@@ -230,10 +230,12 @@ class Settings(BaseSettings):
         "BLOCKING_<DOMAIN>_CONCURRENCY.",
     )
     blocking_default_max_wait: float | None = Field(
-        default=None,
+        default=1.0,
         gt=0,
-        description="Seconds a call may wait for a slot before BulkheadFull (HTTP 503); "
-        "empty waits forever. Per domain: BLOCKING_<DOMAIN>_MAX_WAIT.",
+        description="Seconds a call made while serving an HTTP request may wait for a slot "
+        "before BulkheadFull (HTTP 503 with Retry-After); calls outside requests (jobs, "
+        "scripts) wait without bound. Empty: no bound. Per domain, for every caller: "
+        "BLOCKING_<DOMAIN>_MAX_WAIT.",
     )
     blocking_wait_warn_ms: float = Field(
         default=500.0,
@@ -538,7 +540,7 @@ class Settings(BaseSettings):
 
     # --- backpressure: concurrency limits (limits.py, web/limits.py) -------------------------
     max_concurrent_requests: int = Field(
-        default=0,
+        default=64,
         ge=0,
         le=1_000_000,
         description="Requests this process works on at once (static mode); more wait up to "

@@ -4,6 +4,10 @@ Pure ASGI. A request takes its route's limiter (if `rt.limits.route()` registere
 path) and then the global one, waits at most the limiter's max wait, and holds the slots
 until the app has finished answering. Health, readiness, metrics and other exempt paths, and
 non-HTTP scopes (websockets, lifespan), pass straight through.
+
+Every HTTP request also gets a `ClientWatch` (steadyloop.disconnect): a request still queued
+here or behind a bulkhead when its client disconnects leaves the queue and does no work; it
+is answered 499 (client closed request), which only the access log and metrics see.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from steadyloop.disconnect import ClientGone, ClientWatch
 from steadyloop.limits import ConcurrencyLimiter, ConcurrencyLimits, Overloaded
 from steadyloop.web.errors import PROBLEM_TYPE_BASE, ProblemResponse, problem
 
@@ -44,10 +49,23 @@ class ConcurrencyMiddleware:
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.limits.active:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        chain = self.limits.for_path(scope["path"])
+        watch = ClientWatch(scope, receive, send)
+        watch.enter()
+        try:
+            await self._admit(scope, watch.receive, watch.send)
+        except ClientGone:
+            if not watch.response_started:
+                # Nobody reads it: the status is for the access log and the metrics.
+                await send({"type": "http.response.start", "status": 499, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+        finally:
+            watch.exit()
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chain = self.limits.for_path(scope["path"]) if self.limits.active else None
         if not chain:
             await self.app(scope, receive, send)
             return

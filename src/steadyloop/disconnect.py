@@ -1,0 +1,215 @@
+"""Whether the client of the current request is still there, for work that is still queued.
+
+Starlette and uvicorn do not cancel a handler when its client goes away, so a request queued
+behind a busy bulkhead or concurrency limiter would wait its turn and then do work nobody
+reads. `ClientWatch` is the per-request signal queue waits observe: a waiter whose client has
+disconnected leaves the queue (`ClientGone`) and does no work. Work that is already admitted
+or running is never cancelled: an app writing a POST's data finishes it.
+
+How the disconnect is noticed: the server's `receive()` returns `http.disconnect` when the
+client goes away, but only once the request body has been read (uvicorn, hypercorn and the
+test clients all block in `receive()` after the last body message until then). So the watch
+wraps `receive`: once the app has read the whole body (or the request has none, judged from
+its headers), a watcher task becomes the only reader of the server's `receive` and hands the
+app every message it would have got. The watcher starts only when something needs it: a
+queue wait, or the app asking for a message after its body (Starlette's streaming responses
+do). A request that never waits costs one small object and no task.
+
+A request whose body the app has not read yet is not watched: reading it would take the
+app's body away. Once the response is complete, the watch reports nothing: background tasks
+that run after it are accepted work, not abandoned work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+__all__ = ["ClientGone", "ClientWatch", "client_gone_future", "current_watch", "serving_request"]
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The request's client disconnected while this call waited in a queue; it did no work.
+
+    The concurrency middleware answers it with status 499 (client closed request), which only
+    the access log and metrics see.
+    """
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        super().__init__(f"the client disconnected while the request waited in {queue!r}")
+
+
+_current: contextvars.ContextVar[ClientWatch | None] = contextvars.ContextVar(
+    "steadyloop_client_watch", default=None
+)
+
+
+def current_watch() -> ClientWatch | None:
+    """The watch of the HTTP request being served in this context (None outside one)."""
+    return _current.get()
+
+
+def serving_request() -> bool:
+    """Whether this code runs for an HTTP request whose response is not complete yet."""
+    watch = _current.get()
+    return watch is not None and watch.serving
+
+
+def client_gone_future() -> asyncio.Future[None] | None:
+    """A future done once the current request's client has gone, for a queue wait to observe.
+
+    None when there is nothing to observe: no request, its body not read yet, or the response
+    already complete.
+    """
+    watch = _current.get()
+    return watch.gone_future() if watch is not None else None
+
+
+def _has_no_body(headers: Any) -> bool:
+    for name, value in headers:
+        if name == b"content-length":
+            return bool(value.strip() == b"0")
+        if name == b"transfer-encoding":
+            return False
+    return True
+
+
+class ClientWatch:
+    """One HTTP request's disconnect signal; `receive` and `send` replace the server's."""
+
+    __slots__ = (
+        "_arrived",
+        "_body_read",
+        "_disconnect",
+        "_gone",
+        "_no_body",
+        "_pending",
+        "_receive",
+        "_responded",
+        "_send",
+        "_started",
+        "_task",
+        "_token",
+    )
+
+    def __init__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        # Without a body the server's first message is an empty `http.request`: the watcher
+        # may read it and keep it for the app.
+        self._no_body = _has_no_body(scope.get("headers", ()))
+        self._body_read = False  # the last body message has been read (by the app or watcher)
+        self._responded = False
+        self._started = False
+        self._pending: deque[Message] = deque()
+        self._disconnect: Message | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._arrived: asyncio.Event | None = None
+        self._gone: asyncio.Future[None] | None = None
+        self._token: contextvars.Token[ClientWatch | None] | None = None
+
+    # --- the request's lifetime -------------------------------------------------------------
+    def enter(self) -> None:
+        """Make this the current request's watch (for the queue waits the app runs)."""
+        self._token = _current.set(self)
+
+    def exit(self) -> None:
+        """The request is over: stop watching."""
+        self._responded = True  # tasks the request spawned outlive it: nothing to abandon
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    @property
+    def serving(self) -> bool:
+        """Whether the request is still being answered (its response is not complete)."""
+        return not self._responded
+
+    @property
+    def watching(self) -> bool:
+        """Whether the watcher task runs (only once something needed it)."""
+        return self._task is not None
+
+    @property
+    def gone(self) -> bool:
+        """Whether the client disconnected before the response was complete."""
+        return self._gone is not None and self._gone.done()
+
+    def gone_future(self) -> asyncio.Future[None] | None:
+        """Start watching if possible; a future done once the client has gone."""
+        if self._responded:
+            return None
+        if self._gone is None:
+            if not (self._body_read or self._no_body):
+                return None
+            self._start()
+        return self._gone
+
+    # --- the app's receive and send ---------------------------------------------------------
+    async def receive(self) -> Message:
+        """What the server's `receive` would return, read through the watcher once it runs."""
+        if self._task is None:
+            if not self._body_read:
+                message = await self._receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    self._body_read = True  # the body is complete, or will never be
+                return message
+            # After the body, the next message is a disconnect: let the watcher be its reader
+            # so a queue wait and the app never read the server's receive at the same time.
+            self._start()
+        assert self._arrived is not None
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            if self._disconnect is not None:
+                return self._disconnect
+            self._arrived.clear()
+            await self._arrived.wait()
+
+    @property
+    def response_started(self) -> bool:
+        return self._started
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            # Marked before the server learns it: its receive then returns a disconnect that
+            # means "response complete", not "client gone".
+            self._responded = True
+        await self._send(message)
+
+    # --- the watcher --------------------------------------------------------------------------
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._arrived = asyncio.Event()
+        self._gone = loop.create_future()
+        # The watcher must not carry this request's watch into its own context.
+        self._task = loop.create_task(self._watch(), context=contextvars.Context())
+
+    async def _watch(self) -> None:
+        assert self._arrived is not None
+        assert self._gone is not None
+        while True:
+            try:
+                message = await self._receive()
+            except Exception:  # a broken connection: the app's next receive learns it
+                message = {"type": "http.disconnect"}
+            if message["type"] == "http.disconnect":
+                self._disconnect = message
+                if not self._responded and not self._gone.done():
+                    self._gone.set_result(None)
+                self._arrived.set()
+                return
+            self._pending.append(message)  # at most the empty body of a bodiless request
+            self._arrived.set()
