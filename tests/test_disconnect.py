@@ -112,7 +112,7 @@ async def test_a_slow_domain_on_defaults_sheds_waiters_whose_clients_left() -> N
     async with app.router.lifespan_context(app):
         drive = rt.bulkheads.get("drive")
         # The defaults bound a request's wait: no setting was needed.
-        assert drive.request_max_wait == settings.blocking_default_max_wait == 1.0
+        assert drive.request_max_wait == settings.blocking_default_max_wait == 5.0
         holder = Client("/drive/0").start(app)
         await wait_until(lambda: state["ran"] == [0])
         waiters = [Client(f"/drive/{n}").start(app) for n in range(1, 31)]

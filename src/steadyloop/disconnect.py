@@ -178,9 +178,11 @@ class ClientWatch:
 
     @property
     def response_started(self) -> bool:
+        """Whether the app has started its response (a refusal can no longer be sent)."""
         return self._started
 
     async def send(self, message: Message) -> None:
+        """The app's `send`: notes when the response starts and ends, then passes it on."""
         if message["type"] == "http.response.start":
             self._started = True
         elif message["type"] == "http.response.body" and not message.get("more_body", False):

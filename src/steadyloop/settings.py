@@ -230,7 +230,7 @@ class Settings(BaseSettings):
         "BLOCKING_<DOMAIN>_CONCURRENCY.",
     )
     blocking_default_max_wait: float | None = Field(
-        default=1.0,
+        default=5.0,
         gt=0,
         description="Seconds a call made while serving an HTTP request may wait for a slot "
         "before BulkheadFull (HTTP 503 with Retry-After); calls outside requests (jobs, "
@@ -548,7 +548,7 @@ class Settings(BaseSettings):
         "readiness and metrics are never limited.",
     )
     max_queue_wait_ms: float = Field(
-        default=50.0,
+        default=500.0,
         ge=0,
         description="Milliseconds a request over a concurrency limit may wait for a slot "
         "before its 503; 0 answers 503 at once.",

@@ -104,6 +104,7 @@ class StorageUnavailable(OSError):
 
     @property
     def retry_after(self) -> int | None:
+        """Seconds a client should wait before retrying; None when only an operator can fix it."""
         return RETRY_AFTER[self.kind]
 
 
