@@ -30,7 +30,7 @@ from bench.revision import source_revision
 NAME = "middleware_overhead"
 TITLE = "Middleware overhead: bare FastAPI vs steadyloop.install vs the peer stack"
 
-ROUNDS = 3
+ROUNDS = 5
 THREADS = 2
 CONNECTIONS = 64
 SECONDS = 10
