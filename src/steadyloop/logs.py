@@ -154,9 +154,7 @@ class AccessEntry(NamedTuple):
             )
         # The message is quoted whole: the same escaping as quoting its parts one by one.
         message = _quote(f"{self.method} {self.path} {self.status_code} {ms:.1f}ms")
-        request_id = (
-            "" if self.request_id is None else f', "request_id": {_quote(self.request_id)}'
-        )
+        request_id = "" if self.request_id is None else f', "request_id": {_quote(self.request_id)}'
         role_field = "" if role is None else f', "role": {_quote(role)}'
         client = "null" if self.client is None else _quote(self.client)
         return (
