@@ -273,6 +273,7 @@ class Summary:
     server_cpu: float
     wrk_cpu: float
     errors: int
+    cpu_per_request: float  # server CPU seconds per request served (median of the runs)
 
     @classmethod
     def of(cls, runs: list[RunResult]) -> Summary:
@@ -286,6 +287,7 @@ class Summary:
             server_cpu=med([r.wrk.server_cpu for r in runs]),
             wrk_cpu=med([r.wrk.wrk_cpu for r in runs]),
             errors=sum(r.wrk.non_2xx + r.wrk.socket_errors for r in runs),
+            cpu_per_request=med([common.ratio(r.wrk.server_cpu, r.wrk.rps) for r in runs]),
         )
 
 
@@ -306,6 +308,8 @@ def report(
                 common.fmt_ratio(common.ratio(s.p50, bare.p50)),
                 common.fmt_ratio(common.ratio(s.p99, bare.p99)),
                 f"{s.server_cpu:.2f}",
+                f"{s.cpu_per_request * 1e6:.0f}",
+                common.fmt_ratio(common.ratio(s.cpu_per_request, bare.cpu_per_request)),
                 f"{s.wrk_cpu:.2f}",
                 str(s.errors),
             ]
@@ -320,6 +324,8 @@ def report(
             "p50 vs bare",
             "p99 vs bare",
             "server CPU (cores)",
+            "server CPU µs per request",
+            "CPU per request vs bare",
             "wrk CPU (cores)",
             "non-2xx + socket errors",
         ],
@@ -435,6 +441,14 @@ steadyloop serves {common.ratio(sl.rps, peer.rps):.2f}x the peer stack's request
 access log off (diagnostic row, not the target), steadyloop serves
 {common.ratio(quiet.rps, bare.rps):.0%} of bare: the access line accounts for
 {_share_of_gap(bare, sl, quiet)} of steadyloop's gap to bare (in time per request).
+
+Server CPU per request (a diagnostic, not the target; median over the runs of the server's
+CPU cores divided by its requests/s): steadyloop {sl.cpu_per_request * 1e6:.0f} µs, bare
+{bare.cpu_per_request * 1e6:.0f} µs, so at equal CPU steadyloop would serve
+{common.ratio(bare.cpu_per_request, sl.cpu_per_request):.0%} of bare's requests/s
+(access log off: {common.ratio(bare.cpu_per_request, quiet.cpu_per_request):.0%}). When
+the server gets less than a core (see its CPU column), requests/s follows the CPU share it
+got as much as its cost per request, and this figure is the steadier of the two.
 
 Chart: `{NAME}.png` (requests/s and p50/p99 latency per server).
 """
