@@ -11,6 +11,13 @@
    route, for bare FastAPI and for FastAPI with `install()` (access log off: it does not
    depend on routes). Starlette's own routing is linear in the number of routes, so the
    measure is steadyloop's added µs per request. Target: within 1.25x.
+3. Periodic tasks: the scheduler's cost with 1 vs 1,000 periodic tasks declared. One task
+   fires every `PERIODIC_EVERY` s; the others are daily (half `every=86400`, half a daily
+   cron) and not due during the run, as most periodic tasks of a large app are at any given
+   moment. The scheduler runs alone in a thread-free process for `PERIODIC_SECONDS` s (after
+   its first pass, which fires every current slot once); measured: the process's CPU time
+   per slot fired, the store and the enqueue replaced by no-ops so only scheduling is timed.
+   Target: within 1.25x.
 """
 
 from __future__ import annotations
@@ -36,9 +43,14 @@ CLAIM_BATCH = 50
 SEED_CHUNK = 20_000
 REDIS_URL = os.environ.get("BENCH_GROWTH_REDIS_URL", "redis://127.0.0.1:6379/13")
 ROUTES = (10, 500)
-ROUTE_REQUESTS = 20_000
+ROUTE_REQUESTS = 4_000
+ROUTE_ROUNDS = 15
 TARGET_HISTORY = 0.80
 TARGET_ROUTES = 1.25
+PERIODICS = (1, 1_000)
+PERIODIC_EVERY = 0.02
+PERIODIC_SECONDS = 3.0
+TARGET_PERIODIC = 1.25
 OPS = ("enqueue", "claim", "finish")
 
 
@@ -213,7 +225,10 @@ def _app(routes: int, steadyloop: bool) -> Any:
 
 
 async def _drive(app: Any, routes: int, requests: int) -> float:
-    """Seconds per request, calling the ASGI app directly (no server, no client)."""
+    """CPU seconds per request, calling the ASGI app directly (no server, no client).
+
+    CPU time of the process (nothing else runs in it: no log writer, no loop watch), not
+    wall time: on a shared machine, time spent waiting for a core is not the app's cost."""
     sent = 0
 
     async def receive() -> dict[str, Any]:
@@ -242,10 +257,19 @@ async def _drive(app: Any, routes: int, requests: int) -> float:
     ]
     for scope in scopes:  # warm: every route's metrics children exist
         await app(dict(scope), receive, send)
-    started = time.perf_counter()
+    started = time.process_time()
     for n in range(requests):
         await app(dict(scopes[n % routes]), receive, send)
-    return (time.perf_counter() - started) / requests
+    return (time.process_time() - started) / requests
+
+
+def _added(systems: dict[str, list[float]]) -> float:
+    """steadyloop's added seconds per request: the median of the rounds' paired differences
+    (each round times bare FastAPI and then steadyloop back to back, so a swing of the
+    machine's load hits both sides of one difference alike)."""
+    return statistics.median(
+        full - bare for bare, full in zip(systems["bare"], systems["steadyloop"], strict=True)
+    )
 
 
 async def _measure_routes() -> dict[int, dict[str, list[float]]]:
@@ -254,13 +278,73 @@ async def _measure_routes() -> dict[int, dict[str, list[float]]]:
         bare, full = _app(routes, False), _app(routes, True)
         out[routes] = {"bare": [], "steadyloop": []}
         async with full.router.lifespan_context(full):
-            for _ in range(ROUNDS):  # interleaved, so drift hits both alike
+            for _ in range(ROUTE_ROUNDS):  # interleaved, so drift hits both alike
                 out[routes]["bare"].append(await _drive(bare, routes, ROUTE_REQUESTS))
                 out[routes]["steadyloop"].append(await _drive(full, routes, ROUTE_REQUESTS))
-        added = statistics.median(out[routes]["steadyloop"]) - statistics.median(
-            out[routes]["bare"]
-        )
+        added = _added(out[routes])
         print(f"[{NAME}] {routes} routes: steadyloop adds {added * 1e6:.1f} µs", flush=True)
+    return out
+
+
+# --- periodic tasks ---------------------------------------------------------------------------
+class _Slots:
+    """The scheduler's store, reduced to an always-won slot claim."""
+
+    async def claim_slot(self, key: str, ttl: float) -> bool:
+        return True
+
+
+class _Counted:
+    """Stands in for a task: the scheduler uses its name and `enqueue`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fired = 0
+
+    async def enqueue(self, **_: Any) -> Any:
+        self.fired += 1
+        return self
+
+    id = "bench"
+
+
+async def _periodic_cost(count: int) -> float:
+    """CPU seconds per slot fired with `count` periodic tasks declared."""
+    from steadyloop.jobs import periodic as module
+
+    logging_level = module.logger.level
+    module.logger.setLevel("WARNING")  # a line per fire would measure logging
+    tasks = [_Counted(f"p{i}") for i in range(count)]
+    periodics = [module.Periodic(tasks[0], every=PERIODIC_EVERY)]  # type: ignore[arg-type]
+    for i, task in enumerate(tasks[1:]):
+        if i % 2:
+            periodics.append(module.Periodic(task, every=86_400))  # type: ignore[arg-type]
+        else:
+            periodics.append(module.Periodic(task, cron="0 3 * * *"))  # type: ignore[arg-type]
+    scheduler = module.PeriodicScheduler(_Slots(), periodics)  # type: ignore[arg-type]
+    try:
+        await scheduler.start()
+        await asyncio.sleep(1.0)  # the first pass fires every current slot once
+        fired, cpu = tasks[0].fired, time.process_time()
+        await asyncio.sleep(PERIODIC_SECONDS)
+        cpu, fired = time.process_time() - cpu, tasks[0].fired - fired
+    finally:
+        await scheduler.stop()
+        module.logger.setLevel(logging_level)
+    return cpu / max(1, fired)
+
+
+async def _measure_periodic() -> dict[int, list[float]]:
+    out: dict[int, list[float]] = {count: [] for count in PERIODICS}
+    for _ in range(ROUNDS):
+        for count in PERIODICS:  # interleaved
+            out[count].append(await _periodic_cost(count))
+    for count in PERIODICS:
+        print(
+            f"[{NAME}] {count} periodic tasks: "
+            f"{statistics.median(out[count]) * 1e6:.0f} µs CPU per slot fired",
+            flush=True,
+        )
     return out
 
 
@@ -268,6 +352,7 @@ async def _measure_routes() -> dict[int, dict[str, list[float]]]:
 def report(
     stores: dict[str, dict[int, dict[str, list[float]]]],
     routes: dict[int, dict[str, list[float]]],
+    periodic: dict[int, list[float]],
     info: dict[str, str],
 ) -> tuple[str, bool]:
     verdicts: list[str] = []
@@ -294,7 +379,7 @@ def report(
     for count, systems in routes.items():
         bare = statistics.median(systems["bare"])
         full = statistics.median(systems["steadyloop"])
-        added[count] = full - bare
+        added[count] = _added(systems)
         route_rows.append(
             [str(count), f"{bare * 1e6:.1f}", f"{full * 1e6:.1f}", f"{added[count] * 1e6:.1f}"]
         )
@@ -306,6 +391,20 @@ def report(
         f"{common.fmt_ratio(growth)} (target ≤ {TARGET_ROUTES:.2f}x): "
         f"**{'met' if ok else 'NOT met'}**"
     )
+    periodic_rows = [
+        [f"{count:,}", f"{statistics.median(v) * 1e6:.1f}", ", ".join(f"{x * 1e6:.1f}" for x in v)]
+        for count, v in periodic.items()
+    ]
+    per_fire = common.ratio(
+        statistics.median(periodic[PERIODICS[-1]]), statistics.median(periodic[PERIODICS[0]])
+    )
+    ok = not math.isnan(per_fire) and per_fire <= TARGET_PERIODIC
+    met &= ok
+    verdicts.append(
+        f"- the scheduler's CPU per slot fired, {PERIODICS[-1]:,} vs {PERIODICS[0]} periodic "
+        f"tasks: {common.fmt_ratio(per_fire)} (target ≤ {TARGET_PERIODIC:.2f}x): "
+        f"**{'met' if ok else 'NOT met'}**"
+    )
     text = f"""{common.md_header("Growth: costs as the stores and the app grow", info)}
 
 ## Method
@@ -315,7 +414,9 @@ def report(
 Rounds: {ROUNDS} per point after one warm-up round; medians reported, each round's
 value shown for enqueue. SQLite: a file in a temporary directory, the store's defaults.
 Redis: `{REDIS_URL}`, a database of its own, flushed before and after. Routes:
-{ROUTE_REQUESTS:,} requests per round and system, bare and steadyloop interleaved.
+{ROUTE_ROUNDS} rounds of {ROUTE_REQUESTS:,} requests per system, bare and steadyloop back
+to back in each round, timed in process CPU time; "steadyloop adds" is the median of the
+rounds' paired differences.
 The machine's 2 cores are shared with other test runs (load at start above): the rates
 carry that noise; medians of rounds damp it but do not remove it.
 
@@ -323,9 +424,13 @@ carry that noise; medians of rounds damp it but do not remove it.
 
 {common.md_table(["store", "finished jobs", "enqueue", "claim", "finish", "enqueue rounds"], rows)}
 
-## Routes: µs per request (in-process ASGI call, median)
+## Routes: CPU µs per request (in-process ASGI call, median)
 
 {common.md_table(["routes", "bare FastAPI", "with install()", "steadyloop adds"], route_rows)}
+
+## Periodic tasks: the scheduler's CPU µs per slot fired (median)
+
+{common.md_table(["periodic tasks declared", "µs per slot fired", "rounds"], periodic_rows)}
 
 ## Targets
 
@@ -361,8 +466,9 @@ def run() -> bool:
         for backend in ("sqlite", "redis"):
             stores[backend] = asyncio.run(_measure_store(backend, Path(workdir)))
     routes = asyncio.run(_measure_routes())
+    periodic = asyncio.run(_measure_periodic())
     info["duration"] = f"{time.monotonic() - started:.0f} s"
-    text, met = report(stores, routes, info)
+    text, met = report(stores, routes, periodic, info)
     path = common.write_result(NAME, text)
     chart(stores)
     print(f"[{NAME}] wrote {path} and {common.chart_path(NAME)}", flush=True)

@@ -30,7 +30,7 @@ from bench.revision import source_revision
 NAME = "middleware_overhead"
 TITLE = "Middleware overhead: bare FastAPI vs steadyloop.install vs the peer stack"
 
-ROUNDS = 3
+ROUNDS = 5
 THREADS = 2
 CONNECTIONS = 64
 SECONDS = 10
@@ -295,6 +295,7 @@ class Summary:
     server_cpu: float
     wrk_cpu: float
     errors: int
+    cpu_per_request: float  # server CPU seconds per request served (median of the runs)
 
     @classmethod
     def of(cls, runs: list[RunResult]) -> Summary:
@@ -308,6 +309,7 @@ class Summary:
             server_cpu=med([r.wrk.server_cpu for r in runs]),
             wrk_cpu=med([r.wrk.wrk_cpu for r in runs]),
             errors=sum(r.wrk.non_2xx + r.wrk.socket_errors for r in runs),
+            cpu_per_request=med([common.ratio(r.wrk.server_cpu, r.wrk.rps) for r in runs]),
         )
 
 
@@ -329,6 +331,8 @@ def report(
                 common.fmt_ratio(common.ratio(s.p50, bare.p50)),
                 common.fmt_ratio(common.ratio(s.p99, bare.p99)),
                 f"{s.server_cpu:.2f}",
+                f"{s.cpu_per_request * 1e6:.0f}",
+                common.fmt_ratio(common.ratio(s.cpu_per_request, bare.cpu_per_request)),
                 f"{s.wrk_cpu:.2f}",
                 str(s.errors),
             ]
@@ -343,6 +347,8 @@ def report(
             "p50 vs bare",
             "p99 vs bare",
             "server CPU (cores)",
+            "server CPU µs per request",
+            "CPU per request vs bare",
             "wrk CPU (cores)",
             "non-2xx + socket errors",
         ],
@@ -462,6 +468,14 @@ With tracing on (diagnostic row: every request traced and exported), steadyloop 
 {common.ratio(summaries[STEADYLOOP_TRACED].rps, bare.rps):.0%} of bare. The other steadyloop
 rows run with tracing off: its hooks cost one module-attribute read each on the request path
 and import no OpenTelemetry code (tests/test_tracing.py checks the import).
+
+Server CPU per request (a diagnostic, not the target; median over the runs of the server's
+CPU cores divided by its requests/s): steadyloop {sl.cpu_per_request * 1e6:.0f} µs, bare
+{bare.cpu_per_request * 1e6:.0f} µs, so at equal CPU steadyloop would serve
+{common.ratio(bare.cpu_per_request, sl.cpu_per_request):.0%} of bare's requests/s
+(access log off: {common.ratio(bare.cpu_per_request, quiet.cpu_per_request):.0%}). When
+the server gets less than a core (see its CPU column), requests/s follows the CPU share it
+got as much as its cost per request, and this figure is the steadier of the two.
 
 Chart: `{NAME}.png` (requests/s and p50/p99 latency per server).
 """

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from steadyloop.jobs.memory import MemoryJobStore
 from steadyloop.jobs.models import Job, JobStatus, new_job
 from steadyloop.jobs.redis import RedisJobStore
+from steadyloop.jobs.redis_pinned import PinnedScript
 from steadyloop.jobs.store import Outcome
 
 
@@ -45,6 +46,14 @@ def evalsha_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return original(self, sha, numkeys, *args)
 
     monkeypatch.setattr(aioredis.Redis, "evalsha", spy)
+    # The store's hot writes go pre-encoded over their own connection: count those too.
+    sent = PinnedScript._call
+
+    async def pinned_spy(self: PinnedScript, packed: bytes) -> Any:
+        calls.append(self._script.sha)
+        return await sent(self, packed)
+
+    monkeypatch.setattr(PinnedScript, "_call", pinned_spy)
     return calls
 
 
@@ -302,3 +311,34 @@ async def test_a_lone_caller_flushes_in_its_own_task_and_overlapping_callers_mer
     assert await lone == [10]
     assert [await t for t in others] == [[20], [30], [40]]
     assert [items for items, _ in batches] == [[1], [2, 3, 4]]  # merged into one flush
+
+
+async def test_a_pinned_script_loads_itself_when_redis_does_not_know_it(
+    redis_url: str, prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
+    # A body no one loaded yet: the first EVALSHA gets NOSCRIPT.
+    script = client.register_script(f"return {{'{prefix}', ARGV[1], #ARGV}}")
+    pinned = PinnedScript(client, script)
+    try:
+        assert not (await client.script_exists(script.sha))[0]
+        assert await pinned(["é\r\n$3", "b"]) == [prefix, "é\r\n$3", 2]  # RESP-safe arguments
+        assert (await client.script_exists(script.sha))[0]
+        assert await pinned(["again"]) == [prefix, "again", 1]
+    finally:
+        await pinned.aclose()
+        await client.aclose()
+
+
+async def test_a_pinned_script_busy_with_one_call_sends_the_next_through_the_pool(
+    redis_url: str, prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5)
+    script = client.register_script(f"return ARGV[1] .. '{prefix}'")
+    pinned = PinnedScript(client, script)
+    try:
+        results = await asyncio.gather(*(pinned([str(i)]) for i in range(20)))
+        assert results == [f"{i}{prefix}" for i in range(20)]  # each caller its own reply
+    finally:
+        await pinned.aclose()
+        await client.aclose()

@@ -320,6 +320,49 @@ async def test_periodic_runs_once_per_slot_across_schedulers(tmp_path: Path) -> 
     assert len(slots) == len(set(slots)), f"a slot ran twice: {sorted(slots)}"
 
 
+async def test_periodic_scheduler_looks_only_at_tasks_whose_slot_changed() -> None:
+    from steadyloop.jobs.periodic import Periodic, PeriodicScheduler
+
+    class Slots:
+        async def claim_slot(self, key: str, ttl: float) -> bool:
+            return True
+
+    class Counted:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.fired = asyncio.Event()
+
+        async def enqueue(self, **_: Any) -> Any:
+            self.fired.set()
+            return self
+
+        id = "job"
+
+    looked: dict[str, int] = {}
+
+    class Watched(Periodic):
+        def current_slot(self, now: float) -> tuple[float, float]:
+            looked[self.task.name] = looked.get(self.task.name, 0) + 1
+            return super().current_slot(now)
+
+    fast = Counted("fast")
+    daily = [Counted(f"daily{i}") for i in range(50)]
+    periodics = [Watched(fast, every=0.01)]  # type: ignore[arg-type]
+    periodics += [Watched(t, cron="0 3 * * *") for t in daily]  # type: ignore[arg-type]
+    scheduler = PeriodicScheduler(Slots(), periodics)  # type: ignore[arg-type]
+    await scheduler.start()
+    try:
+        async with asyncio.timeout(BUG_TIMEOUT):
+            for _ in range(5):  # five more slots of the fast task
+                fast.fired.clear()
+                await fast.fired.wait()
+    finally:
+        await scheduler.stop()
+    assert all(t.fired.is_set() for t in daily)  # each fired its current slot once, at start
+    assert looked["fast"] >= 5
+    assert {looked[t.name] for t in daily} == {1}  # never looked at again: not due
+
+
 async def test_job_api(tmp_path: Path) -> None:
     app = FastAPI()
     rt = sl.install(app, settings(worker_role="api"))

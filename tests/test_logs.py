@@ -320,3 +320,24 @@ def test_access_lines_are_flushed_on_close_and_counted_when_dropped() -> None:
     ]
     assert not handler.handle_access(entries[0])  # closed: refused and counted
     assert handler.dropped == 1
+
+
+def test_access_lines_reach_json_and_text_sinks_of_one_handler_each_in_its_format() -> None:
+    # A text sink next to the JSON one: the line cannot be rendered on the caller's thread.
+    json_stream, text_stream, quiet_stream = io.StringIO(), io.StringIO(), io.StringIO()
+    json_sink, text_sink = logging.StreamHandler(json_stream), logging.StreamHandler(text_stream)
+    json_sink.setFormatter(JsonFormatter())
+    text_sink.setFormatter(TextFormatter())
+    quiet = logging.StreamHandler(quiet_stream)  # JSON only, but above the access line's level
+    quiet.setFormatter(JsonFormatter())
+    quiet.setLevel(logging.WARNING)
+    entry = AccessEntry(1.5, logging.INFO, "req-9", "GET", "/a", "/a", 201, 0.002, None)
+    mixed = NonBlockingHandler([json_sink, text_sink])
+    assert mixed.handle_access(entry)
+    mixed.close()
+    only_quiet = NonBlockingHandler([quiet])
+    assert only_quiet.handle_access(entry)
+    only_quiet.close()
+    assert json_stream.getvalue() == entry.json_line(None) + "\n"
+    assert "steadyloop.access GET /a 201 2.0ms request_id=req-9" in text_stream.getvalue()
+    assert quiet_stream.getvalue() == ""

@@ -525,9 +525,17 @@ async def _kill_worker(target: Target, marker_key: str, enqueue_hold: bool, read
 # --- child process: where a one-caller steadyloop enqueue spends its time ---------------------
 BREAKDOWN_LAYERS = (
     ("ping", "`PING`, redis-py default pool (the floor)"),
-    ("ping_store_client", "`PING` through the store's own client (`BlockingConnectionPool`)"),
-    ("evalsha_return0", "`EVALSHA` of `return 0` with the enqueue's arguments, same client"),
-    ("enqueue_script", "the enqueue script, one pre-built, pre-encoded job (`EVALSHA`)"),
+    (
+        "ping_store_client",
+        "`PING` through the store's pooled client (`BlockingConnectionPool`; not on the "
+        "enqueue path)",
+    ),
+    (
+        "evalsha_return0",
+        "`EVALSHA` of `return 0` with the enqueue's arguments, pre-encoded on a pinned "
+        "connection (`PinnedScript`)",
+    ),
+    ("enqueue_script", "the enqueue script, one pre-built, pre-encoded job, the same way"),
     ("store_enqueue", "`RedisJobStore.enqueue([job])`, pre-built job: + encoding, coalescer"),
     ("task_enqueue", "`await task.enqueue()`: + argument check, `new_job`, metrics"),
 )
@@ -562,20 +570,22 @@ async def _breakdown(target: Target, calls: int, rounds: int) -> dict[str, Any]:
             state = store._state()
             encode = store_module._encode_job
             sample = [store.prefix, *encode(new_job("noop", {}))]
-            trivial = state.client.register_script("return 0")
+            from steadyloop.jobs.redis_pinned import PinnedScript
+
+            trivial = PinnedScript(state.client, state.client.register_script("return 0"))
             many = rounds * calls + 100
             for_script = iter([encode(new_job("noop", {})) for _ in range(many)])
             for_store = iter([new_job("noop", {}) for _ in range(many)])
 
             async def script() -> None:
-                await state.enqueue(args=[store.prefix, *next(for_script)])
+                await state.enqueue([store.prefix, *next(for_script)])
 
             async def store_enqueue() -> None:
                 await store.enqueue([next(for_store)])
 
             layers.update(
                 ping_store_client=state.client.ping,
-                evalsha_return0=lambda: trivial(args=sample),
+                evalsha_return0=lambda: trivial(sample),
                 enqueue_script=script,
                 store_enqueue=store_enqueue,
             )

@@ -10,10 +10,15 @@ Why not `QueueHandler` + `QueueListener`: `QueueHandler.prepare` formats the mes
 caller's thread (the expensive part), and its default queue is unbounded.
 
 The access line (`log_access`, one per request) skips even the `LogRecord`: when the record
-could only reach the pipeline's handler, the request's few fields go into the queue as one
-tuple, and the writer thread renders the JSON line from a template (byte for byte the line
-`JsonFormatter` makes of the record, at a third of its cost) or builds the record there for
-any other formatter.
+could only reach the pipeline's handler, the request's few fields are captured as one tuple.
+When every sink writes JSON, the caller renders the line from a template right there (byte for
+byte the line `JsonFormatter` makes of the record, at a fifth of its cost) and queues the
+string; otherwise the tuple is queued and the writer thread builds the record. Rendering on
+the caller's thread looks backwards but is measured: the writer shares the GIL with the event
+loop, and every moment it holds the GIL (formatting hundreds of lines per wake-up) the loop
+waits for it to hand the GIL back, which costs the loop far more than the few microseconds of
+rendering. The writer then only joins ready strings and writes them, releasing the GIL in
+the write itself.
 """
 
 from __future__ import annotations
@@ -106,6 +111,8 @@ _quote: Callable[[str], str] = json.encoder.encode_basestring
 
 ACCESS_LOGGER = "steadyloop.access"
 _ACCESS_MESSAGE = "%s %s %d %.1fms"
+#: The constant part of a JSON access line after the timestamp, per level.
+_ACCESS_HEADS: dict[int, str] = {}
 _access_logger = logging.getLogger(ACCESS_LOGGER)
 _package_logger = logging.getLogger("steadyloop")
 
@@ -138,20 +145,23 @@ class AccessEntry(NamedTuple):
 
     def json_line(self, role: str | None) -> str:
         """What `JsonFormatter` makes of `record(role)`, without the record or the dict."""
-        line = (
-            f'{{"ts": "{_timestamp(self.created)}", '
-            f'"level": "{logging.getLevelName(self.levelno)}", '
-            f'"logger": "{ACCESS_LOGGER}", "message": {_quote(self.message())}'
-        )
-        if self.request_id is not None:
-            line += f', "request_id": {_quote(self.request_id)}'
-        if role is not None:
-            line += f', "role": {_quote(role)}'
+        ms = self.duration * 1000
+        head = _ACCESS_HEADS.get(self.levelno)
+        if head is None:
+            head = _ACCESS_HEADS[self.levelno] = (
+                f'", "level": "{logging.getLevelName(self.levelno)}", '
+                f'"logger": "{ACCESS_LOGGER}", "message": '
+            )
+        # The message is quoted whole: the same escaping as quoting its parts one by one.
+        message = _quote(f"{self.method} {self.path} {self.status_code} {ms:.1f}ms")
+        request_id = "" if self.request_id is None else f', "request_id": {_quote(self.request_id)}'
+        role_field = "" if role is None else f', "role": {_quote(role)}'
         client = "null" if self.client is None else _quote(self.client)
         return (
-            f'{line}, "method": {_quote(self.method)}, "path": {_quote(self.path)}, '
+            f'{{"ts": "{_timestamp(self.created)}{head}{message}{request_id}{role_field}, '
+            f'"method": {_quote(self.method)}, "path": {_quote(self.path)}, '
             f'"route": {_quote(self.route)}, "status_code": {self.status_code}, '
-            f'"duration_ms": {round(self.duration * 1000, 2)!r}, "client": {client}}}'
+            f'"duration_ms": {round(ms, 2)!r}, "client": {client}}}'
         )
 
     def record(self, role: str | None) -> logging.LogRecord:
@@ -245,6 +255,19 @@ WRITE_BATCH = 512
 _BATCHABLE = (logging.StreamHandler.emit, logging.FileHandler.emit)
 
 
+def _batchable(sink: logging.Handler) -> bool:
+    return (
+        isinstance(sink, logging.StreamHandler)
+        and type(sink).emit in _BATCHABLE
+        and sink.stream is not None  # a delayed FileHandler opens on its first emit
+    )
+
+
+def _json_stream(sink: logging.Handler) -> bool:
+    """A batchable stream writing `JsonFormatter` lines with no filter: takes ready lines."""
+    return _batchable(sink) and type(sink.formatter) is JsonFormatter and not sink.filters
+
+
 class NonBlockingHandler(logging.Handler):
     """Capture records on the caller's thread; format and write them in a background thread.
 
@@ -261,7 +284,13 @@ class NonBlockingHandler(logging.Handler):
         super().__init__(level)
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
-        self.sinks = list(sinks)
+        #: Fixed at construction: the access-line fast path is chosen from them.
+        self.sinks: tuple[logging.Handler, ...] = tuple(sinks)
+        # The lowest level an access line needs to be rendered on the caller's thread (every
+        # sink then takes it as a ready JSON line); None when some sink needs a record.
+        self._json_from: int | None = None
+        if self.sinks and all(_json_stream(sink) for sink in self.sinks):
+            self._json_from = max(sink.level for sink in self.sinks)
         self.queue_size = queue_size
         self._wake_at = max(1, queue_size // 4)
         self.dropped = 0
@@ -269,7 +298,8 @@ class NonBlockingHandler(logging.Handler):
         self._sink_error_reported = False
         # Records and access lines, plus flush markers (Events) that the writer sets when it
         # reaches them.
-        self._queue: deque[logging.LogRecord | AccessEntry | threading.Event] = deque()
+        # Rendered JSON access lines (str) too.
+        self._queue: deque[logging.LogRecord | AccessEntry | str | threading.Event] = deque()
         self._wake = threading.Event()
         self._closing = False
         self._writer = threading.Thread(
@@ -304,7 +334,11 @@ class NonBlockingHandler(logging.Handler):
             self.dropped += 1
             metrics.log_dropped_total.inc()
             return False
-        self._queue.append(entry)
+        json_from = self._json_from
+        if json_from is not None and entry.levelno >= json_from:
+            self._queue.append(entry.json_line(_role))  # see the module docstring: why here
+        else:
+            self._queue.append(entry)
         if len(self._queue) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
         return True
@@ -319,7 +353,7 @@ class NonBlockingHandler(logging.Handler):
             self._wake.wait(WRITE_INTERVAL)
             self._wake.clear()
             while queue:
-                batch: list[logging.LogRecord | AccessEntry] = []
+                batch: list[logging.LogRecord | AccessEntry | str] = []
                 while queue and len(batch) < WRITE_BATCH:
                     item = queue.popleft()
                     if isinstance(item, threading.Event):
@@ -332,41 +366,42 @@ class NonBlockingHandler(logging.Handler):
             if self._closing and not queue:
                 return
 
-    def _write(self, batch: list[logging.LogRecord | AccessEntry]) -> None:
+    def _write(self, batch: list[logging.LogRecord | AccessEntry | str]) -> None:
         """One write (and one flush) per stream sink for the whole batch; other sinks
         (a syslog or HTTP handler) get their records one by one."""
         if not batch:
             return
         role = _role
         for sink in self.sinks:
-            if (
-                isinstance(sink, logging.StreamHandler)
-                and type(sink).emit in _BATCHABLE
-                and sink.stream is not None  # a delayed FileHandler opens on its first emit
-            ):
+            if _batchable(sink):
                 json_sink = type(sink.formatter) is JsonFormatter
                 try:
+                    # A str is an access line rendered by the caller for sinks like this one.
                     lines = [
                         (
-                            r.json_line(role)
+                            r
+                            if type(r) is str
+                            else r.json_line(role)
                             if json_sink and type(r) is AccessEntry
-                            else sink.format(_as_record(r, role))
+                            else sink.format(_as_record(r, role))  # type: ignore[arg-type]
                         )
-                        + sink.terminator
+                        + sink.terminator  # type: ignore[attr-defined]
                         for r in batch
-                        if r.levelno >= sink.level
+                        if type(r) is str or r.levelno >= sink.level  # type: ignore[union-attr]
                     ]
                     if lines:
-                        sink.stream.write("".join(lines))
+                        sink.stream.write("".join(lines))  # type: ignore[attr-defined]
                         sink.flush()
                 except Exception:
                     self._sink_failed(sink, len(batch))
                 continue
             for record in batch:
+                if type(record) is str:  # only when every sink was a JSON stream: not here
+                    continue
                 try:
-                    if record.levelno >= sink.level:
+                    if record.levelno >= sink.level:  # type: ignore[union-attr]
                         # No sink lock needed: one writer thread.
-                        sink.emit(_as_record(record, role))
+                        sink.emit(_as_record(record, role))  # type: ignore[arg-type]
                 except Exception:
                     self._sink_failed(sink, 1)
 

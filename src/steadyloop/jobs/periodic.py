@@ -5,11 +5,17 @@ Each worker process wakes at slot boundaries and tries to claim the slot in the 
 an atomic insert-if-absent of `periodic:<task>:<slot>`; only the winner enqueues the job. A
 slot is considered only while it is current: slots missed while no worker ran are skipped,
 never piled up.
+
+The scheduler keeps a heap of the next slot boundary of every periodic task and wakes only for
+the earliest (or every `MAX_SLEEP`): a wake looks at the tasks whose boundary has passed, so
+its cost does not grow with periodic tasks that are not due (1,000 daily crons cost nothing
+between their fire times), and a cron expression is evaluated once per fire, not per wake.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
 import time
@@ -87,25 +93,36 @@ class PeriodicScheduler:
             self._task = None
 
     async def _run(self) -> None:
+        # (when to look at it next, its index in self.periodics); new periodics (added to
+        # the list after start) are due at once.
+        heap: list[tuple[float, int]] = []
+        known = 0
         while True:
             now = time.time()
-            wake = now + MAX_SLEEP
-            for periodic in self.periodics:
-                start, nxt = periodic.current_slot(now)
-                wake = min(wake, nxt)
-                if self._done.get(periodic.task.name) == start:
-                    continue
-                streak = self._streak(periodic.task.name)
-                try:
-                    await self._fire(periodic, start, nxt)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    streak.failed(exc)
-                    continue
-                streak.succeeded()
-                self._done[periodic.task.name] = start
+            while known < len(self.periodics):
+                heapq.heappush(heap, (now, known))
+                known += 1
+            while heap and heap[0][0] <= now:
+                _, index = heapq.heappop(heap)
+                heapq.heappush(heap, (await self._handle(self.periodics[index], now), index))
+            wake = min(heap[0][0], now + MAX_SLEEP) if heap else now + MAX_SLEEP
             await asyncio.sleep(max(0.0, wake - time.time()))
+
+    async def _handle(self, periodic: Periodic, now: float) -> float:
+        """Fire `periodic`'s current slot unless done here; return when to look again."""
+        start, nxt = periodic.current_slot(now)
+        if self._done.get(periodic.task.name) != start:
+            streak = self._streak(periodic.task.name)
+            try:
+                await self._fire(periodic, start, nxt)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                streak.failed(exc)
+                return min(nxt, now + MAX_SLEEP)  # retried on the next wake
+            streak.succeeded()
+            self._done[periodic.task.name] = start
+        return nxt
 
     def _streak(self, name: str) -> ErrorStreak:
         streak = self._streaks.get(name)

@@ -68,8 +68,10 @@ others.
 Connections: `redis.asyncio` for every coroutine, and a separate synchronous `redis.Redis`
 client for `heartbeat`, which runs in a plain thread while the event loop may be blocked and
 so must not depend on it. Both use blocking pools of `max_connections` (a caller waits for a
-free connection instead of failing); `enqueue` and `finish` each hold one connection of it,
-since each flushes one batch at a time. hiredis parses replies when it is installed.
+free connection instead of failing). The hot scripts (`enqueue`, `finish`, `claim`) skip the
+pool: each holds one connection of its own and sends its `EVALSHA` pre-encoded
+(`redis_pinned.PinnedScript`); a call that finds that connection busy goes through the pool.
+hiredis parses replies when it is installed.
 
 Redis Cluster is not supported: the scripts touch keys they compute (one job's task decides
 its due set), which Cluster allows only within one hash slot.
@@ -103,6 +105,7 @@ from steadyloop.jobs.models import (
     JobProgress,
     JobStatus,
 )
+from steadyloop.jobs.redis_pinned import PinnedScript
 from steadyloop.jobs.store import JobPage, Outcome
 from steadyloop.redis_client import async_redis, sync_redis
 
@@ -726,13 +729,12 @@ class _Open:
     def __init__(self, store: RedisJobStore, options: dict[str, Any]) -> None:
         self.client = async_redis(store.url, max_connections=store.max_connections, **options)
         self.sync = sync_redis(store.url, max_connections=store.max_connections, **options)
-        # Each coalescer flushes one batch at a time, so each holds one connection: its writes
-        # skip the blocking pool's checkout and return on every call.
-        self.enqueue_conn = self.client.client()
-        self.finish_conn = self.client.client()
-        self.enqueue = self.enqueue_conn.register_script(_script(_ENQUEUE))
-        self.claim = self.client.register_script(_script(_CLAIM))
-        self.finish = self.finish_conn.register_script(_script(_FINISH))
+        # Each coalescer flushes one batch at a time, so each holds one connection and sends
+        # its script call pre-encoded, skipping the blocking pool's checkout (see
+        # redis_pinned). A worker claims from one task: claims get one too.
+        self.enqueue = PinnedScript(self.client, self.client.register_script(_script(_ENQUEUE)))
+        self.claim = PinnedScript(self.client, self.client.register_script(_script(_CLAIM)))
+        self.finish = PinnedScript(self.client, self.client.register_script(_script(_FINISH)))
         self.release = self.client.register_script(_script(_RELEASE))
         self.progress = self.client.register_script(_script(_PROGRESS))
         self.cancel = self.client.register_script(_script(_CANCEL))
@@ -823,8 +825,8 @@ class RedisJobStore:
         )
         self._open = None
         try:
-            for held in (state.enqueue_conn, state.finish_conn):
-                await held.aclose(close_connection_pool=False)
+            for pinned in (state.enqueue, state.claim, state.finish):
+                await pinned.aclose()
             await state.client.connection_pool.disconnect()
         finally:
             state.sync.connection_pool.disconnect()
@@ -841,7 +843,7 @@ class RedisJobStore:
         args = [self.prefix]
         for _, encoded in batch:
             args += encoded
-        replies: list[Any] = await _run(state.enqueue, args)
+        replies: list[Any] = await state.enqueue(args)
         return [
             job.model_copy() if reply == 0 else _decode(reply)
             for (job, _), reply in zip(batch, replies, strict=True)
@@ -854,7 +856,7 @@ class RedisJobStore:
         if not wanted or limit < 1:
             return []
         args = [self.prefix, worker_id, str(limit), _time(lease), str(self.reap_batch), *wanted]
-        replies: list[Any] = await _run(self._state().claim, args)
+        replies: list[Any] = await self._state().claim(args)
         return [_decode(reply) for reply in replies]
 
     def heartbeat(self, worker_id: str, job_ids: Collection[str], lease: float) -> list[str]:
@@ -872,7 +874,7 @@ class RedisJobStore:
         args = [self.prefix]
         for encoded in batch:
             args += encoded
-        await _run(self._state().finish, args)
+        await self._state().finish(args)
         return [None] * len(batch)
 
     async def release(self, worker_id: str, job_ids: Collection[str]) -> None:

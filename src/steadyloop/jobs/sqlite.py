@@ -73,6 +73,31 @@ def _save(conn: sqlite3.Connection, job: Job) -> None:
     )
 
 
+def _update(conn: sqlite3.Connection, job: Job) -> None:
+    """`_save` for a job already stored (claim, finish): an UPDATE in place.
+
+    `INSERT OR REPLACE` deletes the row and inserts it again, touching every index, the
+    primary key and the status index of all retained history included; an UPDATE keeps the
+    row and rewrites only the indexes whose columns changed, so its cost does not grow with
+    the finished jobs kept. The task never changes, and neither claim nor finish moves a job
+    into the set of active unique keys it was not already in.
+    """
+    conn.execute(
+        "UPDATE steadyloop_jobs SET status = ?, run_at = ?, lease_expires_at = ?,"
+        " worker_id = ?, unique_key = ?, finished_at = ?, data = ? WHERE id = ?",
+        (
+            job.status.value,
+            job.run_at,
+            job.lease_expires_at,
+            job.worker_id,
+            job.unique_key,
+            job.finished_at,
+            job.model_dump_json(),
+            job.id,
+        ),
+    )
+
+
 def _load(data: str) -> Job:
     return Job.model_validate_json(data)
 
@@ -171,10 +196,10 @@ class SqliteJobStore:
                 for job in candidates:
                     if job.status is JobStatus.running and job.attempt >= job.max_deliveries:
                         job.end(JobStatus.failed, now, error=LEASE_LOST)
-                        _save(conn, job)
+                        _update(conn, job)
                         continue
                     job.start(worker_id, lease, now)
-                    _save(conn, job)
+                    _update(conn, job)
                     claimed.append(job)
             return claimed
 
@@ -215,7 +240,7 @@ class SqliteJobStore:
                     job.end(
                         JobStatus(outcome.kind), now, result=outcome.result, error=outcome.error
                     )
-                _save(conn, job)
+                _update(conn, job)
 
         await self._db.transaction(unit)
 
