@@ -28,7 +28,7 @@ from opentelemetry.semconv.attributes import (
 )
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-import steadyloop
+from steadyloop._version import __version__
 
 if TYPE_CHECKING:
     import httpx
@@ -62,7 +62,7 @@ def setup() -> None:
         _own_provider = _build_provider()
         trace.set_tracer_provider(_own_provider)
         provider = _own_provider
-    _tracer = trace.get_tracer("steadyloop", steadyloop.__version__, tracer_provider=provider)
+    _tracer = trace.get_tracer("steadyloop", __version__, tracer_provider=provider)
 
 
 def _build_provider() -> TracerProvider:
