@@ -186,7 +186,11 @@ class Database:
             initializer=self._open_reader,
         )
         self._read_bulkhead = Bulkhead(
-            f"db_{self.name}_read", self.readers, self._read_executor, dedicated=True
+            f"db_{self.name}_read",
+            self.readers,
+            self._read_executor,
+            dedicated=True,
+            metrics=self.metrics,
         )
         self._accepting = True
         return self
