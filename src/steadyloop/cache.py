@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 from pydantic import TypeAdapter
 from pydantic_core import from_json, to_json
 
-from steadyloop import metrics
 from steadyloop._streak import ErrorStreak
+from steadyloop.metrics import Metrics, process_metrics
 from steadyloop.redis_client import async_redis, require_redis
 
 if TYPE_CHECKING:
@@ -135,13 +135,15 @@ class MemoryBackend:
         *,
         name: str = "default",
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, _MemoryEntry] = OrderedDict()
-        self._evictions = metrics.cache_evictions_total.labels(name)
+        m = metrics if metrics is not None else process_metrics()
+        self._evictions = m.cache_evictions_total.labels(name)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -338,12 +340,17 @@ class RedisBackend:
 
 
 def open_cache_backend(
-    url: str, *, max_entries: int = 10_000, prefix: str = "steadyloop:cache", name: str = "default"
+    url: str,
+    *,
+    max_entries: int = 10_000,
+    prefix: str = "steadyloop:cache",
+    name: str = "default",
+    metrics: Metrics | None = None,
 ) -> CacheBackend:
     """The backend for `url`: `memory://` or `redis://…` / `rediss://…` / `unix://…`."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":
-        return MemoryBackend(max_entries, name=name)
+        return MemoryBackend(max_entries, name=name, metrics=metrics)
     if scheme in {"redis", "rediss", "unix"}:
         return RedisBackend(url, prefix=prefix)
     raise ValueError(f"CACHE_URL: unsupported URL {url!r} (memory:// or redis://)")
@@ -359,9 +366,14 @@ class Cache:
         name: str = "default",
         lock_timeout: float = 30.0,
         lock_wait: float = 10.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.name = name
-        self.backend: CacheBackend = backend if backend is not None else MemoryBackend(name=name)
+        #: Where lookups are counted: the runtime's metrics (the process's by default).
+        self.metrics = m = metrics if metrics is not None else process_metrics()
+        self.backend: CacheBackend = (
+            backend if backend is not None else MemoryBackend(name=name, metrics=m)
+        )
         self.lock_timeout = lock_timeout
         self.lock_wait = lock_wait
         self._flights: dict[str, asyncio.Task[Any]] = {}
@@ -369,24 +381,28 @@ class Cache:
         self._background: set[asyncio.Task[None]] = set()
         self._adapters: dict[Any, TypeAdapter[Any]] = {}
         self._epoch = 0
-        self._hits = metrics.cache_hits_total.labels(name)
-        self._misses = metrics.cache_misses_total.labels(name)
-        self._coalesced = metrics.cache_coalesced_total.labels(name)
-        self._errors = metrics.cache_errors_total.labels(name)
+        self._hits = m.cache_hits_total.labels(name)
+        self._misses = m.cache_misses_total.labels(name)
+        self._coalesced = m.cache_coalesced_total.labels(name)
+        self._errors = m.cache_errors_total.labels(name)
         self._streaks: dict[str, ErrorStreak] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, name: str = "default") -> Cache:
+    def from_settings(
+        cls, settings: Settings, *, name: str = "default", metrics: Metrics | None = None
+    ) -> Cache:
         """The cache that `CACHE_URL`, `CACHE_MAX_ENTRIES` and `CACHE_PREFIX` describe."""
         backend = open_cache_backend(
             settings.cache_url,
             max_entries=settings.cache_max_entries,
             prefix=settings.cache_prefix,
             name=name,
+            metrics=metrics,
         )
         return cls(
             backend,
             name=name,
+            metrics=metrics,
             lock_timeout=settings.cache_lock_timeout,
             lock_wait=settings.cache_lock_wait,
         )

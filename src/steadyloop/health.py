@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from steadyloop import metrics, storage
+from steadyloop import storage
 from steadyloop._version import __version__
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class HealthChecks:
             # Listed only while it fails: a fault whose folder takes writes again is cleared.
             results = [r for r in results if r.name != STORAGE_CHECK or not r.ok]
         ok = runtime.started and all(r.ok for r in results)
-        metrics.ready.labels(runtime.role).set(
+        runtime.metrics.ready.labels(runtime.role).set(
             1.0 if ok else 0.0
         )  # for the readiness alert (deploy/prometheus)
         return Readiness(status="ready" if ok else "not_ready", checks=list(results))

@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 from starlette.routing import compile_path
 from starlette.types import Scope
 
-from steadyloop import metrics
 from steadyloop._streak import ErrorStreak
 from steadyloop.disconnect import ClientGone, client_gone_future
+from steadyloop.metrics import Metrics, multiprocess_dir, process_metrics
 from steadyloop.redis_client import async_redis, require_redis
 
 if TYPE_CHECKING:
@@ -251,6 +251,7 @@ class ConcurrencyLimiter:
         *,
         max_wait: float = 0.1,
         clock: Callable[[], float] = time.perf_counter,
+        metrics: Metrics | None = None,
     ) -> None:
         if isinstance(limit, int) and limit < 1:
             raise ValueError(f"limiter {name!r}: limit must be at least 1, got {limit}")
@@ -266,19 +267,21 @@ class ConcurrencyLimiter:
         self._admitted = 0
         self._rejected = 0
         self._abandoned = 0
-        self._count_live = metrics.multiprocess_dir() is not None
-        self._m_in_flight = metrics.concurrency_in_flight.labels(name)
-        self._m_waiting = metrics.concurrency_waiting.labels(name)
-        self._m_limit = metrics.concurrency_limit.labels(name)
+        #: Where this limiter records (its runtime's metrics; the process's by default).
+        self.metrics = m = metrics if metrics is not None else process_metrics()
+        self._count_live = multiprocess_dir() is not None
+        self._m_in_flight = m.concurrency_in_flight.labels(name)
+        self._m_waiting = m.concurrency_waiting.labels(name)
+        self._m_limit = m.concurrency_limit.labels(name)
         if not self._count_live:
             self._m_in_flight.set_function(lambda: self._held)
             self._m_waiting.set_function(lambda: len(self._waiters))
             self._m_limit.set_function(lambda: self.limit)
         else:
             self._m_limit.set(self.limit)
-        self._m_rejected = metrics.concurrency_rejected_total.labels(name)
-        self._m_abandoned = metrics.concurrency_abandoned_total.labels(name)
-        self._m_wait = metrics.concurrency_wait_seconds.labels(name)
+        self._m_rejected = m.concurrency_rejected_total.labels(name)
+        self._m_abandoned = m.concurrency_abandoned_total.labels(name)
+        self._m_wait = m.concurrency_wait_seconds.labels(name)
 
     @property
     def limit(self) -> int:
@@ -488,7 +491,10 @@ class ConcurrencyLimits:
         min_limit: int = 2,
         max_limit: int = 256,
         exempt: Iterable[str] = (),
+        metrics: Metrics | None = None,
     ) -> None:
+        #: Where every limiter records: the runtime's metrics (the process's by default).
+        self.metrics = metrics if metrics is not None else process_metrics()
         self.max_wait = max_wait
         self.mode = mode
         self.min_limit = min_limit
@@ -499,20 +505,26 @@ class ConcurrencyLimits:
                 GLOBAL,
                 AdaptiveLimit(min_limit=min_limit, max_limit=max_limit),
                 max_wait=max_wait,
+                metrics=self.metrics,
             )
         elif max_concurrent > 0:
-            self.global_limiter = ConcurrencyLimiter(GLOBAL, max_concurrent, max_wait=max_wait)
+            self.global_limiter = ConcurrencyLimiter(
+                GLOBAL, max_concurrent, max_wait=max_wait, metrics=self.metrics
+            )
         self._routes = _PathRules()
         self._limiters: dict[str, ConcurrencyLimiter] = {}
         for path in exempt:
             self.exempt(path)
 
     @classmethod
-    def from_settings(cls, settings: Settings, exempt: Iterable[str] = ()) -> ConcurrencyLimits:
+    def from_settings(
+        cls, settings: Settings, exempt: Iterable[str] = (), *, metrics: Metrics | None = None
+    ) -> ConcurrencyLimits:
         """The limiters that `MAX_CONCURRENT_REQUESTS`, `MAX_QUEUE_WAIT_MS` and the `CONCURRENCY_*`
         settings describe.
         """
         return cls(
+            metrics=metrics,
             max_concurrent=settings.max_concurrent_requests,
             max_wait=settings.max_queue_wait_ms / 1000,
             mode=settings.concurrency_mode,
@@ -554,7 +566,7 @@ class ConcurrencyLimits:
             raise ValueError("a static route limit needs max_concurrent >= 1")
         else:
             limit = max_concurrent
-        limiter = ConcurrencyLimiter(path, limit, max_wait=wait)
+        limiter = ConcurrencyLimiter(path, limit, max_wait=wait, metrics=self.metrics)
         self._limiters[path] = limiter
         self._routes.add(path, limiter)
         return limiter
@@ -983,7 +995,10 @@ class RateLimits:
         default: Rate | str | None = None,
         identity: ClientIdentity | None = None,
         exempt: Iterable[str] = (),
+        metrics: Metrics | None = None,
     ) -> None:
+        #: Where refusals and store errors are counted (the process's metrics by default).
+        self.metrics = metrics if metrics is not None else process_metrics()
         self.store = store
         self.default = Rate.parse(default) if isinstance(default, str) else default
         self.identity = identity if identity is not None else ClientIdentity()
@@ -994,10 +1009,13 @@ class RateLimits:
             self._routes.add(path, _EXEMPT)
 
     @classmethod
-    def from_settings(cls, settings: Settings, exempt: Iterable[str] = ()) -> RateLimits:
+    def from_settings(
+        cls, settings: Settings, exempt: Iterable[str] = (), *, metrics: Metrics | None = None
+    ) -> RateLimits:
         """The rate limits that the `RATE_LIMIT_*` settings describe, with their store."""
         return cls(
             open_rate_store(settings.rate_limit_storage, prefix=settings.rate_limit_prefix),
+            metrics=metrics,
             default=settings.rate_limit_default or None,
             identity=ClientIdentity(
                 trusted_proxies=parse_networks(settings.trusted_proxies),
@@ -1066,11 +1084,11 @@ class RateLimits:
                 return None
             raise
         if not decision.allowed:
-            metrics.rate_limited_total.labels(rule).inc()
+            self.metrics.rate_limited_total.labels(rule).inc()
         return decision
 
     def _store_failed(self, exc: BaseException) -> None:
-        metrics.rate_limit_errors_total.inc()
+        self.metrics.rate_limit_errors_total.inc()
         # One warning per failure streak (a quiet gap of 10 s ends one), a count every minute.
         streak: ErrorStreak | None = getattr(self, "_store_streak", None)
         if streak is None:

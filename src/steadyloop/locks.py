@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from steadyloop import metrics
+from steadyloop.metrics import process_metrics
 
 __all__ = [
     "DEFAULT_HOLD_WARNING_SECONDS",
@@ -80,8 +80,8 @@ class _Instrumented:
         self._acquisitions = 0
         # Counters change from several threads; a tiny lock keeps them exact.
         self._books = threading.Lock()
-        self._wait_hist = metrics.lock_wait_seconds.labels(name)
-        self._hold_hist = metrics.lock_hold_seconds.labels(name)
+        self._wait_hist = process_metrics().lock_wait_seconds.labels(name)
+        self._hold_hist = process_metrics().lock_hold_seconds.labels(name)
 
     def _locked(self) -> bool:
         raise NotImplementedError
@@ -160,7 +160,7 @@ class InstrumentedLock(_Instrumented):
             return
         # Cheap check: only paid when the lock is contended.
         if asyncio._get_running_loop() is not None:
-            metrics.lock_loop_waits_total.labels(self.name).inc()
+            process_metrics().lock_loop_waits_total.labels(self.name).inc()
             logger.warning(
                 "%s waits for thread lock %r on the event-loop thread (held by %s): the loop "
                 "stops until it is free; use InstrumentedAsyncLock or run this in run_blocking",

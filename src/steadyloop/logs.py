@@ -34,7 +34,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TextIO
 
-from steadyloop import metrics, tracing
+from steadyloop import tracing
+from steadyloop.metrics import process_metrics
 
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
@@ -317,7 +318,7 @@ class NonBlockingHandler(logging.Handler):
             tracing.stamp_record(record)
         if len(self._queue) >= self.queue_size or self._closing:
             self.dropped += 1
-            metrics.log_dropped_total.inc()
+            process_metrics().log_dropped_total.inc()
             return False
         self._queue.append(record)
         # The writer wakes by itself every WRITE_INTERVAL; waking it per record would hand the
@@ -332,7 +333,7 @@ class NonBlockingHandler(logging.Handler):
             return False
         if len(self._queue) >= self.queue_size or self._closing:
             self.dropped += 1
-            metrics.log_dropped_total.inc()
+            process_metrics().log_dropped_total.inc()
             return False
         json_from = self._json_from
         if json_from is not None and entry.levelno >= json_from:
@@ -407,7 +408,7 @@ class NonBlockingHandler(logging.Handler):
 
     def _sink_failed(self, sink: logging.Handler, records: int) -> None:
         self.sink_errors += records
-        metrics.log_sink_errors_total.inc(records)
+        process_metrics().log_sink_errors_total.inc(records)
         self._report_sink_error(sink)
 
     def _report_sink_error(self, sink: logging.Handler) -> None:

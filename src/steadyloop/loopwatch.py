@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from steadyloop import metrics, tracing
+from steadyloop import tracing
+from steadyloop.metrics import Metrics, process_metrics
 
 __all__ = [
     "FRAMEWORK_PACKAGES",
@@ -204,9 +205,12 @@ class LoopWatch:
         interval: float = 0.025,
         measure_gc: bool = True,
         collapse_frameworks: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         if threshold <= 0 or interval <= 0:
             raise ValueError("threshold and interval must be positive")
+        #: Where lag, stalls and GC pauses are recorded: the runtime's metrics.
+        self.metrics = metrics if metrics is not None else process_metrics()
         self.threshold = threshold
         self.interval = interval
         self.measure_gc = measure_gc
@@ -283,13 +287,13 @@ class LoopWatch:
     def _heartbeat(self, state: _LoopState) -> None:
         now = time.monotonic()
         lag = max(0.0, now - state.next_due)
-        metrics.loop_lag_seconds.observe(lag)
+        self.metrics.loop_lag_seconds.observe(lag)
         self._lags.append(lag)
         with self._lock:
             stall = state.current
             if stall is not None:
                 stall.duration = now - state.last_turn - self.interval
-                metrics.loop_stall_seconds.observe(stall.duration)
+                self.metrics.loop_stall_seconds.observe(stall.duration)
                 state.current = None
             state.last_turn = now
             state.next_due = now + self.interval
@@ -332,7 +336,7 @@ class LoopWatch:
                 state.current = stall
                 self._recent.append(stall)
                 self.stalls_total += 1
-            metrics.loop_stalls_total.inc()
+            self.metrics.loop_stalls_total.inc()
             if span is not None:
                 tracing.stall_event(span, stall)
             logger.warning(
@@ -361,6 +365,6 @@ class LoopWatch:
         elif phase == "stop":
             started = self._gc_started.pop(thread, None)
             if started is not None:
-                metrics.gc_pause_seconds.labels(str(info.get("generation", "?"))).observe(
+                self.metrics.gc_pause_seconds.labels(str(info.get("generation", "?"))).observe(
                     time.perf_counter() - started
                 )

@@ -39,8 +39,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from steadyloop import metrics, tracing
+from steadyloop import tracing
 from steadyloop.disconnect import ClientGone, client_gone_future, serving_request
+from steadyloop.metrics import Metrics, multiprocess_dir, process_metrics
 
 if TYPE_CHECKING:
     from steadyloop.settings import Settings
@@ -118,6 +119,7 @@ class Bulkhead:
         dedicated: bool = False,
         copy_context: bool = True,
         wait_warn_seconds: float = 0.5,
+        metrics: Metrics | None = None,
     ) -> None:
         if limit < 1:
             raise ValueError(f"bulkhead {domain!r}: limit must be at least 1, got {limit}")
@@ -142,19 +144,21 @@ class Bulkhead:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._rejected = 0
         self._abandoned = 0
-        self._m_in_flight = metrics.bulkhead_in_flight.labels(domain)
-        self._m_waiting = metrics.bulkhead_waiting.labels(domain)
+        #: Where this domain records (its runtime's metrics; the process's by default).
+        self.metrics = m = metrics if metrics is not None else process_metrics()
+        self._m_in_flight = m.bulkhead_in_flight.labels(domain)
+        self._m_waiting = m.bulkhead_waiting.labels(domain)
         # One process: the gauges read the counters when scraped, costing calls nothing.
         # Several processes share values through files, so they must be counted per call.
-        self._count_in_flight = metrics.multiprocess_dir() is not None
+        self._count_in_flight = multiprocess_dir() is not None
         if not self._count_in_flight:
             self._m_in_flight.set_function(lambda: self._held)
             self._m_waiting.set_function(lambda: len(self._waiters))
-        self._m_wait = metrics.bulkhead_wait_seconds.labels(domain)
-        self._m_run = metrics.bulkhead_run_seconds.labels(domain)
-        self._m_rejected = metrics.bulkhead_rejected_total.labels(domain)
-        self._m_abandoned = metrics.bulkhead_abandoned_total.labels(domain)
-        metrics.bulkhead_limit.labels(domain).set(limit)
+        self._m_wait = m.bulkhead_wait_seconds.labels(domain)
+        self._m_run = m.bulkhead_run_seconds.labels(domain)
+        self._m_rejected = m.bulkhead_rejected_total.labels(domain)
+        self._m_abandoned = m.bulkhead_abandoned_total.labels(domain)
+        m.bulkhead_limit.labels(domain).set(limit)
 
     def statistics(self) -> BulkheadStatistics:
         return BulkheadStatistics(
@@ -321,7 +325,10 @@ class Bulkheads:
         dedicated: dict[str, int] | None = None,
         wait_warn_seconds: float = 0.5,
         cpu_workers: int = 0,
+        metrics: Metrics | None = None,
     ) -> None:
+        #: Where every domain records: the runtime's metrics (the process's by default).
+        self.metrics = metrics if metrics is not None else process_metrics()
         self._default_limit = default_limit
         self._default_max_wait = default_max_wait
         self._limits = dict(limits or {})
@@ -342,8 +349,9 @@ class Bulkheads:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Bulkheads:
+    def from_settings(cls, settings: Settings, *, metrics: Metrics | None = None) -> Bulkheads:
         return cls(
+            metrics=metrics,
             default_limit=settings.blocking_default_concurrency,
             default_max_wait=settings.blocking_default_max_wait,
             limits={
@@ -452,6 +460,7 @@ class Bulkheads:
                 dedicated=True,
                 copy_context=False,  # contexts do not cross process boundaries
                 wait_warn_seconds=self._wait_warn_seconds,
+                metrics=self.metrics,
             )
         threads = self._dedicated.get(domain)
         if threads is not None:
@@ -472,6 +481,7 @@ class Bulkheads:
                 **waits,
                 dedicated=True,
                 wait_warn_seconds=self._wait_warn_seconds,
+                metrics=self.metrics,
             )
         if self._shared is None:
             # Threads start lazily and are reused; the per-domain limiters keep the number of
@@ -486,6 +496,7 @@ class Bulkheads:
             self._shared,
             **waits,
             wait_warn_seconds=self._wait_warn_seconds,
+            metrics=self.metrics,
         )
 
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from steadyloop import metrics, tracing
+from steadyloop import tracing
 from steadyloop.cache import Cache
 from steadyloop.db.pragmas import sqlite_path_from_url
 from steadyloop.db.sqlite import Database
@@ -31,6 +31,7 @@ from steadyloop.jobs.manager import Jobs
 from steadyloop.limits import ConcurrencyLimits, RateLimits
 from steadyloop.logs import LoggingSetup, setup_logging
 from steadyloop.loopwatch import LoopWatch
+from steadyloop.metrics import Metrics, mark_process_dead, process_metrics
 from steadyloop.offload import Bulkheads, set_current_bulkheads
 from steadyloop.settings import Role, Settings
 
@@ -43,16 +44,20 @@ logger = logging.getLogger("steadyloop.runtime")
 class Runtime:
     """Owns steadyloop's components for one process."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, metrics: Metrics | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
         self.role: Role = self.settings.worker_role
-        self.bulkheads = Bulkheads.from_settings(self.settings)
+        #: Every metric of this runtime: the process's (default registry, what `/metrics`
+        #: serves) unless given its own, e.g. `Metrics(CollectorRegistry())` in a test. The
+        #: runtime hands it, and its bulkheads, to each component it builds.
+        self.metrics = metrics if metrics is not None else process_metrics()
+        self.bulkheads = Bulkheads.from_settings(self.settings, metrics=self.metrics)
         # Backpressure and cache: probes and metrics are never limited.
         s = self.settings
         probes = (s.health_path, s.health_ready_path, s.metrics_path, s.dashboard_path + "*")
-        self.limits = ConcurrencyLimits.from_settings(s, exempt=probes)
-        self.rate_limits = RateLimits.from_settings(s, exempt=probes)
-        self.cache = Cache.from_settings(s)
+        self.limits = ConcurrencyLimits.from_settings(s, exempt=probes, metrics=self.metrics)
+        self.rate_limits = RateLimits.from_settings(s, exempt=probes, metrics=self.metrics)
+        self.cache = Cache.from_settings(s, metrics=self.metrics)
         self.loop_watch: LoopWatch | None = None
         if self.settings.loop_watch_enabled:
             self.loop_watch = LoopWatch(
@@ -60,11 +65,14 @@ class Runtime:
                 interval=self.settings.loop_lag_interval_ms / 1000,
                 measure_gc=self.settings.loop_watch_gc,
                 collapse_frameworks=not self.settings.loop_stall_full_stack,
+                metrics=self.metrics,
             )
         self.health = HealthChecks(default_timeout=self.settings.health_check_timeout)
         #: Named upstreams: `rt.http("drive")` / `rt.http_sync("drive")` (docs/http.md).
-        self.upstreams = Upstreams(self.settings, health=self.health, bulkheads=self.bulkheads)
-        self.jobs = Jobs(self.settings)
+        self.upstreams = Upstreams(
+            self.settings, health=self.health, bulkheads=self.bulkheads, metrics=self.metrics
+        )
+        self.jobs = Jobs(self.settings, bulkheads=self.bulkheads, metrics=self.metrics)
         #: Heartbeats of every process on every host, when a Redis is known (docs/dashboard.md).
         self.fleet = Fleet(self.settings, lambda: describe_process(self))
         self.started_at: float | None = None
@@ -107,7 +115,7 @@ class Runtime:
             if self.settings.gc_freeze:
                 gc.freeze()
             self.started_at = time.time()
-            metrics.process_info.labels(self.role, self.process_name).set(self.started_at)
+            self.metrics.process_info.labels(self.role, self.process_name).set(self.started_at)
             await self.fleet.start()
             logger.info("steadyloop started (role %s)", self.role)
 
@@ -127,7 +135,8 @@ class Runtime:
                 "steadyloop.db.engine.create_engine (the SQLAlchemy factory)"
             )
         path = sqlite_path_from_url(location)
-        database = await Database.from_settings(self.settings, path, name=name).open()
+        database = Database.from_settings(self.settings, path, name=name, metrics=self.metrics)
+        database = await database.open()
         self._databases[name] = database
         self.health.add(f"db_{name}", database.ping)
         return database
@@ -153,7 +162,7 @@ class Runtime:
             set_current_bulkheads(self._previous_bulkheads)
             self._previous_bulkheads = None
             self.bulkheads.shutdown(wait=False)
-            metrics.mark_process_dead()
+            mark_process_dead()
             if self.settings.tracing_enabled:
                 # Flushes steadyloop's own provider: an export may wait on the network.
                 await asyncio.to_thread(tracing.disable)

@@ -41,10 +41,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from steadyloop import metrics, storage
+from steadyloop import storage
 from steadyloop._streak import ErrorStreak
 from steadyloop.db.pragmas import SqlitePragmas, apply_pragmas
 from steadyloop.db.rows import Row
+from steadyloop.metrics import Metrics, process_metrics
 from steadyloop.offload import Bulkhead
 
 __all__ = ["Database", "DatabaseClosed", "StorageUnavailable", "WriteResult"]
@@ -114,6 +115,7 @@ class Database:
         max_batch: int = 256,
         name: str = "main",
         busy_attempts: int = 8,
+        metrics: Metrics | None = None,
     ) -> None:
         if readers < 1:
             raise ValueError("readers must be at least 1")
@@ -139,10 +141,12 @@ class Database:
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
         self._accepting = False
-        self._m_depth = metrics.db_write_queue_depth.labels(name)
-        self._m_batch = metrics.db_batch_size.labels(name)
-        self._m_tx = metrics.db_transaction_seconds.labels(name)
-        self._m_busy = metrics.db_busy_retries_total.labels(name)
+        #: Where writes are measured: the runtime's metrics (the process's by default).
+        self.metrics = m = metrics if metrics is not None else process_metrics()
+        self._m_depth = m.db_write_queue_depth.labels(name)
+        self._m_batch = m.db_batch_size.labels(name)
+        self._m_tx = m.db_transaction_seconds.labels(name)
+        self._m_busy = m.db_busy_retries_total.labels(name)
         # `settle`: a nearly full disk that takes one batch and refuses the next is one streak.
         self._write_streak = ErrorStreak(f"database {name}: writes", logger, settle=5.0)
         self._busy_streak = ErrorStreak(
@@ -150,7 +154,9 @@ class Database:
         )
 
     @classmethod
-    def from_settings(cls, settings: Any, path: str | Path, *, name: str = "main") -> Database:
+    def from_settings(
+        cls, settings: Any, path: str | Path, *, name: str = "main", metrics: Metrics | None = None
+    ) -> Database:
         """A database at `path` with the readers, pragmas and batch size of the `DB_*` settings."""
         return cls(
             path,
@@ -158,6 +164,7 @@ class Database:
             pragmas=SqlitePragmas.from_settings(settings),
             max_batch=settings.db_max_batch,
             name=name,
+            metrics=metrics,
         )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -179,7 +186,11 @@ class Database:
             initializer=self._open_reader,
         )
         self._read_bulkhead = Bulkhead(
-            f"db_{self.name}_read", self.readers, self._read_executor, dedicated=True
+            f"db_{self.name}_read",
+            self.readers,
+            self._read_executor,
+            dedicated=True,
+            metrics=self.metrics,
         )
         self._accepting = True
         return self

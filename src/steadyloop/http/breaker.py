@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from steadyloop import metrics
+from steadyloop.metrics import Metrics, process_metrics
 
 __all__ = [
     "BreakerConfig",
@@ -120,8 +120,11 @@ class CircuitBreaker:
         config: BreakerConfig | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self.upstream = upstream
+        #: Where the breaker and its upstream's transports record (the runtime's metrics).
+        self.metrics = metrics if metrics is not None else process_metrics()
         self.config = config if config is not None else BreakerConfig()
         self._clock = clock
         self._lock = threading.Lock()
@@ -134,7 +137,7 @@ class CircuitBreaker:
         # The window: (time, ok) of recent attempts, oldest first, and its failure count.
         self._outcomes: deque[tuple[float, bool]] = deque()
         self._failures = 0
-        self._gauge = metrics.upstream_breaker_state.labels(upstream)
+        self._gauge = self.metrics.upstream_breaker_state.labels(upstream)
         self._gauge.set(BreakerState.CLOSED)
 
     @property

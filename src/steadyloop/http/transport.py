@@ -32,11 +32,12 @@ from typing import Any
 
 import httpx
 
-from steadyloop import metrics, tracing
+from steadyloop import tracing
 from steadyloop.http.breaker import CircuitBreaker, Permit
 from steadyloop.http.config import UpstreamConfig
 from steadyloop.http.headers import add_outbound_headers
 from steadyloop.http.library import DeadlineExceeded, library
+from steadyloop.metrics import Metrics
 
 __all__ = [
     "NO_RETRIES",
@@ -64,8 +65,9 @@ class MissingBaseUrl(ValueError):
 class _Meter:
     """Metric children of one upstream, looked up once per label combination."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, metrics: Metrics) -> None:
         self.upstream = upstream
+        self.metrics = metrics
         self._requests: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
         self._retries: dict[str, Any] = {}
@@ -75,7 +77,7 @@ class _Meter:
         key = (method, status)
         counter = self._requests.get(key)
         if counter is None:
-            counter = self._requests[key] = metrics.upstream_requests_total.labels(
+            counter = self._requests[key] = self.metrics.upstream_requests_total.labels(
                 self.upstream, method, status
             )
         counter.inc()
@@ -84,15 +86,15 @@ class _Meter:
         method = method if method in _METHODS else "OTHER"
         histogram = self._durations.get(method)
         if histogram is None:
-            histogram = self._durations[method] = metrics.upstream_request_duration_seconds.labels(
-                self.upstream, method
+            histogram = self._durations[method] = (
+                self.metrics.upstream_request_duration_seconds.labels(self.upstream, method)
             )
         histogram.observe(seconds)
 
     def retry(self, reason: str) -> None:
         counter = self._retries.get(reason)
         if counter is None:
-            counter = self._retries[reason] = metrics.upstream_retries_total.labels(
+            counter = self._retries[reason] = self.metrics.upstream_retries_total.labels(
                 self.upstream, reason
             )
         counter.inc()
@@ -118,7 +120,7 @@ class _Resilience:
         )
         self._clock = clock
         self._random = random
-        self._meter = _Meter(config.name)
+        self._meter = _Meter(config.name, self.breaker.metrics)  # the runtime's, via Upstreams
         lib = library(config.library)
         self._module: ModuleType = lib.module
         self._transport_error: type[Exception] = lib.transport_error

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import httpx
 
     from steadyloop.health import HealthChecks
+    from steadyloop.metrics import Metrics
     from steadyloop.offload import Bulkheads
 
 __all__ = ["UpstreamSource", "Upstreams"]
@@ -61,8 +62,11 @@ class Upstreams:
         health: HealthChecks | None = None,
         bulkheads: Bulkheads | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self.source = source
+        #: Handed to every breaker (and through it to the transports): the runtime's metrics.
+        self.metrics = metrics
         self._health = health
         self._bulkheads = bulkheads
         self._clock = clock
@@ -153,7 +157,9 @@ class Upstreams:
             breaker = self._breakers.get(name)
             if breaker is None:
                 config = self.config(name)
-                breaker = CircuitBreaker(name, config.breaker, clock=self._clock)
+                breaker = CircuitBreaker(
+                    name, config.breaker, clock=self._clock, metrics=self.metrics
+                )
                 self._breakers[name] = breaker
             return breaker
 

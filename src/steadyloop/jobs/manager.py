@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from steadyloop import metrics, tracing
+from steadyloop import tracing
 from steadyloop._streak import ErrorStreak
 from steadyloop.jobs.group import TaskGroup
 from steadyloop.jobs.models import Job, JobStatus, new_job
@@ -20,9 +20,11 @@ from steadyloop.jobs.store import JobPage, JobStore, open_store
 from steadyloop.jobs.tasks import Task
 from steadyloop.jobs.worker import Worker
 from steadyloop.logs import request_id_var
+from steadyloop.metrics import Metrics, process_metrics
 from steadyloop.settings import redact_url
 
 if TYPE_CHECKING:
+    from steadyloop.offload import Bulkheads
     from steadyloop.settings import Role, Settings
 
 __all__ = ["JobStoreUnavailable", "Jobs", "JobsNotStarted"]
@@ -68,8 +70,18 @@ class Jobs:
     worker process.
     """
 
-    def __init__(self, settings: Settings, store: JobStore | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore | None = None,
+        *,
+        bulkheads: Bulkheads | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
+        #: Handed to the worker: the runtime's bulkheads and metrics.
+        self.bulkheads = bulkheads
+        self.metrics = metrics if metrics is not None else process_metrics()
         if store is None:
             url = settings.job_store_location()
             redis = url.startswith(("redis://", "rediss://", "unix://"))
@@ -193,7 +205,7 @@ class Jobs:
             async with self._reaching_store("enqueue"):
                 [stored] = await self.store.enqueue([job])
         if stored.id == job.id:
-            metrics.jobs_enqueued_total.labels(task.name).inc()
+            self.metrics.jobs_enqueued_total.labels(task.name).inc()
         if self.worker is not None:
             self.worker.wake()
         return stored
@@ -282,6 +294,8 @@ class Jobs:
                 lease=self.settings.job_lease_seconds,
                 poll_interval=self.settings.job_poll_interval,
                 shutdown_grace=self.settings.job_shutdown_grace,
+                bulkheads=self.bulkheads,
+                metrics=self.metrics,
             )
             await self.worker.start()
             self._scheduler = PeriodicScheduler(self.store, self.periodics)
@@ -313,7 +327,7 @@ class Jobs:
         while True:
             try:
                 for status, count in (await self.store.counts()).items():
-                    metrics.jobs_in_store.labels(status.value).set(count)
+                    self.metrics.jobs_in_store.labels(status.value).set(count)
                 interval = self.settings.job_purge_interval
                 if last_purge is None or time.monotonic() - last_purge >= interval:
                     last_purge = time.monotonic()

@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic_core import to_jsonable_python
 
-from steadyloop import metrics, tracing
+from steadyloop import tracing
 from steadyloop._streak import ErrorStreak
 from steadyloop.jobs.models import Job, JobError, JobProgress
 from steadyloop.jobs.store import JobStore, Outcome
 from steadyloop.jobs.tasks import JobContext, Task
 from steadyloop.logs import request_id_var
-from steadyloop.offload import run_blocking
+from steadyloop.metrics import Metrics, process_metrics
+from steadyloop.offload import Bulkheads, current_bulkheads
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -82,7 +83,13 @@ class Worker:
         poll_interval: float = 0.2,
         shutdown_grace: float = 10.0,
         worker_id: str | None = None,
+        bulkheads: Bulkheads | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        #: Where sync tasks run (the runtime's; None: the running loop's current set) and
+        #: where outcomes are counted (the runtime's metrics; the process's by default).
+        self.bulkheads = bulkheads
+        self.metrics = metrics if metrics is not None else process_metrics()
         self.store = store
         self.tasks = tasks
         self.concurrency = concurrency
@@ -186,7 +193,7 @@ class Worker:
         self._running[job.id] = _Running(job, context, task)
         with self._leased_lock:
             self._leased.add(job.id)
-        metrics.jobs_running.inc()
+        self.metrics.jobs_running.inc()
 
     def _progress_reporter(self, job_id: str):  # type: ignore[no-untyped-def]
         async def report(progress: JobProgress) -> None:
@@ -198,7 +205,7 @@ class Worker:
     async def _execute(self, job: Job, context: JobContext) -> None:
         token = request_id_var.set(job.request_id)
         started = time.perf_counter()
-        metrics.job_queue_seconds.labels(job.task).observe(max(0.0, time.time() - job.run_at))
+        self.metrics.job_queue_seconds.labels(job.task).observe(max(0.0, time.time() - job.run_at))
         outcome: Outcome | None
         try:
             attempt = self._attempt(job, context)
@@ -221,8 +228,8 @@ class Worker:
             else:
                 await self.store.finish(self.id, [outcome])
                 kind = outcome.kind
-                metrics.jobs_finished_total.labels(job.task, kind).inc()
-                metrics.job_run_seconds.labels(job.task).observe(time.perf_counter() - started)
+                self.metrics.jobs_finished_total.labels(job.task, kind).inc()
+                self.metrics.job_run_seconds.labels(job.task).observe(time.perf_counter() - started)
             self._record_streak.succeeded()
         except Exception as exc:
             # The lease will lapse and the job will be delivered again: at least once.
@@ -231,7 +238,7 @@ class Worker:
             self._running.pop(job.id, None)
             with self._leased_lock:
                 self._leased.discard(job.id)
-            metrics.jobs_running.dec()
+            self.metrics.jobs_running.dec()
             self._wake.set()
 
     async def _attempt(self, job: Job, context: JobContext) -> Outcome:
@@ -245,7 +252,8 @@ class Worker:
                 if task.is_async:
                     result = await task.fn(context, **kwargs)
                 else:
-                    result = await run_blocking(JOBS_DOMAIN, task.fn, context, **kwargs)
+                    bulkheads = self.bulkheads or current_bulkheads()
+                    result = await bulkheads.get(JOBS_DOMAIN).run(task.fn, context, **kwargs)
             self._failing.pop(job.task, None)
             return Outcome(job.id, "succeeded", result=_jsonable(job, result))
         except TimeoutError:

@@ -48,7 +48,7 @@ async def list_processes(
     else:
         error = None
     if samples is None:
-        samples = await runtime.run_blocking(metrics.METRICS_DOMAIN, metrics.samples)
+        samples = await runtime.run_blocking(metrics.METRICS_DOMAIN, runtime.metrics.samples)
     return {
         "source": "local",
         "error": error,
@@ -57,7 +57,7 @@ async def list_processes(
 
 
 async def build_snapshot(runtime: Runtime) -> dict[str, Any]:
-    samples = await runtime.run_blocking(metrics.METRICS_DOMAIN, metrics.samples)
+    samples = await runtime.run_blocking(metrics.METRICS_DOMAIN, runtime.metrics.samples)
     watch = runtime.loop_watch
     stalls = [
         {

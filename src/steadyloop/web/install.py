@@ -120,6 +120,7 @@ def install(
         access_log=s.access_log,
         quiet_paths=quiet,
         problem_500=s.problem_details == "all",
+        metrics=rt.metrics,
     )
     # steadyloop's own errors are problem+json; the app's keep their body unless opted in.
     app.add_exception_handler(BulkheadFull, bulkhead_full_handler)

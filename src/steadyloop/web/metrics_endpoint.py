@@ -25,10 +25,10 @@ def metrics_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response
         if tracing.enabled and "application/openmetrics-text" in request.headers.get("accept", ""):
             # Exemplars (trace ids) exist only in OpenMetrics; without tracing the format stays.
             body = await runtime.run_blocking(
-                metrics.METRICS_DOMAIN, metrics.openmetrics_exposition
+                metrics.METRICS_DOMAIN, runtime.metrics.openmetrics_exposition
             )
             return Response(body, media_type=metrics.OPENMETRICS_CONTENT_TYPE)
-        body = await runtime.run_blocking(metrics.METRICS_DOMAIN, metrics.exposition)
+        body = await runtime.run_blocking(metrics.METRICS_DOMAIN, runtime.metrics.exposition)
         return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
 
     return serve_metrics

@@ -20,8 +20,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from steadyloop import metrics, tracing
+from steadyloop import tracing
 from steadyloop.logs import ACCESS_LOGGER, log_access, request_id_var
+from steadyloop.metrics import Metrics, process_metrics
 from steadyloop.web.errors import internal_error
 
 __all__ = ["UNMATCHED_ROUTE", "RequestMiddleware", "route_template", "valid_request_id"]
@@ -61,8 +62,11 @@ class RequestMiddleware:
         access_log: bool = True,
         quiet_paths: tuple[str, ...] = (),
         problem_500: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
+        #: Where requests are counted: the app's runtime's metrics (the process's by default).
+        self.metrics = metrics if metrics is not None else process_metrics()
         self.problem_500 = problem_500
         self.header = header.lower().encode("latin-1")
         self.access_log = access_log
@@ -87,7 +91,7 @@ class RequestMiddleware:
         method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
         in_progress = self._in_progress.get(method)
         if in_progress is None:
-            in_progress = metrics.http_requests_in_progress.labels(method)
+            in_progress = self.metrics.http_requests_in_progress.labels(method)
             self._in_progress[method] = in_progress
         in_progress.inc()
         status = 500
@@ -121,12 +125,12 @@ class RequestMiddleware:
             in_progress.dec()
             total = self._totals.get((method, route, status))
             if total is None:
-                total = metrics.http_requests_total.labels(method, route, str(status))
+                total = self.metrics.http_requests_total.labels(method, route, str(status))
                 self._totals[(method, route, status)] = total
             total.inc()
             histogram = self._durations.get((method, route))
             if histogram is None:
-                histogram = metrics.http_request_duration_seconds.labels(method, route)
+                histogram = self.metrics.http_request_duration_seconds.labels(method, route)
                 self._durations[(method, route)] = histogram
             histogram.observe(duration, tracing.exemplar() if span is not None else None)
             if self.access_log:
