@@ -207,6 +207,7 @@ class CircuitBreaker:
             return max(0.0, self._open_remaining())
 
     def statistics(self) -> BreakerStatistics:
+        """The breaker's state and counts now (what the dashboard and health show)."""
         with self._lock:
             self._trim(self._clock())
             calls, failures = len(self._outcomes), self._failures

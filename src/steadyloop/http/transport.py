@@ -278,6 +278,7 @@ class AsyncResilientTransport(_Resilience, httpx.AsyncBaseTransport):
         self._timed = _timed_streams(self._module)[0]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` through the breaker, with retries and the deadline (httpx calls this)."""
         permit = self._prepare(request)
         call = _Call(self, request)
         while True:
@@ -316,6 +317,7 @@ class AsyncResilientTransport(_Resilience, httpx.AsyncBaseTransport):
             raise self._deadline(call, "during") from None
 
     async def aclose(self) -> None:
+        """Close the wrapped transport (the client does it when it is closed)."""
         await self._transport.aclose()
 
 
@@ -369,6 +371,7 @@ class ResilientTransport(_Resilience, httpx.BaseTransport):
             permit = self._admit(request)
 
     def close(self) -> None:
+        """Close the wrapped transport (the client does it when it is closed)."""
         self._transport.close()
 
 
