@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ONLY ?=
 PORT ?= 8000
 
-.PHONY: demo docs test lint typecheck pytest compat bench env-example clean browser prometheus
+.PHONY: demo docs test lint typecheck pytest compat bench env-example clean browser prometheus wrk
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,23 +24,29 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The dashboard test drives a real headless Chromium; install Debian's when it is missing.
+# Debian packages the tests and benchmarks run for real, installed when missing (as root):
+# $(call debian,COMMAND,PACKAGE,WHAT NEEDS IT[,APT OPTIONS]).
+define debian
+	@command -v $(1) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $(2) for $(3)"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(4) $(2) >/dev/null; \
+	  else echo "$(2) is not installed: $(3) will be skipped"; fi; }
+endef
+
+# The dashboard test drives a real headless Chromium.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing chromium for the dashboard test"; \
-	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is not installed: the dashboard browser test will be skipped"; fi; }
+	$(call debian,chromium,chromium,the dashboard browser test)
 
-# The Grafana/Prometheus test evaluates deploy/ against a real Prometheus; install Debian's.
+# The Grafana/Prometheus test evaluates deploy/ against a real Prometheus.
 prometheus:
-	@command -v prometheus >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing prometheus for the deploy/ test"; \
-	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	  else echo "prometheus is not installed: the Grafana/Prometheus test will be skipped"; fi; }
+	$(call debian,prometheus,prometheus,the Grafana/Prometheus test,--no-install-recommends)
 
-pytest: $(STAMP) browser prometheus
+# The HTTP benchmarks load servers with wrk from its own process.
+wrk:
+	$(call debian,wrk,wrk,the wrk benchmarks,--no-install-recommends)
+
+pytest: $(STAMP) browser prometheus wrk
 	$(BIN)/python -m pytest
 
 # The documentation site: every page and the API reference must build without a warning.
@@ -54,7 +60,7 @@ compat: $(STAMP)
 
 test: lint typecheck docs pytest compat
 
-bench: $(STAMP)
+bench: $(STAMP) wrk
 	$(BIN)/python -m bench $(if $(ONLY),--only $(ONLY),)
 
 env-example: $(STAMP)
