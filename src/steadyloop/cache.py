@@ -42,7 +42,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from pydantic import TypeAdapter
 from pydantic_core import from_json, to_json
@@ -51,10 +51,7 @@ from steadyloop import metrics
 from steadyloop._streak import ErrorStreak
 from steadyloop.redis_client import async_redis, require_redis
 
-if TYPE_CHECKING:
-    from steadyloop.settings import Settings
-
-__all__ = ["Cache", "CacheBackend", "MemoryBackend", "RedisBackend"]
+__all__ = ["Cache", "CacheBackend", "CacheConfig", "MemoryBackend", "RedisBackend"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -349,6 +346,25 @@ def open_cache_backend(
     raise ValueError(f"CACHE_URL: unsupported URL {url!r} (memory:// or redis://)")
 
 
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The runtime's cache (the `CACHE_*` settings); every default is defined here once."""
+
+    #: `memory://` (this process) or a Redis URL (shared by every process).
+    url: str = "memory://"
+    #: Entries the memory backend keeps (least recently used leave first).
+    max_entries: int = 10_000
+    #: Key prefix in Redis.
+    prefix: str = "steadyloop:cache"
+    #: Seconds a cache-fill lock is held at most (a filler that died frees it then).
+    lock_timeout: float = 30.0
+    #: Seconds a caller waits for another process's fill before computing itself.
+    lock_wait: float = 10.0
+
+
+_DEFAULTS = CacheConfig()
+
+
 class Cache:
     """A named cache over one backend, with single-flight and stale-while-revalidate."""
 
@@ -357,8 +373,8 @@ class Cache:
         backend: CacheBackend | None = None,
         *,
         name: str = "default",
-        lock_timeout: float = 30.0,
-        lock_wait: float = 10.0,
+        lock_timeout: float = _DEFAULTS.lock_timeout,
+        lock_wait: float = _DEFAULTS.lock_wait,
     ) -> None:
         self.name = name
         self.backend: CacheBackend = backend if backend is not None else MemoryBackend(name=name)
@@ -376,20 +392,12 @@ class Cache:
         self._streaks: dict[str, ErrorStreak] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, name: str = "default") -> Cache:
-        """The cache that `CACHE_URL`, `CACHE_MAX_ENTRIES` and `CACHE_PREFIX` describe."""
+    def from_config(cls, config: CacheConfig, *, name: str = "default") -> Cache:
+        """The cache `config` describes, with its backend."""
         backend = open_cache_backend(
-            settings.cache_url,
-            max_entries=settings.cache_max_entries,
-            prefix=settings.cache_prefix,
-            name=name,
+            config.url, max_entries=config.max_entries, prefix=config.prefix, name=name
         )
-        return cls(
-            backend,
-            name=name,
-            lock_timeout=settings.cache_lock_timeout,
-            lock_wait=settings.cache_lock_wait,
-        )
+        return cls(backend, name=name, lock_timeout=config.lock_timeout, lock_wait=config.lock_wait)
 
     async def open(self) -> None:
         """Connect the backend (the runtime calls it at start-up)."""

@@ -35,6 +35,7 @@ __all__ = [
     "FRAMEWORK_PACKAGES",
     "BlockingFrame",
     "LoopWatch",
+    "LoopWatchConfig",
     "Stall",
     "format_stack",
 ]
@@ -190,6 +191,25 @@ class _LoopState:
     current: Stall | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LoopWatchConfig:
+    """The loop watch's knobs (the `LOOP_*` settings); every default is defined here once."""
+
+    #: Whether the runtime runs a loop watch at all.
+    enabled: bool = True
+    #: Seconds of lag that count as a stall (reported with the blocking stack).
+    threshold: float = 0.1
+    #: Seconds between lag probes.
+    interval: float = 0.025
+    #: Measure garbage-collector pauses.
+    measure_gc: bool = True
+    #: Keep framework frames (Starlette, anyio...) in stall stacks instead of collapsing them.
+    full_stack: bool = False
+
+
+_DEFAULTS = LoopWatchConfig()
+
+
 class LoopWatch:
     """Lag sampler plus stall watchdog for one event loop.
 
@@ -200,10 +220,10 @@ class LoopWatch:
     def __init__(
         self,
         *,
-        threshold: float = 0.1,
-        interval: float = 0.025,
-        measure_gc: bool = True,
-        collapse_frameworks: bool = True,
+        threshold: float = _DEFAULTS.threshold,
+        interval: float = _DEFAULTS.interval,
+        measure_gc: bool = _DEFAULTS.measure_gc,
+        collapse_frameworks: bool = not _DEFAULTS.full_stack,
     ) -> None:
         if threshold <= 0 or interval <= 0:
             raise ValueError("threshold and interval must be positive")
@@ -221,6 +241,16 @@ class LoopWatch:
         self._gc_started: dict[int, float] = {}
         self._recent: deque[Stall] = deque(maxlen=50)
         self._lags: deque[float] = deque(maxlen=512)  # ~13 s at the default 25 ms interval
+
+    @classmethod
+    def from_config(cls, config: LoopWatchConfig) -> LoopWatch:
+        """The watch `config` describes (`enabled` is the runtime's to decide)."""
+        return cls(
+            threshold=config.threshold,
+            interval=config.interval,
+            measure_gc=config.measure_gc,
+            collapse_frameworks=not config.full_stack,
+        )
 
     @property
     def running(self) -> bool:

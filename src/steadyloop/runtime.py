@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import httpx
 
 from steadyloop import metrics, tracing
+from steadyloop._types import Role
 from steadyloop.cache import Cache
 from steadyloop.db.pragmas import sqlite_path_from_url
 from steadyloop.db.sqlite import Database
@@ -32,7 +33,7 @@ from steadyloop.limits import ConcurrencyLimits, RateLimits
 from steadyloop.logs import LoggingSetup, setup_logging
 from steadyloop.loopwatch import LoopWatch
 from steadyloop.offload import Bulkheads, set_current_bulkheads
-from steadyloop.settings import Role, Settings
+from steadyloop.settings import Settings
 
 __all__ = ["Runtime"]
 
@@ -46,27 +47,25 @@ class Runtime:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
         self.role: Role = self.settings.worker_role
-        self.bulkheads = Bulkheads.from_settings(self.settings)
-        # Backpressure and cache: probes and metrics are never limited.
         s = self.settings
+        self.bulkheads = Bulkheads.from_config(s.bulkheads_config())
+        # Backpressure and cache: probes and metrics are never limited.
         probes = (s.health_path, s.health_ready_path, s.metrics_path, s.dashboard_path + "*")
-        self.limits = ConcurrencyLimits.from_settings(s, exempt=probes)
-        self.rate_limits = RateLimits.from_settings(s, exempt=probes)
-        self.cache = Cache.from_settings(s)
+        self.limits = ConcurrencyLimits.from_config(s.concurrency_config(), exempt=probes)
+        self.rate_limits = RateLimits.from_config(s.rate_limit_config(), exempt=probes)
+        self.cache = Cache.from_config(s.cache_config())
         self.loop_watch: LoopWatch | None = None
-        if self.settings.loop_watch_enabled:
-            self.loop_watch = LoopWatch(
-                threshold=self.settings.loop_stall_threshold_ms / 1000,
-                interval=self.settings.loop_lag_interval_ms / 1000,
-                measure_gc=self.settings.loop_watch_gc,
-                collapse_frameworks=not self.settings.loop_stall_full_stack,
-            )
-        self.health = HealthChecks(default_timeout=self.settings.health_check_timeout)
+        loop_watch = s.loop_watch_config()
+        if loop_watch.enabled:
+            self.loop_watch = LoopWatch.from_config(loop_watch)
+        self.health = HealthChecks.from_config(s.health_config())
         #: Named upstreams: `rt.http("drive")` / `rt.http_sync("drive")` (docs/http.md).
         self.upstreams = Upstreams(self.settings, health=self.health, bulkheads=self.bulkheads)
-        self.jobs = Jobs(self.settings)
+        self.jobs = Jobs(s.jobs_config())
         #: Heartbeats of every process on every host, when a Redis is known (docs/dashboard.md).
-        self.fleet = Fleet(self.settings, lambda: describe_process(self))
+        self.fleet = Fleet(s.fleet_config(), lambda: describe_process(self))
+        #: METRICS_TOKEN, read by the guards of /metrics and the operator routes.
+        self.operator_token = s.operator_token()
         self.started_at: float | None = None
         self._logging: LoggingSetup | None = None
         self._databases: dict[str, Database] = {}
@@ -91,7 +90,7 @@ class Runtime:
             if role is not None:
                 self.role = role
             if self.settings.log_setup:
-                self._logging = setup_logging(self.settings, role=self.role)
+                self._logging = setup_logging(self.settings.logging_config(), role=self.role)
             if self.settings.tracing_enabled:
                 tracing.enable()
             self.bulkheads.open()
@@ -127,7 +126,9 @@ class Runtime:
                 "steadyloop.db.engine.create_engine (the SQLAlchemy factory)"
             )
         path = sqlite_path_from_url(location)
-        database = await Database.from_settings(self.settings, path, name=name).open()
+        database = await Database.from_config(
+            self.settings.database_config(), path, name=name
+        ).open()
         self._databases[name] = database
         self.health.add(f"db_{name}", database.ping)
         return database

@@ -10,10 +10,12 @@ from steadyloop.limits._paths import MAX_ROUTES as MAX_ROUTES
 from steadyloop.limits._paths import parse_paths as parse_paths
 from steadyloop.limits.adaptive import AdaptiveLimit
 from steadyloop.limits.client import ClientIdentity as ClientIdentity
+from steadyloop.limits.client import ClientIdentityConfig as ClientIdentityConfig
 from steadyloop.limits.client import parse_networks as parse_networks
 from steadyloop.limits.concurrency import (
     GLOBAL as GLOBAL,
 )
+from steadyloop.limits.concurrency import ConcurrencyConfig as ConcurrencyConfig
 from steadyloop.limits.concurrency import (
     ConcurrencyLimiter,
     ConcurrencyLimits,
@@ -29,6 +31,7 @@ from steadyloop.limits.rate import (
     RateLimited,
     RateLimits,
 )
+from steadyloop.limits.rate import RateLimitConfig as RateLimitConfig
 from steadyloop.limits.rate import (
     RateStore as RateStore,
 )

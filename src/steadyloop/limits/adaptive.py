@@ -1,4 +1,5 @@
-"""`AdaptiveLimit`: a concurrency limit that moves with observed latency (docs/limits.md)."""
+"""`AdaptiveLimit`: a concurrency limit that moves with observed latency (the algorithm and
+why: the limits page of the docs)."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from starlette.types import Scope
@@ -69,6 +70,21 @@ def _forwarded_for(values: Sequence[str]) -> list[str]:
     return found
 
 
+ProxyHeader = Literal["x-forwarded-for", "forwarded"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIdentityConfig:
+    """Who a client is (TRUSTED_PROXIES, TRUSTED_PROXY_HEADER, RATE_LIMIT_KEY_HEADER)."""
+
+    #: Addresses or CIDRs (or `*`) whose forwarding header is believed; empty: none.
+    trusted_proxies: tuple[str, ...] = ()
+    #: The header those proxies write.
+    proxy_header: ProxyHeader = "x-forwarded-for"
+    #: A header whose value (an API key) is the client's key; empty: the client IP.
+    key_header: str = ""
+
+
 class ClientIdentity:
     """Turns a request into the client key its rate limits are counted under.
 
@@ -89,6 +105,15 @@ class ClientIdentity:
         self.trusted = list(trusted_proxies)
         self.proxy_header = proxy_header.lower().encode("latin-1")
         self.key_header = key_header.lower().encode("latin-1") if key_header else None
+
+    @classmethod
+    def from_config(cls, config: ClientIdentityConfig) -> ClientIdentity:
+        """The identity `config` describes (a bad network raises ValueError naming it)."""
+        return cls(
+            trusted_proxies=parse_networks(config.trusted_proxies),
+            proxy_header=config.proxy_header,
+            key_header=config.key_header or None,
+        )
 
     def is_trusted(self, address: IPAddress) -> bool:
         """True if `address` is in one of the trusted proxy networks."""

@@ -20,15 +20,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, cast
+from typing import Literal, cast
 
 from steadyloop import metrics
 from steadyloop.disconnect import ClientGone, client_gone_future
-from steadyloop.limits._paths import _EXEMPT, MAX_ROUTES, _PathRules, parse_paths
+from steadyloop.limits._paths import _EXEMPT, MAX_ROUTES, _PathRules
 from steadyloop.limits.adaptive import AdaptiveLimit
-
-if TYPE_CHECKING:
-    from steadyloop.settings import Settings
 
 logger = logging.getLogger("steadyloop.limits")
 
@@ -244,6 +241,23 @@ def _fail_waiter(waiter: asyncio.Future[None], name: str, _: object) -> None:
         waiter.set_exception(ClientGone(f"limiter {name}"))
 
 
+@dataclass(frozen=True, slots=True)
+class ConcurrencyConfig:
+    """The process's concurrency limits (MAX_CONCURRENT_REQUESTS, MAX_QUEUE_WAIT_MS and the
+    `CONCURRENCY_*` settings); every default is defined here once."""
+
+    #: Requests the whole process works on at once; 0: no global limit.
+    max_concurrent: int = 64
+    #: Seconds a request waits for a slot before its 503.
+    max_wait: float = 0.05
+    #: "static" (max_concurrent) or "adaptive" (an `AdaptiveLimit` in [min_limit, max_limit]).
+    mode: ConcurrencyMode = "static"
+    min_limit: int = 2
+    max_limit: int = 256
+    #: Paths (exact, template or `/prefix/*`) that pass without any limit.
+    exempt: tuple[str, ...] = ()
+
+
 class ConcurrencyLimits:
     """The concurrency limiters of one runtime: an optional global one and per-route ones.
 
@@ -282,17 +296,17 @@ class ConcurrencyLimits:
             self.exempt(path)
 
     @classmethod
-    def from_settings(cls, settings: Settings, exempt: Iterable[str] = ()) -> ConcurrencyLimits:
-        """The limiters that `MAX_CONCURRENT_REQUESTS`, `MAX_QUEUE_WAIT_MS` and the `CONCURRENCY_*`
-        settings describe.
-        """
+    def from_config(
+        cls, config: ConcurrencyConfig, exempt: Iterable[str] = ()
+    ) -> ConcurrencyLimits:
+        """The limiters `config` describes; `exempt` adds paths to the config's own."""
         return cls(
-            max_concurrent=settings.max_concurrent_requests,
-            max_wait=settings.max_queue_wait_ms / 1000,
-            mode=settings.concurrency_mode,
-            min_limit=settings.concurrency_min,
-            max_limit=settings.concurrency_max,
-            exempt=[*exempt, *parse_paths(settings.concurrency_exempt_paths)],
+            max_concurrent=config.max_concurrent,
+            max_wait=config.max_wait,
+            mode=config.mode,
+            min_limit=config.min_limit,
+            max_limit=config.max_limit,
+            exempt=[*exempt, *config.exempt],
         )
 
     @property

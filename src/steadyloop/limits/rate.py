@@ -14,19 +14,16 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
 
 from starlette.types import Scope
 
 from steadyloop import metrics
 from steadyloop._streak import ErrorStreak
-from steadyloop.limits._paths import _EXEMPT, MAX_ROUTES, _PathRules, parse_paths
-from steadyloop.limits.client import ClientIdentity, parse_networks
+from steadyloop.limits._paths import _EXEMPT, MAX_ROUTES, _PathRules
+from steadyloop.limits.client import ClientIdentity, ClientIdentityConfig
 from steadyloop.redis_client import async_redis, require_redis
-
-if TYPE_CHECKING:
-    from steadyloop.settings import Settings
 
 logger = logging.getLogger("steadyloop.limits")
 
@@ -290,6 +287,22 @@ def open_rate_store(url: str, *, prefix: str = "steadyloop:rl") -> RateStore:
     raise ValueError(f"RATE_LIMIT_STORAGE: unsupported URL {url!r} (memory:// or redis://)")
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimitConfig:
+    """The process's rate limits (the `RATE_LIMIT_*` settings); defaults defined here once."""
+
+    #: The rate every client gets on paths without their own (`100/minute`); empty: none.
+    default: str = ""
+    #: Where buckets live: `memory://` (this process) or a Redis URL (every process).
+    storage: str = "memory://"
+    #: Key prefix of the buckets in Redis.
+    prefix: str = "steadyloop:rl"
+    #: Paths (exact, template or `/prefix/*`) that are never rate limited.
+    exempt: tuple[str, ...] = ()
+    #: Who the client is.
+    identity: ClientIdentityConfig = field(default_factory=ClientIdentityConfig)
+
+
 class RateLimits:
     """The rate limits of one runtime: a default rate, per-route overrides, exempt paths.
 
@@ -317,17 +330,13 @@ class RateLimits:
             self._routes.add(path, _EXEMPT)
 
     @classmethod
-    def from_settings(cls, settings: Settings, exempt: Iterable[str] = ()) -> RateLimits:
-        """The rate limits that the `RATE_LIMIT_*` settings describe, with their store."""
+    def from_config(cls, config: RateLimitConfig, exempt: Iterable[str] = ()) -> RateLimits:
+        """The rate limits `config` describes, with their store; `exempt` adds paths."""
         return cls(
-            open_rate_store(settings.rate_limit_storage, prefix=settings.rate_limit_prefix),
-            default=settings.rate_limit_default or None,
-            identity=ClientIdentity(
-                trusted_proxies=parse_networks(settings.trusted_proxies),
-                proxy_header=settings.trusted_proxy_header,
-                key_header=settings.rate_limit_key_header or None,
-            ),
-            exempt=[*exempt, *parse_paths(settings.rate_limit_exempt_paths)],
+            open_rate_store(config.storage, prefix=config.prefix),
+            default=config.default or None,
+            identity=ClientIdentity.from_config(config.identity),
+            exempt=[*exempt, *config.exempt],
         )
 
     @property
