@@ -288,7 +288,7 @@ class Settings(BaseSettings):
         description="A call that waited longer than this for a slot is logged as a warning.",
     )
     blocking_dedicated_domains: str = Field(
-        default="camera:2",
+        default="",
         description="Domains that run on their own named threads, as name:threads pairs "
         "separated by commas (thread-affine device handles). BLOCKING_<DOMAIN>_THREADS "
         "also makes a domain dedicated.",
@@ -819,14 +819,6 @@ class Settings(BaseSettings):
         default=_BREAKER.half_open_calls,
         description="Trial calls a half-open breaker lets through at a time; the first that "
         "succeeds closes it. Per upstream: <NAME>_HTTP_BREAKER_HALF_OPEN_CALLS.",
-    )
-
-    # --- demo --------------------------------------------------------------------------------
-    demo_cleanup_every: float = Field(
-        default=300.0, gt=0, description="Seconds between the demo's periodic cleanup runs."
-    )
-    demo_data_dir: Path = Field(
-        default=Path("./data"), description="Where the demo app keeps its files and database."
     )
 
     bulkheads: dict[str, BulkheadSettings] = Field(
