@@ -48,9 +48,6 @@ WIRING = {
     "cli.py",
     # The package re-exports `Settings` as public API.
     "__init__.py",
-    # The pytest plugin and the test helpers build runtimes for an app's tests.
-    "pytest_plugin.py",
-    "testing.py",
     # The server's per-connection limits are read once per process before any runtime exists
     # (uvicorn builds its protocol objects from them).
     "server.py",

@@ -330,19 +330,23 @@ class BulkheadsConfig:
     cpu_workers: int = 0
 
 
+_DEFAULTS = BulkheadsConfig()
+
+
 class Bulkheads:
     """The domains of one runtime, created on first use from settings."""
 
     def __init__(
         self,
         *,
-        default_limit: int = 8,
+        default_limit: int = _DEFAULTS.default_limit,
+        # None, not the config's 1 s: a set built by hand waits as long as it takes unless told.
         default_max_wait: float | None = None,
         limits: dict[str, int] | None = None,
         max_waits: dict[str, float] | None = None,
         dedicated: dict[str, int] | None = None,
-        wait_warn_seconds: float = 0.5,
-        cpu_workers: int = 0,
+        wait_warn_seconds: float = _DEFAULTS.wait_warn_seconds,
+        cpu_workers: int = _DEFAULTS.cpu_workers,
     ) -> None:
         self._default_limit = default_limit
         self._default_max_wait = default_max_wait

@@ -258,6 +258,9 @@ class ConcurrencyConfig:
     exempt: tuple[str, ...] = ()
 
 
+_DEFAULTS = ConcurrencyConfig()
+
+
 class ConcurrencyLimits:
     """The concurrency limiters of one runtime: an optional global one and per-route ones.
 
@@ -270,11 +273,12 @@ class ConcurrencyLimits:
     def __init__(
         self,
         *,
+        # Not the config's 64 and 50 ms: limits built by hand have no global limit unless asked.
         max_concurrent: int = 0,
         max_wait: float = 0.1,
         mode: ConcurrencyMode = "static",
-        min_limit: int = 2,
-        max_limit: int = 256,
+        min_limit: int = _DEFAULTS.min_limit,
+        max_limit: int = _DEFAULTS.max_limit,
         exempt: Iterable[str] = (),
     ) -> None:
         self.max_wait = max_wait
