@@ -1,5 +1,11 @@
 """Every setting steadyloop reads, from the environment and an optional `.env` file.
 
+This module is the environment adapter, nothing more: each component owns a frozen config
+object with its defaults (`CacheConfig` in cache.py, `BulkheadsConfig` in offload.py, ...), a
+field's default here is that config's default, and methods such as `Settings.cache_config()`
+turn the fields into one. The runtime builds the components from those configs; no component
+imports this module.
+
 One field per environment variable; the field's description is the documentation, and
 `.env.example` is generated from this module (`make env-example`), so the two
 cannot drift (a test compares them).
