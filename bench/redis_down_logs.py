@@ -45,7 +45,7 @@ class _Grab(logging.Handler):
 
 async def _measure(seconds: float) -> Outcome:
     from steadyloop.demo import create_app
-    from steadyloop.settings import Settings
+    from steadyloop.demo.settings import DemoSettings
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound, never listening: every connection is refused
@@ -55,7 +55,7 @@ async def _measure(seconds: float) -> Outcome:
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        settings = Settings(
+        settings = DemoSettings(
             demo_data_dir=tempfile.mkdtemp(prefix="steadyloop-bench-"),
             log_setup=False,
             redis_url=dead,

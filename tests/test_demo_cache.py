@@ -12,13 +12,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from steadyloop.demo import create_app
-from steadyloop.settings import Settings
+from steadyloop.demo.settings import DemoSettings
 
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     (tmp_path / "library").mkdir()
-    app = create_app(Settings(demo_data_dir=tmp_path, log_setup=False))
+    app = create_app(DemoSettings(demo_data_dir=tmp_path, log_setup=False))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:

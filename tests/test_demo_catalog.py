@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from steadyloop.demo import create_app
-from steadyloop.settings import Settings
+from steadyloop.demo.settings import DemoSettings
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     for i in range(7):
         (library / "trips" / f"clip{i}.mp4").write_bytes(b"x" * (i + 1))
     (library / "notes.txt").write_text("not a video")
-    app = create_app(Settings(demo_data_dir=tmp_path, log_setup=False))
+    app = create_app(DemoSettings(demo_data_dir=tmp_path, log_setup=False))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:

@@ -10,7 +10,7 @@ import pytest
 
 from steadyloop.demo import create_app
 from steadyloop.demo.drive_upstream import content, file_size
-from steadyloop.settings import Settings
+from steadyloop.demo.settings import DemoSettings
 from tests.servers import BIN, free_port, serve
 
 
@@ -28,7 +28,7 @@ async def client(
     tmp_path: Path, drive_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[httpx.AsyncClient]:
     monkeypatch.setenv("DRIVE_BASE_URL", drive_url)
-    app = create_app(Settings(demo_data_dir=tmp_path, log_setup=False))
+    app = create_app(DemoSettings(demo_data_dir=tmp_path, log_setup=False))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from steadyloop.demo import create_app
-from steadyloop.settings import Settings
+from steadyloop.demo.settings import DemoSettings
 from tests.servers import BIN, free_port, serve
 
 PROBLEM = "application/problem+json"
@@ -37,7 +37,7 @@ async def client(
     library = tmp_path / "library"
     library.mkdir()
     (library / "clip.mp4").write_bytes(b"0123456789")
-    app = create_app(Settings(demo_data_dir=tmp_path, log_setup=False))
+    app = create_app(DemoSettings(demo_data_dir=tmp_path, log_setup=False))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:

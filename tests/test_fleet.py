@@ -56,8 +56,8 @@ async def test_every_process_is_listed_and_a_silent_one_turns_dead(
         fleet_heartbeat_interval=0.05,
         fleet_dead_after=1.0,
     )
-    api = Fleet(settings, _describe("host-a:10", "api"))
-    worker = Fleet(settings, _describe("host-b:20", "worker"))
+    api = Fleet(settings.fleet_config(), _describe("host-a:10", "api"))
+    worker = Fleet(settings.fleet_config(), _describe("host-b:20", "worker"))
     await api.start()
     await worker.start()
     try:
@@ -88,7 +88,7 @@ async def test_every_process_is_listed_and_a_silent_one_turns_dead(
         await api.stop()
         await worker.stop()
     # A clean stop removes the process's own entry (it left; it did not die).
-    reader = Fleet(settings, _describe("host-c:30", "api"))
+    reader = Fleet(settings.fleet_config(), _describe("host-c:30", "api"))
     await reader.start()
     try:
         await _wait_for(lambda: _only(reader, {"host-c:30"}))
@@ -106,7 +106,7 @@ async def test_an_unreachable_redis_is_logged_once_not_every_heartbeat(
     nowhere = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     settings = _settings(fleet_url=nowhere, fleet_heartbeat_interval=0.02, fleet_dead_after=1)
     calls: list[str] = []
-    fleet = Fleet(settings, _describe("host-a:1", "api", calls))
+    fleet = Fleet(settings.fleet_config(), _describe("host-a:1", "api", calls))
     caplog.set_level(logging.DEBUG, logger="steadyloop.fleet")
     await fleet.start()
     try:

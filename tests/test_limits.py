@@ -313,8 +313,10 @@ async def test_overloaded_raised_in_an_endpoint_is_a_503_problem() -> None:
 
 
 def test_adaptive_mode_from_settings() -> None:
-    limits = ConcurrencyLimits.from_settings(
-        Settings(concurrency_mode="adaptive", concurrency_min=3, concurrency_max=30)
+    limits = ConcurrencyLimits.from_config(
+        Settings(
+            concurrency_mode="adaptive", concurrency_min=3, concurrency_max=30
+        ).concurrency_config()
     )
     limiter = limits.get("global")
     assert limiter is not None

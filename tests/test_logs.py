@@ -178,7 +178,9 @@ async def test_request_id_reaches_handler_and_thread_logs() -> None:
         app_logger.info("in handler", extra={"video_id": video_id})
         return {"result": await sl.run_blocking("fs", in_thread)}
 
-    logging_setup = setup_logging(Settings(log_format="json"), stream=stream, role="api")
+    logging_setup = setup_logging(
+        Settings(log_format="json").logging_config(), stream=stream, role="api"
+    )
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555))
@@ -208,7 +210,7 @@ def test_setup_logging_routes_library_loggers_and_restores(tmp_path: object) -> 
     uvicorn_error = logging.getLogger("uvicorn.error")
     uvicorn_error.addHandler(logging.NullHandler())
     before = list(uvicorn_error.handlers)
-    setup = setup_logging(Settings(log_format="text"), stream=stream)
+    setup = setup_logging(Settings(log_format="text").logging_config(), stream=stream)
     try:
         assert uvicorn_error.handlers == []
         uvicorn_error.warning("server says hi")
@@ -246,7 +248,9 @@ def _log_one_access(request_id: str = "req-1") -> None:
 
 def test_access_line_from_the_writer_matches_the_record_format() -> None:
     stream = io.StringIO()
-    logging_setup = setup_logging(Settings(log_format="json"), stream=stream, role="api")
+    logging_setup = setup_logging(
+        Settings(log_format="json").logging_config(), stream=stream, role="api"
+    )
     try:
         _only_pipeline = logging_setup.handler.handle_access
         calls: list[AccessEntry] = []
@@ -277,7 +281,9 @@ def test_access_line_from_the_writer_matches_the_record_format() -> None:
 
 def test_access_line_in_text_format() -> None:
     stream = io.StringIO()
-    logging_setup = setup_logging(Settings(log_format="text"), stream=stream, role="api")
+    logging_setup = setup_logging(
+        Settings(log_format="text").logging_config(), stream=stream, role="api"
+    )
     try:
         _log_one_access("req-2")
     finally:
@@ -290,7 +296,7 @@ def test_access_line_in_text_format() -> None:
 
 def test_access_record_reaches_another_handler_too() -> None:
     stream = io.StringIO()
-    logging_setup = setup_logging(Settings(log_format="json"), stream=stream)
+    logging_setup = setup_logging(Settings(log_format="json").logging_config(), stream=stream)
     extra = ListSink()
     logging.getLogger("steadyloop.access").addHandler(extra)
     try:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from steadyloop.demo.settings import DemoSettings
 from steadyloop.settings import (
     Settings,
     SettingsError,
@@ -34,7 +35,9 @@ def test_defaults() -> None:
     assert settings.worker_role == "all"
     assert settings.blocking_default_concurrency == 8
     assert settings.loop_stall_threshold_ms == 100
-    assert settings.dedicated_threads() == {"camera": 2}
+    # The library dedicates no domain by default; the demo's camera is the demo's setting.
+    assert settings.dedicated_threads() == {}
+    assert DemoSettings().dedicated_threads() == {"camera": 2}
     assert settings.bulkheads == {}
 
 
@@ -43,6 +46,7 @@ def test_domain_variables_from_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("BLOCKING_DRIVE_MAX_WAIT", "1.5")
     monkeypatch.setenv("BLOCKING_SERIAL_PORT_THREADS", "1")
     monkeypatch.setenv("BLOCKING_DEFAULT_CONCURRENCY", "5")
+    monkeypatch.setenv("BLOCKING_DEDICATED_DOMAINS", "camera:2")  # the list and _THREADS combine
     settings = Settings()
     assert settings.blocking_default_concurrency == 5
     assert settings.bulkheads["drive"].concurrency == 3

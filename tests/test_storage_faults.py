@@ -23,6 +23,7 @@ import steadyloop as sl
 from steadyloop import files, storage
 from steadyloop.db.sqlite import Database
 from steadyloop.demo import create_app
+from steadyloop.demo.settings import DemoSettings
 from steadyloop.jobs.models import new_job
 from steadyloop.jobs.sqlite import SqliteJobStore
 from steadyloop.settings import Settings
@@ -306,7 +307,7 @@ async def test_app_answers_507_and_is_not_ready_until_the_disk_has_room(small_fs
 
 
 async def test_demo_orders_on_a_full_data_dir(small_fs: Path) -> None:
-    app = create_app(Settings(demo_data_dir=small_fs, log_setup=False))
+    app = create_app(DemoSettings(demo_data_dir=small_fs, log_setup=False))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -151,7 +151,9 @@ async def test_one_trace_from_request_through_bulkhead_and_job_to_the_upstream(
         return {"job": job.id}
 
     stream = io.StringIO()
-    logging_setup = setup_logging(Settings(log_format="json"), stream=stream, role="all")
+    logging_setup = setup_logging(
+        Settings(log_format="json").logging_config(), stream=stream, role="all"
+    )
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 5555))

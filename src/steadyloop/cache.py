@@ -42,7 +42,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from pydantic import TypeAdapter
 from pydantic_core import from_json, to_json
@@ -51,10 +51,7 @@ from steadyloop._streak import ErrorStreak
 from steadyloop.metrics import Metrics, process_metrics
 from steadyloop.redis_client import async_redis, require_redis
 
-if TYPE_CHECKING:
-    from steadyloop.settings import Settings
-
-__all__ = ["Cache", "CacheBackend", "MemoryBackend", "RedisBackend"]
+__all__ = ["Cache", "CacheBackend", "CacheConfig", "MemoryBackend", "RedisBackend"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -356,6 +353,25 @@ def open_cache_backend(
     raise ValueError(f"CACHE_URL: unsupported URL {url!r} (memory:// or redis://)")
 
 
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The runtime's cache (the `CACHE_*` settings); every default is defined here once."""
+
+    #: `memory://` (this process) or a Redis URL (shared by every process).
+    url: str = "memory://"
+    #: Entries the memory backend keeps (least recently used leave first).
+    max_entries: int = 10_000
+    #: Key prefix in Redis.
+    prefix: str = "steadyloop:cache"
+    #: Seconds a cache-fill lock is held at most (a filler that died frees it then).
+    lock_timeout: float = 30.0
+    #: Seconds a caller waits for another process's fill before computing itself.
+    lock_wait: float = 10.0
+
+
+_DEFAULTS = CacheConfig()
+
+
 class Cache:
     """A named cache over one backend, with single-flight and stale-while-revalidate."""
 
@@ -364,8 +380,8 @@ class Cache:
         backend: CacheBackend | None = None,
         *,
         name: str = "default",
-        lock_timeout: float = 30.0,
-        lock_wait: float = 10.0,
+        lock_timeout: float = _DEFAULTS.lock_timeout,
+        lock_wait: float = _DEFAULTS.lock_wait,
         metrics: Metrics | None = None,
     ) -> None:
         self.name = name
@@ -388,14 +404,14 @@ class Cache:
         self._streaks: dict[str, ErrorStreak] = {}
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, *, name: str = "default", metrics: Metrics | None = None
+    def from_config(
+        cls, config: CacheConfig, *, name: str = "default", metrics: Metrics | None = None
     ) -> Cache:
-        """The cache that `CACHE_URL`, `CACHE_MAX_ENTRIES` and `CACHE_PREFIX` describe."""
+        """The cache `config` describes, with its backend."""
         backend = open_cache_backend(
-            settings.cache_url,
-            max_entries=settings.cache_max_entries,
-            prefix=settings.cache_prefix,
+            config.url,
+            max_entries=config.max_entries,
+            prefix=config.prefix,
             name=name,
             metrics=metrics,
         )
@@ -403,8 +419,8 @@ class Cache:
             backend,
             name=name,
             metrics=metrics,
-            lock_timeout=settings.cache_lock_timeout,
-            lock_wait=settings.cache_lock_wait,
+            lock_timeout=config.lock_timeout,
+            lock_wait=config.lock_wait,
         )
 
     async def open(self) -> None:

@@ -21,16 +21,16 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from steadyloop._urls import redact_url
 from steadyloop.redis_client import async_redis
-from steadyloop.settings import redact_url
 
 if TYPE_CHECKING:
     from steadyloop.runtime import Runtime
-    from steadyloop.settings import Settings
 
-__all__ = ["FORGET_AFTER", "Fleet", "describe_process", "local_processes"]
+__all__ = ["FORGET_AFTER", "Fleet", "FleetConfig", "describe_process", "local_processes"]
 
 logger = logging.getLogger("steadyloop.fleet")
 
@@ -109,14 +109,28 @@ def local_processes(
     return sorted(listed.values(), key=lambda p: (str(p.get("role")), str(p["id"])))
 
 
+@dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """The heartbeats (the `FLEET_*` settings); every default is defined here once."""
+
+    #: The Redis the heartbeats go to; None: this host's processes only.
+    url: str | None = None
+    #: Seconds between heartbeats.
+    heartbeat_interval: float = 5.0
+    #: Seconds without a heartbeat after which a process is listed as dead.
+    dead_after: float = 20.0
+    #: Key prefix (the job store's), so one Redis can serve several apps.
+    prefix: str = "steadyloop"
+
+
 class Fleet:
     """Publishes this process's heartbeat and lists every process's (when Redis is known)."""
 
-    def __init__(self, settings: Settings, describe: Callable[[], dict[str, Any]]) -> None:
-        self.url = settings.fleet_location()
-        self.interval = settings.fleet_heartbeat_interval
-        self.dead_after = settings.fleet_dead_after
-        self.key = f"{settings.job_store_prefix}:fleet"
+    def __init__(self, config: FleetConfig, describe: Callable[[], dict[str, Any]]) -> None:
+        self.url = config.url
+        self.interval = config.heartbeat_interval
+        self.dead_after = config.dead_after
+        self.key = f"{config.prefix}:fleet"
         self._describe = describe
         self._redis: Any = None
         self._script: Any = None

@@ -77,10 +77,26 @@ class _Registered:
     timeout: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """The readiness checks' knobs (HEALTH_CHECK_TIMEOUT); defaults defined here once."""
+
+    #: Seconds each readiness check may take before it fails.
+    check_timeout: float = 2.0
+
+
+_DEFAULTS = HealthConfig()
+
+
 class HealthChecks:
     """Readiness checks by name. A sync check runs in the `health` bulkhead; async on the loop."""
 
-    def __init__(self, default_timeout: float = 2.0) -> None:
+    @classmethod
+    def from_config(cls, config: HealthConfig) -> HealthChecks:
+        """The checks registry `config` describes."""
+        return cls(default_timeout=config.check_timeout)
+
+    def __init__(self, default_timeout: float = _DEFAULTS.check_timeout) -> None:
         self.default_timeout = default_timeout
         self._checks: dict[str, _Registered] = {}
 

@@ -1,6 +1,6 @@
 """Logging: one stdlib pipeline, structured output, and no I/O on the caller's thread.
 
-`setup_logging(settings)` routes the app's, uvicorn's and httpx's loggers through one
+`setup_logging(config)` routes the app's, uvicorn's and httpx's loggers through one
 `NonBlockingHandler`. A log call only captures the record and the request id into a bounded
 queue; a background thread formats and writes. When the queue is full the record is dropped
 and counted (`steadyloop_log_dropped_total`) instead of blocking the caller, a failing or slow
@@ -32,16 +32,15 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TextIO
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, TextIO
 
 from steadyloop import tracing
 from steadyloop.metrics import process_metrics
 
-if TYPE_CHECKING:
-    from steadyloop.settings import Settings
-
 __all__ = [
     "JsonFormatter",
+    "LoggingConfig",
     "NonBlockingHandler",
     "TextFormatter",
     "log_access",
@@ -457,6 +456,7 @@ class NonBlockingHandler(logging.Handler):
 
 
 LogFormat = Literal["json", "text"]
+LogLevelName = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 _RECORD_FLAGS = tuple(
     flag
@@ -502,16 +502,29 @@ class LoggingSetup:
             logger.disabled = disabled
 
 
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """How `setup_logging` writes (LOG_FORMAT, LOG_LEVEL, LOG_QUEUE_SIZE); defaults defined once."""
+
+    #: "json" (one object per line) or "text".
+    format: LogFormat = "json"
+    #: Lowest level written, for the app and library loggers.
+    level: LogLevelName = "INFO"
+    #: Records queued for the writer thread before new ones are dropped (and counted).
+    queue_size: int = 10_000
+
+
 def setup_logging(
-    settings: Settings, *, stream: TextIO | None = None, role: str | None = None
+    config: LoggingConfig | None = None, *, stream: TextIO | None = None, role: str | None = None
 ) -> LoggingSetup:
-    """Route every logger through one non-blocking handler writing `LOG_FORMAT` to stderr."""
+    """Route every logger through one non-blocking handler writing `config.format` to stderr."""
+    config = config if config is not None else LoggingConfig()
     global _role
     _role = role
     sink = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    sink.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
-    handler = NonBlockingHandler([sink], queue_size=settings.log_queue_size)
-    handler.setLevel(settings.log_level)  # library loggers set their own levels: filter here
+    sink.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
+    handler = NonBlockingHandler([sink], queue_size=config.queue_size)
+    handler.setLevel(config.level)  # library loggers set their own levels: filter here
 
     root = logging.getLogger()
     saved: dict[str, Any] = {
@@ -522,7 +535,7 @@ def setup_logging(
     for h in list(root.handlers):
         root.removeHandler(h)
     root.addHandler(handler)
-    root.setLevel(settings.log_level)
+    root.setLevel(config.level)
     for name in _LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         saved["loggers"][name] = (list(logger.handlers), logger.propagate, logger.disabled)

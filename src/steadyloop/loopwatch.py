@@ -36,6 +36,7 @@ __all__ = [
     "FRAMEWORK_PACKAGES",
     "BlockingFrame",
     "LoopWatch",
+    "LoopWatchConfig",
     "Stall",
     "format_stack",
 ]
@@ -191,6 +192,25 @@ class _LoopState:
     current: Stall | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LoopWatchConfig:
+    """The loop watch's knobs (the `LOOP_*` settings); every default is defined here once."""
+
+    #: Whether the runtime runs a loop watch at all.
+    enabled: bool = True
+    #: Seconds of lag that count as a stall (reported with the blocking stack).
+    threshold: float = 0.1
+    #: Seconds between lag probes.
+    interval: float = 0.025
+    #: Measure garbage-collector pauses.
+    measure_gc: bool = True
+    #: Keep framework frames (Starlette, anyio...) in stall stacks instead of collapsing them.
+    full_stack: bool = False
+
+
+_DEFAULTS = LoopWatchConfig()
+
+
 class LoopWatch:
     """Lag sampler plus stall watchdog for one event loop.
 
@@ -201,10 +221,10 @@ class LoopWatch:
     def __init__(
         self,
         *,
-        threshold: float = 0.1,
-        interval: float = 0.025,
-        measure_gc: bool = True,
-        collapse_frameworks: bool = True,
+        threshold: float = _DEFAULTS.threshold,
+        interval: float = _DEFAULTS.interval,
+        measure_gc: bool = _DEFAULTS.measure_gc,
+        collapse_frameworks: bool = not _DEFAULTS.full_stack,
         metrics: Metrics | None = None,
     ) -> None:
         if threshold <= 0 or interval <= 0:
@@ -225,6 +245,17 @@ class LoopWatch:
         self._gc_started: dict[int, float] = {}
         self._recent: deque[Stall] = deque(maxlen=50)
         self._lags: deque[float] = deque(maxlen=512)  # ~13 s at the default 25 ms interval
+
+    @classmethod
+    def from_config(cls, config: LoopWatchConfig, *, metrics: Metrics | None = None) -> LoopWatch:
+        """The watch `config` describes (`enabled` is the runtime's to decide)."""
+        return cls(
+            metrics=metrics,
+            threshold=config.threshold,
+            interval=config.interval,
+            measure_gc=config.measure_gc,
+            collapse_frameworks=not config.full_stack,
+        )
 
     @property
     def running(self) -> bool:

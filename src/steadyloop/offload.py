@@ -36,21 +36,19 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import Any, ParamSpec, TypeVar
 
 from steadyloop import tracing
 from steadyloop.disconnect import ClientGone, client_gone_future, serving_request
 from steadyloop.metrics import Metrics, multiprocess_dir, process_metrics
-
-if TYPE_CHECKING:
-    from steadyloop.settings import Settings
 
 __all__ = [
     "Bulkhead",
     "BulkheadFull",
     "BulkheadStatistics",
     "Bulkheads",
+    "BulkheadsConfig",
     "ClientGone",
     "blocking",
     "current_bulkheads",
@@ -312,19 +310,47 @@ class Bulkhead:
             pass
 
 
+@dataclass(frozen=True)
+class BulkheadsConfig:
+    """How a runtime's bulkheads are sized (the `BLOCKING_*` and `CPU_WORKERS` settings).
+
+    Every default is defined here once; `Settings` reads the environment into one of these.
+    """
+
+    #: Concurrent calls per domain without its own limit (BLOCKING_DEFAULT_CONCURRENCY).
+    default_limit: int = 8
+    #: Seconds a call made while serving a request waits for a slot before `BulkheadFull`;
+    #: None waits as long as it takes (BLOCKING_DEFAULT_MAX_WAIT; docs/offload.md says why 5).
+    default_max_wait: float | None = 5.0
+    #: Per-domain concurrency (BLOCKING_<DOMAIN>_CONCURRENCY).
+    limits: dict[str, int] = field(default_factory=dict)
+    #: Per-domain max waits in seconds (BLOCKING_<DOMAIN>_MAX_WAIT).
+    max_waits: dict[str, float] = field(default_factory=dict)
+    #: Domains with their own threads, and how many (BLOCKING_DEDICATED_DOMAINS, `_THREADS`).
+    dedicated: dict[str, int] = field(default_factory=dict)
+    #: A wait for a slot longer than this is logged (BLOCKING_WAIT_WARN_MS, in seconds here).
+    wait_warn_seconds: float = 0.5
+    #: Processes of the CPU pool; 0: one per core (CPU_WORKERS).
+    cpu_workers: int = 0
+
+
+_DEFAULTS = BulkheadsConfig()
+
+
 class Bulkheads:
     """The domains of one runtime, created on first use from settings."""
 
     def __init__(
         self,
         *,
-        default_limit: int = 8,
+        default_limit: int = _DEFAULTS.default_limit,
+        # None, not the config's 1 s: a set built by hand waits as long as it takes unless told.
         default_max_wait: float | None = None,
         limits: dict[str, int] | None = None,
         max_waits: dict[str, float] | None = None,
         dedicated: dict[str, int] | None = None,
-        wait_warn_seconds: float = 0.5,
-        cpu_workers: int = 0,
+        wait_warn_seconds: float = _DEFAULTS.wait_warn_seconds,
+        cpu_workers: int = _DEFAULTS.cpu_workers,
         metrics: Metrics | None = None,
     ) -> None:
         #: Where every domain records: the runtime's metrics (the process's by default).
@@ -349,29 +375,9 @@ class Bulkheads:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, metrics: Metrics | None = None) -> Bulkheads:
-        return cls(
-            metrics=metrics,
-            default_limit=settings.blocking_default_concurrency,
-            default_max_wait=settings.blocking_default_max_wait,
-            limits={
-                # Sync job tasks run in `jobs`: a slot per job slot unless the env says otherwise.
-                "jobs": settings.job_concurrency,
-                **{
-                    name: cfg.concurrency
-                    for name, cfg in settings.bulkheads.items()
-                    if cfg.concurrency is not None
-                },
-            },
-            max_waits={
-                name: cfg.max_wait
-                for name, cfg in settings.bulkheads.items()
-                if cfg.max_wait is not None
-            },
-            dedicated=settings.dedicated_threads(),
-            wait_warn_seconds=settings.blocking_wait_warn_ms / 1000,
-            cpu_workers=settings.cpu_workers,
-        )
+    def from_config(cls, config: BulkheadsConfig, *, metrics: Metrics | None = None) -> Bulkheads:
+        """The bulkheads `config` describes, recording on `metrics` (the process's by default)."""
+        return cls(metrics=metrics, **{f.name: getattr(config, f.name) for f in fields(config)})
 
     def configure(
         self,
@@ -585,18 +591,26 @@ def current_bulkheads() -> Bulkheads:
         return default
 
 
-_default_settings: Settings | None = None
+#: Where the default set's configuration comes from when no runtime set one. `steadyloop.settings`
+#: installs the environment reader at import (components never import the settings module).
+_default_config_source: Callable[[], BulkheadsConfig] = BulkheadsConfig
+_default_config: BulkheadsConfig | None = None
+
+
+def set_default_config_source(source: Callable[[], BulkheadsConfig]) -> None:
+    """Read the default bulkheads' configuration from `source` (once, on first use)."""
+    global _default_config_source, _default_config
+    _default_config_source = source
+    _default_config = None
 
 
 def _default_bulkheads() -> Bulkheads:
     # The environment is read once per process (file I/O for `.env`); each loop's default
     # set is built from it without touching the disk again.
-    global _default_settings
-    if _default_settings is None:
-        from steadyloop.settings import Settings
-
-        _default_settings = Settings()
-    return Bulkheads.from_settings(_default_settings)
+    global _default_config
+    if _default_config is None:
+        _default_config = _default_config_source()
+    return Bulkheads.from_config(_default_config)
 
 
 def set_current_bulkheads(bulkheads: Bulkheads | None) -> Bulkheads | None:
@@ -624,9 +638,9 @@ def shutdown_default_bulkheads() -> None:
 
     For tests and scripts that change the environment between event loops.
     """
-    global _loopless, _default_settings
+    global _loopless, _default_config
     with _lock:
-        _default_settings = None
+        _default_config = None
         defaults = list(_defaults.values())
         _defaults.clear()
         if _loopless is not None:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import httpx
 
 from steadyloop import tracing
+from steadyloop._types import Role
 from steadyloop.cache import Cache
 from steadyloop.db.pragmas import sqlite_path_from_url
 from steadyloop.db.sqlite import Database
@@ -33,7 +34,7 @@ from steadyloop.logs import LoggingSetup, setup_logging
 from steadyloop.loopwatch import LoopWatch
 from steadyloop.metrics import Metrics, mark_process_dead, process_metrics
 from steadyloop.offload import Bulkheads, set_current_bulkheads
-from steadyloop.settings import Role, Settings
+from steadyloop.settings import Settings
 
 __all__ = ["Runtime"]
 
@@ -50,31 +51,30 @@ class Runtime:
         #: Every metric of this runtime: the process's (default registry, what `/metrics`
         #: serves) unless given its own, e.g. `Metrics(CollectorRegistry())` in a test. The
         #: runtime hands it, and its bulkheads, to each component it builds.
-        self.metrics = metrics if metrics is not None else process_metrics()
-        self.bulkheads = Bulkheads.from_settings(self.settings, metrics=self.metrics)
-        # Backpressure and cache: probes and metrics are never limited.
+        self.metrics = m = metrics if metrics is not None else process_metrics()
         s = self.settings
+        self.bulkheads = Bulkheads.from_config(s.bulkheads_config(), metrics=m)
+        # Backpressure and cache: probes and metrics are never limited.
         probes = (s.health_path, s.health_ready_path, s.metrics_path, s.dashboard_path + "*")
-        self.limits = ConcurrencyLimits.from_settings(s, exempt=probes, metrics=self.metrics)
-        self.rate_limits = RateLimits.from_settings(s, exempt=probes, metrics=self.metrics)
-        self.cache = Cache.from_settings(s, metrics=self.metrics)
+        self.limits = ConcurrencyLimits.from_config(
+            s.concurrency_config(), exempt=probes, metrics=m
+        )
+        self.rate_limits = RateLimits.from_config(s.rate_limit_config(), exempt=probes, metrics=m)
+        self.cache = Cache.from_config(s.cache_config(), metrics=m)
         self.loop_watch: LoopWatch | None = None
-        if self.settings.loop_watch_enabled:
-            self.loop_watch = LoopWatch(
-                threshold=self.settings.loop_stall_threshold_ms / 1000,
-                interval=self.settings.loop_lag_interval_ms / 1000,
-                measure_gc=self.settings.loop_watch_gc,
-                collapse_frameworks=not self.settings.loop_stall_full_stack,
-                metrics=self.metrics,
-            )
-        self.health = HealthChecks(default_timeout=self.settings.health_check_timeout)
+        loop_watch = s.loop_watch_config()
+        if loop_watch.enabled:
+            self.loop_watch = LoopWatch.from_config(loop_watch, metrics=m)
+        self.health = HealthChecks.from_config(s.health_config())
         #: Named upstreams: `rt.http("drive")` / `rt.http_sync("drive")` (docs/http.md).
         self.upstreams = Upstreams(
-            self.settings, health=self.health, bulkheads=self.bulkheads, metrics=self.metrics
+            self.settings, health=self.health, bulkheads=self.bulkheads, metrics=m
         )
-        self.jobs = Jobs(self.settings, bulkheads=self.bulkheads, metrics=self.metrics)
+        self.jobs = Jobs(s.jobs_config(), bulkheads=self.bulkheads, metrics=m)
         #: Heartbeats of every process on every host, when a Redis is known (docs/dashboard.md).
-        self.fleet = Fleet(self.settings, lambda: describe_process(self))
+        self.fleet = Fleet(s.fleet_config(), lambda: describe_process(self))
+        #: METRICS_TOKEN, read by the guards of /metrics and the operator routes.
+        self.operator_token = s.operator_token()
         self.started_at: float | None = None
         self._logging: LoggingSetup | None = None
         self._databases: dict[str, Database] = {}
@@ -99,7 +99,7 @@ class Runtime:
             if role is not None:
                 self.role = role
             if self.settings.log_setup:
-                self._logging = setup_logging(self.settings, role=self.role)
+                self._logging = setup_logging(self.settings.logging_config(), role=self.role)
             if self.settings.tracing_enabled:
                 tracing.enable()
             self.bulkheads.open()
@@ -135,7 +135,9 @@ class Runtime:
                 "steadyloop.db.engine.create_engine (the SQLAlchemy factory)"
             )
         path = sqlite_path_from_url(location)
-        database = Database.from_settings(self.settings, path, name=name, metrics=self.metrics)
+        database = Database.from_config(
+            self.settings.database_config(), path, name=name, metrics=self.metrics
+        )
         database = await database.open()
         self._databases[name] = database
         self.health.add(f"db_{name}", database.ping)

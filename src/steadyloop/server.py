@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from steadyloop.settings import Settings
+    pass
 
 __all__ = ["ServerLimits", "hypercorn_options", "server_limits", "uvicorn_options"]
 
@@ -40,16 +40,6 @@ class ServerLimits:
     header_max_count: int = 100
     header_timeout: float = 20.0
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ServerLimits:
-        return cls(
-            trusted_proxies=settings.trusted_proxies.strip(),
-            proxy_header=settings.trusted_proxy_header,
-            header_max_bytes=settings.request_header_max_bytes,
-            header_max_count=settings.request_header_max_count,
-            header_timeout=settings.request_header_timeout,
-        )
-
     @property
     def proxy_headers(self) -> bool:
         """The server rewrites the client address only for X-Forwarded-For from trusted peers;
@@ -63,7 +53,7 @@ def server_limits() -> ServerLimits:
     per connection, and each worker process inherits the environment that chose them)."""
     from steadyloop.settings import Settings
 
-    return ServerLimits.from_settings(Settings())
+    return Settings().server_limits()
 
 
 def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:

@@ -1,5 +1,11 @@
 """Every setting steadyloop reads, from the environment and an optional `.env` file.
 
+This module is the environment adapter, nothing more: each component owns a frozen config
+object with its defaults (`CacheConfig` in cache.py, `BulkheadsConfig` in offload.py, ...), a
+field's default here is that config's default, and methods such as `Settings.cache_config()`
+turn the fields into one. The runtime builds the components from those configs; no component
+imports this module.
+
 One field per environment variable; the field's description is the documentation, and
 `.env.example` is generated from this module (`make env-example`), so the two
 cannot drift (a test compares them).
@@ -23,8 +29,7 @@ import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -50,6 +55,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from steadyloop._types import Role
+from steadyloop._urls import redact_url
+from steadyloop.cache import CacheConfig
+from steadyloop.db.pragmas import SqlitePragmas
+from steadyloop.db.sqlite import DatabaseConfig
+from steadyloop.fleet import FleetConfig
+from steadyloop.health import HealthConfig
 from steadyloop.http.breaker import BreakerConfig
 from steadyloop.http.config import (
     DEFAULT_TIMEOUT,
@@ -60,12 +72,26 @@ from steadyloop.http.config import (
     UpstreamConfig,
 )
 from steadyloop.http.retry import RetryPolicy
+from steadyloop.jobs.manager import JobsConfig
+from steadyloop.limits import ClientIdentityConfig, ConcurrencyConfig, RateLimitConfig, parse_paths
+from steadyloop.logs import LoggingConfig
+from steadyloop.loopwatch import LoopWatchConfig
+from steadyloop.offload import BulkheadsConfig, set_default_config_source
+from steadyloop.server import ServerLimits
 
-__all__ = ["BulkheadSettings", "Settings", "SettingsError", "UpstreamSettings"]
+if TYPE_CHECKING:
+    from steadyloop.web.request_limits import RequestLimits
+
+__all__ = [
+    "BulkheadSettings",
+    "Settings",
+    "SettingsError",
+    "UpstreamSettings",
+    "redact_url",
+]
 
 logger = logging.getLogger("steadyloop.settings")
 
-Role = Literal["api", "worker", "all"]
 
 #: `STEADYLOOP_<NAME>` sets any setting and wins over `<NAME>`.
 ENV_PREFIX = "STEADYLOOP_"
@@ -108,6 +134,31 @@ _RETRY = RetryPolicy()
 _POOL = PoolLimits()
 _BREAKER = BreakerConfig()
 _UPSTREAM = UpstreamConfig(name="defaults")
+# Likewise every other field's default is its component's config default (each defined once,
+# in the component's module); tests/test_settings.py checks the pairs.
+_BULKHEADS = BulkheadsConfig()
+_LOOP_WATCH = LoopWatchConfig()
+_LOGGING = LoggingConfig()
+_HEALTH = HealthConfig()
+_FLEET = FleetConfig()
+_SERVER = ServerLimits()
+_DATABASE = DatabaseConfig()
+_JOBS = JobsConfig()
+_CONCURRENCY = ConcurrencyConfig()
+_RATE_LIMITS = RateLimitConfig()
+_CACHE = CacheConfig()
+
+
+def _request_limit_default(name: str) -> Any:
+    """A `RequestLimits` default, read when the field needs it: `web/` imports this module (via
+    `install`), so the web package cannot be imported while this one is."""
+
+    def factory() -> Any:
+        from steadyloop.web.request_limits import RequestLimits
+
+        return getattr(RequestLimits(), name)
+
+    return factory
 
 
 def _byte_count(value: Any) -> Any:
@@ -223,14 +274,14 @@ class Settings(BaseSettings):
 
     # --- bulkheads (offload.py) --------------------------------------------------------------
     blocking_default_concurrency: int = Field(
-        default=8,
+        default=_BULKHEADS.default_limit,
         ge=1,
         le=10_000,
         description="Concurrent blocking calls allowed in a domain without its own "
         "BLOCKING_<DOMAIN>_CONCURRENCY.",
     )
     blocking_default_max_wait: float | None = Field(
-        default=5.0,
+        default=_BULKHEADS.default_max_wait,
         gt=0,
         description="Seconds a call made while serving an HTTP request may wait for a slot "
         "before BulkheadFull (HTTP 503 with Retry-After); calls outside requests (jobs, "
@@ -238,18 +289,18 @@ class Settings(BaseSettings):
         "BLOCKING_<DOMAIN>_MAX_WAIT.",
     )
     blocking_wait_warn_ms: float = Field(
-        default=500.0,
+        default=_BULKHEADS.wait_warn_seconds * 1000,
         ge=0,
         description="A call that waited longer than this for a slot is logged as a warning.",
     )
     blocking_dedicated_domains: str = Field(
-        default="camera:2",
+        default="",
         description="Domains that run on their own named threads, as name:threads pairs "
         "separated by commas (thread-affine device handles). BLOCKING_<DOMAIN>_THREADS "
         "also makes a domain dedicated.",
     )
     cpu_workers: int = Field(
-        default=0,
+        default=_BULKHEADS.cpu_workers,
         ge=0,
         le=256,
         description="Processes in the run_cpu pool; 0 means one per CPU core.",
@@ -257,22 +308,24 @@ class Settings(BaseSettings):
 
     # --- loop watch (loopwatch.py) -----------------------------------------------------------
     loop_watch_enabled: bool = Field(
-        default=True, description="Measure event-loop lag and report stalls."
+        default=_LOOP_WATCH.enabled, description="Measure event-loop lag and report stalls."
     )
     loop_stall_threshold_ms: float = Field(
-        default=100.0,
+        default=_LOOP_WATCH.threshold * 1000,
         gt=0,
         description="A loop that has not turned for this long is stalled: its stack is logged "
         "once, naming the application frame that blocked it.",
     )
     loop_lag_interval_ms: float = Field(
-        default=25.0,
+        default=_LOOP_WATCH.interval * 1000,
         gt=0,
         description="How often the loop's lag is sampled (and how often it proves it is alive).",
     )
-    loop_watch_gc: bool = Field(default=True, description="Measure garbage-collector pauses.")
+    loop_watch_gc: bool = Field(
+        default=_LOOP_WATCH.measure_gc, description="Measure garbage-collector pauses."
+    )
     loop_stall_full_stack: bool = Field(
-        default=False,
+        default=_LOOP_WATCH.full_stack,
         description="Log every frame of a stalled loop's stack. By default the frames of the "
         "framework (uvicorn, starlette, fastapi, anyio, asyncio, typer, click, threading, "
         "steadyloop's middleware) are collapsed into one line, and the application's frames "
@@ -301,14 +354,14 @@ class Settings(BaseSettings):
         "non-blocking handler at startup; false leaves logging as the app configured it.",
     )
     log_format: LogFormat = Field(
-        default="json", description="Log line format: json (one object per line) or text."
+        default=_LOGGING.format, description="Log line format: json (one object per line) or text."
     )
     log_level: LogLevel = Field(
-        default="INFO",
+        default=_LOGGING.level,
         description="Lowest level written, for the app and library loggers (any case).",
     )
     log_queue_size: int = Field(
-        default=10_000,
+        default=_LOGGING.queue_size,
         ge=1,
         le=10_000_000,
         description="Records held for the log writer thread; when full, new records are "
@@ -340,7 +393,9 @@ class Settings(BaseSettings):
         description="Readiness endpoint; runs every registered check, each off the loop.",
     )
     health_check_timeout: float = Field(
-        default=2.0, gt=0, description="Seconds each readiness check may take before it fails."
+        default=_HEALTH.check_timeout,
+        gt=0,
+        description="Seconds each readiness check may take before it fails.",
     )
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
     dashboard_enabled: bool = Field(
@@ -362,14 +417,14 @@ class Settings(BaseSettings):
         "process list holds this host's processes only.",
     )
     fleet_heartbeat_interval: float = Field(
-        default=5.0,
+        default=_FLEET.heartbeat_interval,
         gt=0,
         le=3600,
         description="Seconds between two heartbeats of one process (role, host, pid, version, "
         "loop lag, bulkheads, jobs).",
     )
     fleet_dead_after: float = Field(
-        default=20.0,
+        default=_FLEET.dead_after,
         gt=0,
         description="Seconds without a heartbeat after which a process is listed as dead "
         "(must exceed FLEET_HEARTBEAT_INTERVAL).",
@@ -383,7 +438,7 @@ class Settings(BaseSettings):
 
     # --- request limits (web/request_limits.py, server.py) ---------------------------------
     request_body_max_bytes: ByteCount = Field(
-        default=10 * 1_048_576,
+        default_factory=_request_limit_default("body_max_bytes"),
         ge=0,
         description="Largest request body accepted, in bytes (units allowed: 512KiB, 10MiB); "
         "a larger one gets 413 as soon as the cap is passed, a larger Content-Length before "
@@ -399,21 +454,21 @@ class Settings(BaseSettings):
         "/api/images=20MiB,/api/videos/*=2GiB. The first pattern that matches wins.",
     )
     request_header_max_bytes: ByteCount = Field(
-        default=65_536,
+        default=_SERVER.header_max_bytes,
         ge=1024,
         description="Largest request head (request line and headers) accepted, in bytes: "
         "431 beyond it. 64 KiB: room for large cookies and tokens, 4x uvicorn's h11 default "
         "(16 KiB); uvicorn's httptools parser has no limit of its own.",
     )
     request_header_max_count: int = Field(
-        default=100,
+        default=_SERVER.header_max_count,
         ge=1,
         le=100_000,
         description="Most request headers accepted: 431 beyond it. 100, Apache's "
         "LimitRequestFields; browsers send about 20.",
     )
     request_header_timeout: float = Field(
-        default=20.0,
+        default=_SERVER.header_timeout,
         gt=0,
         description="Seconds a connection may take to send a request's line and headers, from "
         "its first byte (or from the connection's opening) before it is closed: slow-header "
@@ -421,7 +476,7 @@ class Settings(BaseSettings):
         "default. Enforced by the server `steadyloop run` starts.",
     )
     request_body_timeout: float = Field(
-        default=60.0,
+        default_factory=_request_limit_default("body_timeout"),
         gt=0,
         description="Seconds the app may wait for the next piece of a request body before the "
         "request gets 408: a client that stops sending mid-body frees its request. 60 s, "
@@ -435,26 +490,33 @@ class Settings(BaseSettings):
         "postgresql://user@host:5432/name (SQLAlchemy engine factory).",
     )
     db_readers: int = Field(
-        default=4, ge=1, le=256, description="SQLite reader connections for concurrent reads."
+        default=_DATABASE.readers,
+        ge=1,
+        le=256,
+        description="SQLite reader connections for concurrent reads.",
     )
     db_busy_timeout_ms: int = Field(
-        default=10_000,
+        default=_DATABASE.pragmas.busy_timeout_ms,
         ge=0,
         description="How long SQLite waits for a lock held by another process (busy_timeout).",
     )
     db_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
-        default="NORMAL",
+        default=_DATABASE.pragmas.synchronous,
         description="SQLite synchronous mode; NORMAL is durable across crashes of the "
         "process in WAL mode, FULL also across power loss.",
     )
     db_cache_size_kib: int = Field(
-        default=64_000, ge=0, description="SQLite page cache per connection, in KiB."
+        default=_DATABASE.pragmas.cache_size_kib,
+        ge=0,
+        description="SQLite page cache per connection, in KiB.",
     )
     db_mmap_size: int = Field(
-        default=268_435_456, ge=0, description="SQLite memory-mapped I/O size, in bytes."
+        default=_DATABASE.pragmas.mmap_size,
+        ge=0,
+        description="SQLite memory-mapped I/O size, in bytes.",
     )
     db_max_batch: int = Field(
-        default=256,
+        default=_DATABASE.max_batch,
         ge=1,
         le=100_000,
         description="Most write units the SQLite writer commits together (group commit).",
@@ -474,59 +536,62 @@ class Settings(BaseSettings):
 
     # --- jobs (jobs/) -------------------------------------------------------------------------
     job_store_backend: Literal["sqlite", "redis", "memory"] = Field(
-        default="sqlite",
+        default=_JOBS.backend,
         description="Where jobs live: sqlite (durable, one machine), redis (many machines) or "
         "memory (lost on restart). Ignored when JOB_STORE_URL is set.",
     )
     job_store_url: str | None = Field(
-        default=None,
+        default=_JOBS.store_url,
         description="The job store by URL: sqlite:///path.db, redis://host:6379/0 or "
         "memory://. Default: sqlite:///./data/jobs.db, or REDIS_URL for the redis backend.",
     )
     job_store_prefix: str = Field(
-        default="steadyloop",
+        default=_JOBS.prefix,
         pattern=r"^[A-Za-z0-9:._-]{1,64}$",
         description="Key prefix of the Redis job store (several apps can share one Redis).",
     )
     redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0",
+        default=_JOBS.redis_url,
         description="The Redis server of the job store when JOB_STORE_BACKEND=redis (rate limits "
         "and the cache take their own URLs: RATE_LIMIT_STORAGE, CACHE_URL).",
     )
     job_concurrency: int = Field(
-        default=10, ge=1, le=10_000, description="Jobs one worker process runs at once."
+        default=_JOBS.concurrency,
+        ge=1,
+        le=10_000,
+        description="Jobs one worker process runs at once.",
     )
     job_lease_seconds: float = Field(
-        default=10.0,
+        default=_JOBS.lease,
         gt=0,
         description="A running job's lease; heartbeats renew it every third of it. A dead "
         "worker's jobs are delivered again once it expires.",
     )
     job_result_ttl: float = Field(
-        default=7 * 24 * 3600.0,
+        default=_JOBS.result_ttl,
         gt=0,
         description="Seconds finished jobs (and their results) are kept.",
     )
     job_result_max_jobs: int = Field(
-        default=100_000,
+        default=_JOBS.result_max_jobs,
         ge=0,
         description="At most this many finished jobs are kept, the most recently finished; "
         "older ones are deleted even before JOB_RESULT_TTL. 0 keeps any number.",
     )
     job_purge_interval: float = Field(
-        default=60.0,
+        default=_JOBS.purge_interval,
         gt=0,
         description="Seconds between two retention passes of a worker (JOB_RESULT_TTL and "
         "JOB_RESULT_MAX_JOBS); the first runs right after start.",
     )
     job_shutdown_grace: float = Field(
-        default=10.0,
+        default=_JOBS.shutdown_grace,
         ge=0,
         description="On shutdown, seconds running jobs get to finish before they are cancelled "
         "and released for immediate re-delivery.",
     )
     job_poll_interval: float = Field(
-        default=0.2,
+        default=_JOBS.poll_interval,
         gt=0,
         le=60,
         description="Seconds an idle worker waits between looks for new jobs from other processes.",
@@ -540,7 +605,7 @@ class Settings(BaseSettings):
 
     # --- backpressure: concurrency limits (limits.py, web/limits.py) -------------------------
     max_concurrent_requests: int = Field(
-        default=64,
+        default=_CONCURRENCY.max_concurrent,
         ge=0,
         le=1_000_000,
         description="Requests this process works on at once (static mode); more wait up to "
@@ -548,26 +613,26 @@ class Settings(BaseSettings):
         "readiness and metrics are never limited.",
     )
     max_queue_wait_ms: float = Field(
-        default=500.0,
+        default=_CONCURRENCY.max_wait * 1000,
         ge=0,
         description="Milliseconds a request over a concurrency limit may wait for a slot "
         "before its 503; 0 answers 503 at once.",
     )
     concurrency_mode: Literal["static", "adaptive"] = Field(
-        default="static",
+        default=_CONCURRENCY.mode,
         description="static: the global limit is MAX_CONCURRENT_REQUESTS. adaptive: a "
         "gradient controller moves it between CONCURRENCY_MIN and CONCURRENCY_MAX from "
         "observed latency (https://steadyloop.readthedocs.io/en/latest/limits/).",
     )
     concurrency_min: int = Field(
-        default=2,
+        default=_CONCURRENCY.min_limit,
         ge=1,
         le=1_000_000,
         description="Adaptive mode: the lowest limit, also used while it measures the "
         "no-load latency; choose a concurrency the app serves without queueing.",
     )
     concurrency_max: int = Field(
-        default=256,
+        default=_CONCURRENCY.max_limit,
         ge=1,
         le=1_000_000,
         description="Adaptive mode: the highest limit.",
@@ -580,22 +645,22 @@ class Settings(BaseSettings):
 
     # --- backpressure: rate limits (limits.py, web/limits.py) --------------------------------
     rate_limit_default: str = Field(
-        default="",
+        default=_RATE_LIMITS.default,
         description="The rate every client gets on every path without its own rule, as "
         "COUNT/PERIOD (100/minute, 10/s, 5/10s); empty: no default limit. Over it: 429.",
     )
     rate_limit_storage: str = Field(
-        default="memory://",
+        default=_RATE_LIMITS.storage,
         description="Where rate-limit buckets live: memory:// (this process) or "
         "redis://host:6379/0 (shared by every process and host).",
     )
     rate_limit_prefix: str = Field(
-        default="steadyloop:rl",
+        default=_RATE_LIMITS.prefix,
         pattern=r"^[A-Za-z0-9:._-]{1,64}$",
         description="Key prefix of the rate-limit buckets in Redis.",
     )
     rate_limit_key_header: str = Field(
-        default="",
+        default=_RATE_LIMITS.identity.key_header,
         pattern=r"^[A-Za-z0-9-]{0,64}$",
         description="Header that identifies a client instead of its IP address (an API key, "
         "e.g. X-API-Key); requests without it are counted by IP. Empty: by IP only.",
@@ -614,36 +679,36 @@ class Settings(BaseSettings):
         "Empty: no proxy is trusted.",
     )
     trusted_proxy_header: Literal["x-forwarded-for", "forwarded"] = Field(
-        default="x-forwarded-for",
+        default=_RATE_LIMITS.identity.proxy_header,
         description="The one header the trusted proxies write the client address to: "
         "x-forwarded-for or forwarded (RFC 7239). The other is ignored.",
     )
 
     # --- cache (cache.py) --------------------------------------------------------------------
     cache_url: str = Field(
-        default="memory://",
+        default=_CACHE.url,
         description="Where rt.cache keeps values: memory:// (this process, LRU) or "
         "redis://host:6379/0 (shared; values stored as JSON).",
     )
     cache_max_entries: int = Field(
-        default=10_000,
+        default=_CACHE.max_entries,
         ge=1,
         le=100_000_000,
         description="Most entries the memory cache holds; the least recently used go first.",
     )
     cache_prefix: str = Field(
-        default="steadyloop:cache",
+        default=_CACHE.prefix,
         pattern=r"^[A-Za-z0-9:._-]{1,64}$",
         description="Key prefix of the cache in Redis.",
     )
     cache_lock_timeout: float = Field(
-        default=30.0,
+        default=_CACHE.lock_timeout,
         gt=0,
         description="Redis cache: seconds one process's compute lock lasts (SET NX PX); "
         "after it, another process may compute the same key.",
     )
     cache_lock_wait: float = Field(
-        default=10.0,
+        default=_CACHE.lock_wait,
         ge=0,
         description="Redis cache: seconds a process waits for another process's computation "
         "of the same key before computing it itself.",
@@ -760,14 +825,6 @@ class Settings(BaseSettings):
         default=_BREAKER.half_open_calls,
         description="Trial calls a half-open breaker lets through at a time; the first that "
         "succeeds closes it. Per upstream: <NAME>_HTTP_BREAKER_HALF_OPEN_CALLS.",
-    )
-
-    # --- demo --------------------------------------------------------------------------------
-    demo_cleanup_every: float = Field(
-        default=300.0, gt=0, description="Seconds between the demo's periodic cleanup runs."
-    )
-    demo_data_dir: Path = Field(
-        default=Path("./data"), description="Where the demo app keeps its files and database."
     )
 
     bulkheads: dict[str, BulkheadSettings] = Field(
@@ -943,13 +1000,7 @@ class Settings(BaseSettings):
 
     def job_store_location(self) -> str:
         """The job store URL: JOB_STORE_URL, else derived from JOB_STORE_BACKEND."""
-        if self.job_store_url:
-            return self.job_store_url
-        if self.job_store_backend == "redis":
-            return self.redis_url
-        if self.job_store_backend == "memory":
-            return "memory://"
-        return "sqlite:///./data/jobs.db"
+        return self.jobs_config().location
 
     def fleet_location(self) -> str | None:
         """The Redis URL of the process heartbeats, or None (this host's processes only)."""
@@ -985,6 +1036,158 @@ class Settings(BaseSettings):
             if override.threads is not None:
                 dedicated[name] = override.threads
         return dedicated
+
+    # --- each component's configuration, read from the environment --------------------------
+    # Components take these frozen objects and never import this module; `Runtime` builds
+    # them here. docs/architecture.md lists which object each component owns.
+    def bulkheads_config(self) -> BulkheadsConfig:
+        """BLOCKING_*, CPU_WORKERS -> the bulkheads' configuration."""
+        return BulkheadsConfig(
+            default_limit=self.blocking_default_concurrency,
+            default_max_wait=self.blocking_default_max_wait,
+            limits={
+                # Sync job tasks run in `jobs`: a slot per job slot unless the env says otherwise.
+                "jobs": self.job_concurrency,
+                **{
+                    name: cfg.concurrency
+                    for name, cfg in self.bulkheads.items()
+                    if cfg.concurrency is not None
+                },
+            },
+            max_waits={
+                name: cfg.max_wait
+                for name, cfg in self.bulkheads.items()
+                if cfg.max_wait is not None
+            },
+            dedicated=self.dedicated_threads(),
+            wait_warn_seconds=self.blocking_wait_warn_ms / 1000,
+            cpu_workers=self.cpu_workers,
+        )
+
+    def concurrency_config(self) -> ConcurrencyConfig:
+        """MAX_CONCURRENT_REQUESTS, MAX_QUEUE_WAIT_MS, CONCURRENCY_* -> the concurrency limits."""
+        return ConcurrencyConfig(
+            max_concurrent=self.max_concurrent_requests,
+            max_wait=self.max_queue_wait_ms / 1000,
+            mode=self.concurrency_mode,
+            min_limit=self.concurrency_min,
+            max_limit=self.concurrency_max,
+            exempt=tuple(parse_paths(self.concurrency_exempt_paths)),
+        )
+
+    def client_identity_config(self) -> ClientIdentityConfig:
+        """TRUSTED_PROXIES, TRUSTED_PROXY_HEADER, RATE_LIMIT_KEY_HEADER -> who the client is."""
+        return ClientIdentityConfig(
+            trusted_proxies=tuple(parse_paths(self.trusted_proxies)),
+            proxy_header=self.trusted_proxy_header,
+            key_header=self.rate_limit_key_header,
+        )
+
+    def rate_limit_config(self) -> RateLimitConfig:
+        """RATE_LIMIT_* -> the rate limits."""
+        return RateLimitConfig(
+            default=self.rate_limit_default,
+            storage=self.rate_limit_storage,
+            prefix=self.rate_limit_prefix,
+            exempt=tuple(parse_paths(self.rate_limit_exempt_paths)),
+            identity=self.client_identity_config(),
+        )
+
+    def cache_config(self) -> CacheConfig:
+        """CACHE_* -> the cache."""
+        return CacheConfig(
+            url=self.cache_url,
+            max_entries=self.cache_max_entries,
+            prefix=self.cache_prefix,
+            lock_timeout=self.cache_lock_timeout,
+            lock_wait=self.cache_lock_wait,
+        )
+
+    def sqlite_pragmas(self) -> SqlitePragmas:
+        """DB_BUSY_TIMEOUT_MS, DB_SYNCHRONOUS, DB_CACHE_SIZE_KIB, DB_MMAP_SIZE -> the pragmas."""
+        return SqlitePragmas(
+            busy_timeout_ms=self.db_busy_timeout_ms,
+            synchronous=self.db_synchronous,
+            cache_size_kib=self.db_cache_size_kib,
+            mmap_size=self.db_mmap_size,
+        )
+
+    def database_config(self) -> DatabaseConfig:
+        """DB_READERS, DB_MAX_BATCH and the pragmas -> an embedded database."""
+        return DatabaseConfig(
+            readers=self.db_readers, max_batch=self.db_max_batch, pragmas=self.sqlite_pragmas()
+        )
+
+    def jobs_config(self) -> JobsConfig:
+        """JOB_* (and REDIS_URL for the redis backend) -> the job store and worker."""
+        return JobsConfig(
+            backend=self.job_store_backend,
+            store_url=self.job_store_url,
+            redis_url=self.redis_url,
+            prefix=self.job_store_prefix,
+            concurrency=self.job_concurrency,
+            lease=self.job_lease_seconds,
+            result_ttl=self.job_result_ttl,
+            result_max_jobs=self.job_result_max_jobs,
+            purge_interval=self.job_purge_interval,
+            shutdown_grace=self.job_shutdown_grace,
+            poll_interval=self.job_poll_interval,
+        )
+
+    def logging_config(self) -> LoggingConfig:
+        """LOG_FORMAT, LOG_LEVEL, LOG_QUEUE_SIZE -> `setup_logging`."""
+        return LoggingConfig(
+            format=self.log_format, level=self.log_level, queue_size=self.log_queue_size
+        )
+
+    def loop_watch_config(self) -> LoopWatchConfig:
+        """LOOP_* -> the loop watch."""
+        return LoopWatchConfig(
+            enabled=self.loop_watch_enabled,
+            threshold=self.loop_stall_threshold_ms / 1000,
+            interval=self.loop_lag_interval_ms / 1000,
+            measure_gc=self.loop_watch_gc,
+            full_stack=self.loop_stall_full_stack,
+        )
+
+    def health_config(self) -> HealthConfig:
+        """HEALTH_CHECK_TIMEOUT -> the readiness checks."""
+        return HealthConfig(check_timeout=self.health_check_timeout)
+
+    def fleet_config(self) -> FleetConfig:
+        """FLEET_* (and where the job store is) -> the heartbeats."""
+        return FleetConfig(
+            url=self.fleet_location(),
+            heartbeat_interval=self.fleet_heartbeat_interval,
+            dead_after=self.fleet_dead_after,
+            prefix=self.job_store_prefix,
+        )
+
+    def request_limits(self) -> RequestLimits:
+        """REQUEST_BODY_* and REQUEST_HEADER_* -> what the app enforces per request."""
+        from steadyloop.web.request_limits import RequestLimits, parse_body_caps
+
+        return RequestLimits(
+            body_max_bytes=self.request_body_max_bytes,
+            body_caps=parse_body_caps(self.request_body_max_bytes_paths),
+            header_max_bytes=self.request_header_max_bytes,
+            header_max_count=self.request_header_max_count,
+            body_timeout=self.request_body_timeout,
+        )
+
+    def server_limits(self) -> ServerLimits:
+        """TRUSTED_PROXIES and REQUEST_HEADER_* -> what the server enforces per connection."""
+        return ServerLimits(
+            trusted_proxies=self.trusted_proxies.strip(),
+            proxy_header=self.trusted_proxy_header,
+            header_max_bytes=self.request_header_max_bytes,
+            header_max_count=self.request_header_max_count,
+            header_timeout=self.request_header_timeout,
+        )
+
+    def operator_token(self) -> str | None:
+        """METRICS_TOKEN's value, for the guards of /metrics and the operator routes."""
+        return self.metrics_token.get_secret_value() if self.metrics_token else None
 
 
 class _SharedNamesLenient(PydanticBaseSettingsSource):
@@ -1099,49 +1302,6 @@ def _networks_text(value: str) -> list[str]:
     return sorted(item.strip() for item in value.split(",") if item.strip())
 
 
-#: Query parameters whose value is a credential (compared lower-cased, `-` as `_`).
-_SECRET_PARAMETERS = frozenset(
-    {"key", "pass", "pwd", "auth", "authorization", "sig", "session", "credential"}
-    | {"apikey", "accesskey", "secretkey", "privatekey", "sslkey"}
-)
-_SECRET_SUFFIXES = ("password", "passwd", "token", "secret", "credentials", "signature", "_key")
-
-
-def _is_secret_parameter(name: str) -> bool:
-    # "_key" as a suffix, not "key": `monkey=` or `sortkey=`-like names are not credentials.
-    name = name.strip().lower().replace("-", "_")
-    return name in _SECRET_PARAMETERS or name.endswith(_SECRET_SUFFIXES)
-
-
-def redact_url(url: str) -> str:
-    """The URL without its credentials, for logs and health output.
-
-    `postgresql://user:secret@host/db?sslpassword=x&application_name=a` ->
-    `postgresql://user:***@host/db?sslpassword=***&application_name=a`: the password in the
-    authority and the value of every query parameter named like a secret (password, token,
-    secret, key, api_key, access_token...) are replaced by `***`; the rest is kept as it is.
-    """
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # not a URL we can take apart: show nothing of it
-        return "***"
-    netloc = parts.netloc
-    if password is not None:
-        netloc = netloc.replace(f":{password}@", ":***@", 1)
-    query = "&".join(_redact_parameter(pair) for pair in parts.query.split("&"))
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def _redact_parameter(pair: str) -> str:
-    name, sep, value = pair.partition("=")
-    if sep and value and _is_secret_parameter(unquote(name)):
-        return f"{name}=***"
-    return pair
-
-
 def collect_named_variables(
     pattern: re.Pattern[str],
     *sources: Mapping[str, str | None],
@@ -1220,3 +1380,8 @@ def render_env_example() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# `run_blocking` outside a runtime uses bulkheads sized by the environment: offload reads them
+# through this hook, so it never imports the settings module.
+set_default_config_source(lambda: Settings().bulkheads_config())

@@ -371,7 +371,7 @@ def create_engine(
 ) -> SqlEngine:
     """An async engine for `url` (default: the `DATABASE_URL` setting).
 
-    SQLite (`sqlite:///path.db`): aiosqlite, `SqlitePragmas.from_settings(settings)` on every
+    SQLite (`sqlite:///path.db`): aiosqlite, `settings.sqlite_pragmas()` on every
     connection, a pool of `DB_READERS + 1` connections (no overflow; each aiosqlite connection
     is a thread), the database folder created if missing. PostgreSQL (`postgresql://...`):
     asyncpg, `DB_POOL_SIZE`, `DB_MAX_OVERFLOW`, `DB_POOL_TIMEOUT`, `DB_POOL_RECYCLE` and
@@ -384,7 +384,7 @@ def create_engine(
     memory = False
     pragmas: SqlitePragmas | None = None
     if dialect == "sqlite":
-        pragmas = SqlitePragmas.from_settings(settings)
+        pragmas = settings.sqlite_pragmas()
         path = sqlite_path_from_url(normalized)
         memory = path == _MEMORY
         connect_args = {"timeout": pragmas.busy_timeout_ms / 1000}

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from steadyloop.settings import Settings
+from typing import Literal
 
 __all__ = ["SqlitePragmas", "apply_pragmas", "sqlite_path_from_url"]
 
@@ -35,16 +32,6 @@ class SqlitePragmas:
     mmap_size: int = 268_435_456
     foreign_keys: bool = True
     journal_mode: str = "WAL"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SqlitePragmas:
-        """The pragmas the `DB_*` settings ask for."""
-        return cls(
-            busy_timeout_ms=settings.db_busy_timeout_ms,
-            synchronous=settings.db_synchronous,
-            cache_size_kib=settings.db_cache_size_kib,
-            mmap_size=settings.db_mmap_size,
-        )
 
     def statements(self) -> list[str]:
         """The PRAGMA statements, in the order they must run (journal mode first)."""

@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -48,7 +48,7 @@ from steadyloop.db.rows import Row
 from steadyloop.metrics import Metrics, process_metrics
 from steadyloop.offload import Bulkhead
 
-__all__ = ["Database", "DatabaseClosed", "StorageUnavailable", "WriteResult"]
+__all__ = ["Database", "DatabaseClosed", "DatabaseConfig", "StorageUnavailable", "WriteResult"]
 
 StorageUnavailable = storage.StorageUnavailable
 
@@ -100,6 +100,20 @@ class _BusyPolicy:
         return random.uniform(0, min(self.cap, self.base * 2**attempt))
 
 
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    """An embedded database's knobs (`DB_READERS`, `DB_MAX_BATCH`, the `DB_*` pragmas)."""
+
+    #: Reader connections for concurrent reads.
+    readers: int = 4
+    #: Most writes committed in one transaction.
+    max_batch: int = 256
+    pragmas: SqlitePragmas = field(default_factory=SqlitePragmas)
+
+
+_DEFAULTS = DatabaseConfig()
+
+
 class Database:
     """A SQLite file with one group-committing writer thread and a pool of readers.
 
@@ -110,9 +124,9 @@ class Database:
         self,
         path: str | Path,
         *,
-        readers: int = 4,
+        readers: int = _DEFAULTS.readers,
         pragmas: SqlitePragmas | None = None,
-        max_batch: int = 256,
+        max_batch: int = _DEFAULTS.max_batch,
         name: str = "main",
         busy_attempts: int = 8,
         metrics: Metrics | None = None,
@@ -154,15 +168,20 @@ class Database:
         )
 
     @classmethod
-    def from_settings(
-        cls, settings: Any, path: str | Path, *, name: str = "main", metrics: Metrics | None = None
+    def from_config(
+        cls,
+        config: DatabaseConfig,
+        path: str | Path,
+        *,
+        name: str = "main",
+        metrics: Metrics | None = None,
     ) -> Database:
-        """A database at `path` with the readers, pragmas and batch size of the `DB_*` settings."""
+        """A database at `path` with the readers, pragmas and batch size of `config`."""
         return cls(
             path,
-            readers=settings.db_readers,
-            pragmas=SqlitePragmas.from_settings(settings),
-            max_batch=settings.db_max_batch,
+            readers=config.readers,
+            pragmas=config.pragmas,
+            max_batch=config.max_batch,
             name=name,
             metrics=metrics,
         )

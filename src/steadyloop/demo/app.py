@@ -40,6 +40,7 @@ from steadyloop.demo.catalog import (
 )
 from steadyloop.demo.fields import Text
 from steadyloop.demo.orders import NewOrder, Order, Orders, StatusChange
+from steadyloop.demo.settings import demo_settings
 from steadyloop.files import safe_join
 from steadyloop.jobs import Job, JobContext
 from steadyloop.settings import Settings
@@ -162,7 +163,7 @@ class Camera:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings if settings is not None else Settings()
+    settings = demo_settings(settings)  # a plain `Settings` gets the demo's fields and defaults
     data_dir = settings.demo_data_dir.resolve()
     # The demo keeps everything in its data folder unless the settings say otherwise.
     if "database_url" not in settings.model_fields_set:

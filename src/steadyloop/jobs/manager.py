@@ -9,10 +9,13 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from steadyloop import tracing
 from steadyloop._streak import ErrorStreak
+from steadyloop._types import Role
+from steadyloop._urls import redact_url
 from steadyloop.jobs.group import TaskGroup
 from steadyloop.jobs.models import Job, JobStatus, new_job
 from steadyloop.jobs.periodic import Periodic, PeriodicScheduler
@@ -21,13 +24,11 @@ from steadyloop.jobs.tasks import Task
 from steadyloop.jobs.worker import Worker
 from steadyloop.logs import request_id_var
 from steadyloop.metrics import Metrics, process_metrics
-from steadyloop.settings import redact_url
 
 if TYPE_CHECKING:
     from steadyloop.offload import Bulkheads
-    from steadyloop.settings import Role, Settings
 
-__all__ = ["JobStoreUnavailable", "Jobs", "JobsNotStarted"]
+__all__ = ["JobStoreUnavailable", "Jobs", "JobsConfig", "JobsNotStarted"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("steadyloop.jobs")
@@ -65,6 +66,56 @@ class JobStoreUnavailable(RuntimeError):
         self.retry_after = retry_after
 
 
+#: Where jobs live when nothing says otherwise: a SQLite file in the working directory.
+DEFAULT_STORE_URL = "sqlite:///./data/jobs.db"
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True, slots=True)
+class JobsConfig:
+    """The job store and worker (the `JOB_*` settings); every default is defined here once."""
+
+    #: "sqlite" (a file), "redis" (`redis_url`) or "memory" (lost on restart), when
+    #: `store_url` is not given.
+    backend: Literal["sqlite", "redis", "memory"] = "sqlite"
+    #: The store's URL; None: derived from `backend`.
+    store_url: str | None = None
+    #: The Redis the "redis" backend uses.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Key prefix of the jobs (and the fleet's heartbeats) in Redis.
+    prefix: str = "steadyloop"
+    #: Jobs one worker process runs at once.
+    concurrency: int = 10
+    #: Seconds a job's lease lasts before another worker may take it over.
+    lease: float = 10.0
+    #: Seconds a finished job's result is kept.
+    result_ttl: float = 7 * 24 * 3600.0
+    #: Most finished jobs kept (0: no count limit).
+    result_max_jobs: int = 100_000
+    #: Seconds between retention sweeps.
+    purge_interval: float = 60.0
+    #: Seconds running jobs get to finish at shutdown before they are released.
+    shutdown_grace: float = 10.0
+    #: Seconds between polls of an idle store.
+    poll_interval: float = 0.2
+
+    @property
+    def location(self) -> str:
+        """The store URL: `store_url`, else derived from `backend`."""
+        if self.store_url:
+            return self.store_url
+        if self.backend == "redis":
+            return self.redis_url
+        if self.backend == "memory":
+            return "memory://"
+        return DEFAULT_STORE_URL
+
+    @property
+    def on_redis(self) -> bool:
+        """Whether the store is a Redis."""
+        return self.location.startswith(_REDIS_SCHEMES)
+
+
 class Jobs:
     """The runtime's jobs (`rt.jobs`): register tasks, enqueue, inspect, and run the worker in a
     worker process.
@@ -72,20 +123,20 @@ class Jobs:
 
     def __init__(
         self,
-        settings: Settings,
+        config: JobsConfig | None = None,
         store: JobStore | None = None,
         *,
         bulkheads: Bulkheads | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        self.settings = settings
+        self.config = config if config is not None else JobsConfig()
         #: Handed to the worker: the runtime's bulkheads and metrics.
         self.bulkheads = bulkheads
         self.metrics = metrics if metrics is not None else process_metrics()
         if store is None:
-            url = settings.job_store_location()
-            redis = url.startswith(("redis://", "rediss://", "unix://"))
-            store = open_store(url, prefix=settings.job_store_prefix) if redis else open_store(url)
+            url = self.config.location
+            prefix = self.config.prefix
+            store = open_store(url, prefix=prefix) if self.config.on_redis else open_store(url)
         self.store: JobStore = store
         self.tasks: dict[str, Task] = {}
         self.periodics: list[Periodic] = []
@@ -270,13 +321,13 @@ class Jobs:
         """
         if self._open:
             return
-        location = self.settings.job_store_location()
+        location = self.config.location
         try:
             await self.store.open()
         except (OSError, sqlite3.Error) as exc:
             where = (
                 f"the default, {location}, in the working directory {os.getcwd()}"
-                if not self.settings.job_store_url
+                if not self.config.store_url
                 else location
             )
             raise JobStoreUnavailable(
@@ -290,10 +341,10 @@ class Jobs:
             self.worker = Worker(
                 self.store,
                 self.tasks,
-                concurrency=self.settings.job_concurrency,
-                lease=self.settings.job_lease_seconds,
-                poll_interval=self.settings.job_poll_interval,
-                shutdown_grace=self.settings.job_shutdown_grace,
+                concurrency=self.config.concurrency,
+                lease=self.config.lease,
+                poll_interval=self.config.poll_interval,
+                shutdown_grace=self.config.shutdown_grace,
                 bulkheads=self.bulkheads,
                 metrics=self.metrics,
             )
@@ -328,12 +379,12 @@ class Jobs:
             try:
                 for status, count in (await self.store.counts()).items():
                     self.metrics.jobs_in_store.labels(status.value).set(count)
-                interval = self.settings.job_purge_interval
+                interval = self.config.purge_interval
                 if last_purge is None or time.monotonic() - last_purge >= interval:
                     last_purge = time.monotonic()
                     removed = await self.store.purge(
-                        time.time() - self.settings.job_result_ttl,
-                        keep=self.settings.job_result_max_jobs or None,
+                        time.time() - self.config.result_ttl,
+                        keep=self.config.result_max_jobs or None,
                     )
                     if removed:
                         logger.info("purged %d finished jobs past their retention", removed)

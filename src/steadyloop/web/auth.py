@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from steadyloop.web.errors import problem
-
-if TYPE_CHECKING:
-    from steadyloop.settings import Settings
 
 #: The peer name Starlette's TestClient gives its requests: in-process, never a network peer.
 IN_PROCESS_CLIENT = "testclient"
@@ -61,17 +57,12 @@ class TokenGuard:
         self._local_without_token = local_without_token
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, *, allow_query: bool = False, operator: bool = False
+    def from_token(
+        cls, token: str | None, *, allow_query: bool = False, operator: bool = False
     ) -> TokenGuard:
-        """The operator token, METRICS_TOKEN; `operator` routes answer only local clients
-        while it is unset."""
-        secret = settings.metrics_token
-        return cls(
-            secret.get_secret_value() if secret else None,
-            allow_query=allow_query,
-            local_without_token=operator,
-        )
+        """The guard of the operator token (METRICS_TOKEN); `operator` routes answer only
+        local clients while it is unset."""
+        return cls(token, allow_query=allow_query, local_without_token=operator)
 
     @property
     def enabled(self) -> bool:

@@ -111,7 +111,7 @@ def _job_row(job: Any) -> dict[str, Any]:
 
 
 def dashboard_endpoints(runtime: Runtime) -> tuple[Endpoint, Endpoint, Endpoint]:
-    guard = TokenGuard.from_settings(runtime.settings, allow_query=True, operator=True)
+    guard = TokenGuard.from_token(runtime.operator_token, allow_query=True, operator=True)
     page = _page()
 
     async def dashboard(request: Request) -> Response:

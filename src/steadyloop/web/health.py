@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def liveness_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     """Liveness; `?verbose=1` adds the settings, for operators only (token or local)."""
-    guard = TokenGuard.from_settings(runtime.settings, operator=True)
+    guard = TokenGuard.from_token(runtime.operator_token, operator=True)
 
     async def health(request: Request) -> Response:
         verbose = request.query_params.get("verbose", "") not in ("", "0", "false")

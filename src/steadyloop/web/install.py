@@ -43,7 +43,6 @@ from steadyloop.web.metrics_endpoint import metrics_endpoint
 from steadyloop.web.middleware import RequestMiddleware
 from steadyloop.web.ratelimit import RateLimitMiddleware, rate_limited_handler
 from steadyloop.web.request_limits import (
-    RequestLimits,
     RequestLimitsMiddleware,
     RequestRejected,
     request_rejected_handler,
@@ -113,7 +112,7 @@ def install(
     app.add_middleware(RateLimitMiddleware, rate_limits=rt.rate_limits)
     # Body, header and read-time limits: first inside the request middleware, so a refused
     # request is logged and counted with its id and never reaches the rate limits.
-    app.add_middleware(RequestLimitsMiddleware, limits=RequestLimits.from_settings(s))
+    app.add_middleware(RequestLimitsMiddleware, limits=s.request_limits())
     app.add_middleware(
         RequestMiddleware,
         header=s.request_id_header,

@@ -26,7 +26,7 @@ def _valid_id(job_id: str) -> bool:
 def _operator_endpoint(runtime: Runtime, handler: Endpoint) -> Endpoint:
     """Jobs carry arguments and results and can be cancelled: an operator's API, guarded by
     the same token as /metrics and the dashboard, answering 503 where jobs do not run."""
-    guard = TokenGuard.from_settings(runtime.settings, operator=True)
+    guard = TokenGuard.from_token(runtime.operator_token, operator=True)
 
     async def endpoint(request: Request) -> Response:
         if (denied := guard.check(request)) is not None:

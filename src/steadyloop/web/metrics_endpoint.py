@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def metrics_endpoint(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
-    guard = TokenGuard.from_settings(runtime.settings)
+    guard = TokenGuard.from_token(runtime.operator_token)
 
     async def serve_metrics(request: Request) -> Response:
         denied = guard.check(request)

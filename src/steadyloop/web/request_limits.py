@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import anyio
 from pydantic import ByteSize, TypeAdapter, ValidationError
@@ -36,15 +35,13 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from steadyloop.server import ServerLimits
 from steadyloop.web.errors import PROBLEM_TYPE_BASE, ProblemResponse, problem
 
 try:
     from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY as APP_BODY_LIMIT_KEY
 except ImportError:  # pragma: no cover - Starlette before its own body limits
     APP_BODY_LIMIT_KEY = "starlette.max_body_size"
-
-if TYPE_CHECKING:
-    from steadyloop.settings import Settings
 
 __all__ = [
     "RequestLimits",
@@ -56,6 +53,7 @@ __all__ = [
 ]
 
 _BYTE_SIZE: TypeAdapter[ByteSize] = TypeAdapter(ByteSize)
+_SERVER = ServerLimits()
 
 
 def parse_size(text: str) -> int:
@@ -112,22 +110,12 @@ class RequestLimits:
     body_max_bytes: int = 10 * 1_048_576
     #: (path pattern, bytes) pairs tried in order before `body_max_bytes`.
     body_caps: tuple[tuple[str, int], ...] = ()
-    #: Largest head (request line and headers), in bytes.
-    header_max_bytes: int = 65_536
+    #: Largest head (request line and headers), in bytes (the server's limit, server.py).
+    header_max_bytes: int = _SERVER.header_max_bytes
     #: Most headers.
-    header_max_count: int = 100
+    header_max_count: int = _SERVER.header_max_count
     #: Seconds the app may wait for the next piece of a body.
     body_timeout: float = 60.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RequestLimits:
-        return cls(
-            body_max_bytes=settings.request_body_max_bytes,
-            body_caps=parse_body_caps(settings.request_body_max_bytes_paths),
-            header_max_bytes=settings.request_header_max_bytes,
-            header_max_count=settings.request_header_max_count,
-            body_timeout=settings.request_body_timeout,
-        )
 
 
 class RequestRejected(HTTPException):
