@@ -98,23 +98,7 @@ def test_the_package_exports_a_small_curated_set() -> None:
         assert hasattr(steadyloop, name), f"steadyloop.__all__ lists {name}, which is missing"
 
 
-#: Modules with undocumented public methods still (the failure lists them). Strict: once they
-#: are documented the test passes, the xfail fails, and the module leaves this set.
-UNDOCUMENTED = {"steadyloop.offload"}
-
-
-@pytest.mark.parametrize(
-    "module_name",
-    [
-        pytest.param(
-            name,
-            marks=[pytest.mark.xfail(strict=True, reason="undocumented methods")]
-            if name in UNDOCUMENTED
-            else [],
-        )
-        for name in ["steadyloop", *documented_modules()]
-    ],
-)
+@pytest.mark.parametrize("module_name", ["steadyloop", *documented_modules()])
 def test_every_public_name_has_a_docstring(module_name: str) -> None:
     module = importlib.import_module(module_name)
     assert own_docstring(module) is not None, f"{module_name} has no module docstring"

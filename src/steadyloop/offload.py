@@ -159,6 +159,7 @@ class Bulkhead:
         m.bulkhead_limit.labels(domain).set(limit)
 
     def statistics(self) -> BulkheadStatistics:
+        """The domain's limit, slots in use, waiters and counts now (anyio-style statistics)."""
         return BulkheadStatistics(
             domain=self.domain,
             limit=self.limit,
@@ -412,6 +413,7 @@ class Bulkheads:
         return self.get(domain)
 
     def get(self, domain: str) -> Bulkhead:
+        """The bulkhead of `domain`, created on first use with its configured limit and max wait."""
         bulkhead = self._domains.get(domain)
         if bulkhead is not None:
             return bulkhead
@@ -424,6 +426,7 @@ class Bulkheads:
             return bulkhead
 
     def statistics(self) -> list[BulkheadStatistics]:
+        """The statistics of every domain created so far (the dashboard shows them)."""
         return [b.statistics() for b in list(self._domains.values())]
 
     def open(self) -> None:
