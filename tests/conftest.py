@@ -11,6 +11,7 @@ import pytest
 
 from steadyloop.offload import set_current_bulkheads, shutdown_default_bulkheads
 from steadyloop.settings import Settings
+from tests.servers import BIN, free_port, serve
 from tests.services import (
     DEFAULT_POSTGRES_URL,
     DEFAULT_REDIS_URL,
@@ -88,3 +89,13 @@ def prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def drive_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The demo's Drive stand-in (`steadyloop drive-upstream`), one per test module."""
+    folder = tmp_path_factory.mktemp("drive")
+    port = free_port()
+    args = [str(BIN / "steadyloop"), "drive-upstream", "--port", str(port)]
+    with serve(args, port, ready_path="/healthz", log=folder / "drive.log") as base:
+        yield base
