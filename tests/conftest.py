@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -99,3 +100,14 @@ def drive_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     args = [str(BIN / "steadyloop"), "drive-upstream", "--port", str(port)]
     with serve(args, port, ready_path="/healthz", log=folder / "drive.log") as base:
         yield base
+
+
+@pytest.fixture
+def dead_redis_url() -> Iterator[str]:
+    """A Redis URL whose port refuses connections (bound, never listening, held by the test)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    try:
+        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    finally:
+        sock.close()

@@ -1,15 +1,14 @@
 """A job store that is down: quiet logs (one warning per streak), 503 + Retry-After, not ready.
 
-Redis "down" is a real TCP port that refuses connections (a socket bound and never listening,
-held for the test, so nothing else can take it).
+Redis "down" is a real TCP port that refuses connections (the `dead_redis_url` fixture: a
+socket bound and never listening, held for the test, so nothing else can take it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import httpx
@@ -28,16 +27,6 @@ pytest.importorskip("redis")
 from steadyloop.jobs.redis import RedisJobStore
 
 WAIT = 10.0  # generous: a condition that should hold within milliseconds
-
-
-@pytest.fixture
-def dead_redis_url() -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-    try:
-        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
-    finally:
-        sock.close()
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
