@@ -22,6 +22,8 @@ from tests.services import (
 )
 
 pytest_plugins = ["pytester"]
+# Helper modules' asserts explain their failures like the tests' own (before they are imported).
+pytest.register_assert_rewrite("tests.problems", "tests.bulkhead_load")
 
 
 def _upstream_var(name: str) -> bool:

@@ -25,6 +25,7 @@ from steadyloop.settings import Settings
 
 pytest.importorskip("redis")
 from steadyloop.jobs.redis import RedisJobStore
+from tests.problems import assert_problem
 
 WAIT = 10.0  # generous: a condition that should hold within milliseconds
 
@@ -149,13 +150,8 @@ async def test_enqueue_while_redis_is_down_answers_503_with_retry_after(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             response = await client.post("/thumbnails/7")
-            assert response.status_code == 503
-            assert response.headers["content-type"] == "application/problem+json"
-            assert response.headers["retry-after"] == "5"
-            body = response.json()
-            assert body["type"].endswith("/job-store-unavailable")
+            body = assert_problem(response, 503, "job-store-unavailable", retry_after="5")
             assert "not enqueued" in body["detail"]
-            assert body["request_id"]
 
             listing = await client.get("/api/jobs")
             assert listing.status_code == 503  # the job API too, not a 500
