@@ -33,6 +33,7 @@ class SlotQueue:
         label: str,
         *,
         count_live: bool,
+        m_in_flight: Gauge,
         m_waiting: Gauge,
         m_rejected: Counter,
         m_abandoned: Counter,
@@ -42,10 +43,14 @@ class SlotQueue:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._rejected = 0
         self._abandoned = 0
-        # Several processes share metric values through files: their gauges are counted per
-        # call; one process reads the gauges from the counters when scraped instead.
+        # One process: the gauges read the counters when scraped, costing calls nothing.
+        # Several processes share values through files, so they must be counted per call.
         self._count_live = count_live
+        self._m_in_flight = m_in_flight
         self._m_waiting = m_waiting
+        if not count_live:
+            m_in_flight.set_function(lambda: self._held)
+            m_waiting.set_function(lambda: len(self._waiters))
         self._m_rejected = m_rejected
         self._m_abandoned = m_abandoned
 

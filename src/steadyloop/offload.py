@@ -143,16 +143,11 @@ class Bulkhead(SlotQueue):
         super().__init__(
             f"bulkhead {domain}",
             count_live=multiprocess_dir() is not None,
+            m_in_flight=m.bulkhead_in_flight.labels(domain),
             m_waiting=m.bulkhead_waiting.labels(domain),
             m_rejected=m.bulkhead_rejected_total.labels(domain),
             m_abandoned=m.bulkhead_abandoned_total.labels(domain),
         )
-        self._m_in_flight = m.bulkhead_in_flight.labels(domain)
-        # One process: the gauges read the counters when scraped, costing calls nothing.
-        # Several processes share values through files, so they must be counted per call.
-        if not self._count_live:
-            self._m_in_flight.set_function(lambda: self._held)
-            self._m_waiting.set_function(lambda: len(self._waiters))
         self._m_wait = m.bulkhead_wait_seconds.labels(domain)
         self._m_run = m.bulkhead_run_seconds.labels(domain)
         m.bulkhead_limit.labels(domain).set(limit)

@@ -93,15 +93,13 @@ class ConcurrencyLimiter(SlotQueue):
         super().__init__(
             f"limiter {name}",
             count_live=multiprocess_dir() is not None,
+            m_in_flight=m.concurrency_in_flight.labels(name),
             m_waiting=m.concurrency_waiting.labels(name),
             m_rejected=m.concurrency_rejected_total.labels(name),
             m_abandoned=m.concurrency_abandoned_total.labels(name),
         )
-        self._m_in_flight = m.concurrency_in_flight.labels(name)
         self._m_limit = m.concurrency_limit.labels(name)
         if not self._count_live:
-            self._m_in_flight.set_function(lambda: self._held)
-            self._m_waiting.set_function(lambda: len(self._waiters))
             self._m_limit.set_function(lambda: self.limit)
         else:
             self._m_limit.set(self.limit)
