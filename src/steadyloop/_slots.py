@@ -18,6 +18,7 @@ from collections import deque
 from prometheus_client import Counter, Gauge
 
 from steadyloop.disconnect import ClientGone, client_gone_future
+from steadyloop.metrics import multiprocess_dir
 
 
 class SlotQueue:
@@ -32,7 +33,6 @@ class SlotQueue:
         self,
         label: str,
         *,
-        count_live: bool,
         m_in_flight: Gauge,
         m_waiting: Gauge,
         m_rejected: Counter,
@@ -45,7 +45,7 @@ class SlotQueue:
         self._abandoned = 0
         # One process: the gauges read the counters when scraped, costing calls nothing.
         # Several processes share values through files, so they must be counted per call.
-        self._count_live = count_live
+        self._count_live = count_live = multiprocess_dir() is not None
         self._m_in_flight = m_in_flight
         self._m_waiting = m_waiting
         if not count_live:

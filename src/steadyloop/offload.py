@@ -41,7 +41,7 @@ from typing import Any, ParamSpec, TypeVar
 from steadyloop import tracing
 from steadyloop._slots import SlotQueue
 from steadyloop.disconnect import ClientGone, serving_request
-from steadyloop.metrics import Metrics, multiprocess_dir, process_metrics
+from steadyloop.metrics import Metrics, process_metrics
 
 __all__ = [
     "Bulkhead",
@@ -142,7 +142,6 @@ class Bulkhead(SlotQueue):
         self.metrics = m = metrics if metrics is not None else process_metrics()
         super().__init__(
             f"bulkhead {domain}",
-            count_live=multiprocess_dir() is not None,
             m_in_flight=m.bulkhead_in_flight.labels(domain),
             m_waiting=m.bulkhead_waiting.labels(domain),
             m_rejected=m.bulkhead_rejected_total.labels(domain),

@@ -22,7 +22,7 @@ from typing import Literal, cast
 from steadyloop._slots import SlotQueue
 from steadyloop.limits._paths import _EXEMPT, MAX_ROUTES, _PathRules
 from steadyloop.limits.adaptive import AdaptiveLimit
-from steadyloop.metrics import Metrics, multiprocess_dir, process_metrics
+from steadyloop.metrics import Metrics, process_metrics
 
 logger = logging.getLogger("steadyloop.limits")
 
@@ -92,7 +92,6 @@ class ConcurrencyLimiter(SlotQueue):
         self.metrics = m = metrics if metrics is not None else process_metrics()
         super().__init__(
             f"limiter {name}",
-            count_live=multiprocess_dir() is not None,
             m_in_flight=m.concurrency_in_flight.labels(name),
             m_waiting=m.concurrency_waiting.labels(name),
             m_rejected=m.concurrency_rejected_total.labels(name),
