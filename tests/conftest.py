@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import pytest
 
 from steadyloop.offload import set_current_bulkheads, shutdown_default_bulkheads
 from steadyloop.settings import Settings
+from tests.servers import BIN, free_port, serve
 from tests.services import (
     DEFAULT_POSTGRES_URL,
     DEFAULT_REDIS_URL,
@@ -20,6 +22,8 @@ from tests.services import (
 )
 
 pytest_plugins = ["pytester"]
+# Helper modules' asserts explain their failures like the tests' own (before they are imported).
+pytest.register_assert_rewrite("tests.problems", "tests.bulkhead_load")
 
 
 def _upstream_var(name: str) -> bool:
@@ -88,3 +92,24 @@ def prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def drive_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The demo's Drive stand-in (`steadyloop drive-upstream`), one per test module."""
+    folder = tmp_path_factory.mktemp("drive")
+    port = free_port()
+    args = [str(BIN / "steadyloop"), "drive-upstream", "--port", str(port)]
+    with serve(args, port, ready_path="/healthz", log=folder / "drive.log") as base:
+        yield base
+
+
+@pytest.fixture
+def dead_redis_url() -> Iterator[str]:
+    """A Redis URL whose port refuses connections (bound, never listening, held by the test)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    try:
+        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    finally:
+        sock.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -11,16 +11,6 @@ import pytest
 from steadyloop.demo import create_app
 from steadyloop.demo.drive_upstream import content, file_size
 from steadyloop.demo.settings import DemoSettings
-from tests.servers import BIN, free_port, serve
-
-
-@pytest.fixture(scope="module")
-def drive_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("drive")
-    port = free_port()
-    args = [str(BIN / "steadyloop"), "drive-upstream", "--port", str(port)]
-    with serve(args, port, ready_path="/healthz", log=folder / "drive.log") as base:
-        yield base
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ One test per attack that used to answer 500 (or answer wrong), each asserting th
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,19 +14,9 @@ import pytest
 
 from steadyloop.demo import create_app
 from steadyloop.demo.settings import DemoSettings
-from tests.servers import BIN, free_port, serve
 
 PROBLEM = "application/problem+json"
 INT64_MAX = 2**63 - 1
-
-
-@pytest.fixture(scope="module")
-def drive_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("drive")
-    port = free_port()
-    args = [str(BIN / "steadyloop"), "drive-upstream", "--port", str(port)]
-    with serve(args, port, ready_path="/healthz", log=folder / "drive.log") as base:
-        yield base
 
 
 @pytest.fixture

@@ -1,15 +1,14 @@
 """A job store that is down: quiet logs (one warning per streak), 503 + Retry-After, not ready.
 
-Redis "down" is a real TCP port that refuses connections (a socket bound and never listening,
-held for the test, so nothing else can take it).
+Redis "down" is a real TCP port that refuses connections (the `dead_redis_url` fixture: a
+socket bound and never listening, held for the test, so nothing else can take it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import httpx
@@ -26,18 +25,9 @@ from steadyloop.settings import Settings
 
 pytest.importorskip("redis")
 from steadyloop.jobs.redis import RedisJobStore
+from tests.problems import assert_problem
 
 WAIT = 10.0  # generous: a condition that should hold within milliseconds
-
-
-@pytest.fixture
-def dead_redis_url() -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-    try:
-        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
-    finally:
-        sock.close()
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
@@ -160,13 +150,8 @@ async def test_enqueue_while_redis_is_down_answers_503_with_retry_after(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             response = await client.post("/thumbnails/7")
-            assert response.status_code == 503
-            assert response.headers["content-type"] == "application/problem+json"
-            assert response.headers["retry-after"] == "5"
-            body = response.json()
-            assert body["type"].endswith("/job-store-unavailable")
+            body = assert_problem(response, 503, "job-store-unavailable", retry_after="5")
             assert "not enqueued" in body["detail"]
-            assert body["request_id"]
 
             listing = await client.get("/api/jobs")
             assert listing.status_code == 503  # the job API too, not a 500

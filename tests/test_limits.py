@@ -12,6 +12,7 @@ from fastapi import FastAPI
 import steadyloop as sl
 from steadyloop.limits import AdaptiveLimit, ConcurrencyLimiter, ConcurrencyLimits, Overloaded
 from steadyloop.settings import Settings
+from tests.problems import assert_problem
 
 
 async def wait_until(condition: Callable[[], bool], turns: int = 10_000) -> None:
@@ -219,11 +220,7 @@ async def test_503_with_retry_after_once_the_wait_is_exceeded_while_health_answe
         first = asyncio.create_task(client.get("/slow"))
         await events["entered"].wait()
         refused = await client.get("/fast")
-        assert refused.status_code == 503
-        assert refused.headers["retry-after"] == "1"
-        assert refused.headers["content-type"] == "application/problem+json"
-        body = refused.json()
-        assert body["type"].endswith("/overloaded")
+        body = assert_problem(refused, 503, "overloaded", retry_after="1")
         assert body["limiter"] == "global"
         assert body["request_id"] == refused.headers["x-request-id"]
         health = await client.get("/api/health")

@@ -11,9 +11,7 @@ from prometheus_client import REGISTRY
 
 import steadyloop as sl
 from steadyloop.offload import Bulkheads, BulkheadStatistics, set_current_bulkheads
-
-# Generous bound for waits that only a bug would exhaust (a deadlock, a lost wake-up).
-BUG_TIMEOUT = 10.0
+from tests.bulkhead_load import BUG_TIMEOUT, ConcurrencyMeter, hold_at_limit
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -24,24 +22,6 @@ def bulkheads() -> Iterator[Bulkheads]:
     set_current_bulkheads(heads)
     yield heads
     heads.shutdown()
-
-
-class ConcurrencyMeter:
-    """Counts calls running at once in threads; records the peak."""
-
-    def __init__(self) -> None:
-        self.running = 0
-        self.peak = 0
-        self.lock = threading.Lock()
-
-    def __enter__(self) -> None:
-        with self.lock:
-            self.running += 1
-            self.peak = max(self.peak, self.running)
-
-    def __exit__(self, *exc: object) -> None:
-        with self.lock:
-            self.running -= 1
 
 
 async def test_concurrency_per_domain_equals_its_limit(bulkheads: Bulkheads) -> None:
@@ -347,23 +327,8 @@ def test_two_runtimes_on_two_loops_keep_their_own_bulkheads() -> None:
             await rt.start()
             try:
                 seen[name] = current_bulkheads() is rt.bulkheads
-                meter = ConcurrencyMeter()
-                gate = threading.Event()
-
-                def call() -> None:
-                    with meter:
-                        gate.wait(BUG_TIMEOUT)
-
-                calls = [
-                    asyncio.ensure_future(sl.run_blocking("drive", call)) for _ in range(limit * 3)
-                ]
-                drive = rt.bulkheads.get("drive")
-                await _until(lambda: drive.statistics().in_flight == limit)
                 # Both runtimes hold their slots at the same time before either finishes.
-                await asyncio.to_thread(both_running.wait)
-                gate.set()
-                await asyncio.gather(*calls)
-                peaks[name] = meter.peak
+                peaks[name] = await hold_at_limit(rt, "drive", limit, both_running)
             finally:
                 await rt.stop()
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, Request
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import steadyloop as sl
 from steadyloop.limits import parse_networks
@@ -172,6 +172,27 @@ def http_scope(headers: list[tuple[bytes, bytes]] | None = None) -> Scope:
     }
 
 
+def replay(messages: list[Message]) -> Receive:
+    """A `receive` that returns `messages` in order."""
+    pending = iter(messages)
+
+    async def receive() -> Message:
+        return next(pending)
+
+    return receive
+
+
+async def run_layer(app: ASGIApp, receive: Receive, limits: RequestLimits) -> list[Message]:
+    """What `RequestLimitsMiddleware(app, limits)` sends for one request to `/x`."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await RequestLimitsMiddleware(app, limits)(http_scope(), receive, send)
+    return sent
+
+
 async def test_a_body_that_stops_arriving_gets_408() -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         while (await receive()).get("more_body"):
@@ -189,13 +210,9 @@ async def test_a_body_that_stops_arriving_gets_408() -> None:
         await stalled.wait()  # never set: the client stopped sending
         raise AssertionError("unreachable")
 
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    layer = RequestLimitsMiddleware(app, RequestLimits(body_timeout=0.05))
-    await asyncio.wait_for(layer(http_scope(), receive, send), timeout=30)
+    sent = await asyncio.wait_for(
+        run_layer(app, receive, RequestLimits(body_timeout=0.05)), timeout=30
+    )
     assert sent[0]["status"] == 408
     assert b"REQUEST_BODY_TIMEOUT" in sent[1]["body"]
 
@@ -206,21 +223,11 @@ async def test_no_second_response_once_the_app_has_started_its_own() -> None:
         while (await receive()).get("more_body"):
             pass
 
-    messages = iter(
+    receive = replay(
         [{"type": "http.request", "body": b"x" * 600, "more_body": True}] * 3
         + [{"type": "http.request", "body": b"", "more_body": False}]
     )
-
-    async def receive() -> Message:
-        return next(messages)
-
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    layer = RequestLimitsMiddleware(app, RequestLimits(body_max_bytes=1000))
-    await layer(http_scope(), receive, send)
+    sent = await run_layer(app, receive, RequestLimits(body_max_bytes=1000))
     assert [m["type"] for m in sent] == ["http.response.start"]
     assert sent[0]["status"] == 200
 
@@ -245,18 +252,12 @@ async def test_after_the_body_the_wait_for_a_disconnect_is_not_timed() -> None:
         await disconnected.wait()
         return {"type": "http.disconnect"}
 
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    layer = RequestLimitsMiddleware(app, RequestLimits(body_timeout=0.01))
-    task = asyncio.ensure_future(layer(http_scope(), receive, send))
+    task = asyncio.ensure_future(run_layer(app, receive, RequestLimits(body_timeout=0.01)))
     while calls < 2:
         await asyncio.sleep(0)  # until the app waits for the disconnect
     await asyncio.sleep(0.05)  # well past the body timeout: nothing may fire
     disconnected.set()
-    await asyncio.wait_for(task, timeout=30)
+    sent = await asyncio.wait_for(task, timeout=30)
     assert sent[0]["status"] == 204
 
 
@@ -315,16 +316,6 @@ async def test_a_refusal_wrapped_in_an_exception_group_is_still_answered() -> No
         async with asyncio.TaskGroup() as group:  # the read fails inside a task group
             group.create_task(read())
 
-    messages = iter([{"type": "http.request", "body": b"x" * 600, "more_body": True}] * 3)
-
-    async def receive() -> Message:
-        return next(messages)
-
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    layer = RequestLimitsMiddleware(app, RequestLimits(body_max_bytes=1000))
-    await layer(http_scope(), receive, send)
+    receive = replay([{"type": "http.request", "body": b"x" * 600, "more_body": True}] * 3)
+    sent = await run_layer(app, receive, RequestLimits(body_max_bytes=1000))
     assert sent[0]["status"] == 413

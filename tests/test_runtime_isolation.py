@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,15 +19,7 @@ import steadyloop as sl
 from steadyloop.metrics import Metrics, process_metrics
 from steadyloop.offload import current_bulkheads
 from steadyloop.settings import BulkheadSettings, Settings
-
-# Generous bound for waits that only a bug would exhaust (a deadlock, a lost wake-up).
-BUG_TIMEOUT = 10.0
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(BUG_TIMEOUT):
-        while not condition():
-            await asyncio.sleep(0)
+from tests.bulkhead_load import BUG_TIMEOUT, hold_at_limit
 
 
 @dataclass
@@ -70,28 +61,9 @@ def _serve(name: str, limit: int, registry: CollectorRegistry, seen: Seen, both:
                 "worker": rt.jobs.worker is not None and rt.jobs.worker.bulkheads is rt.bulkheads,
                 "upstreams": rt.upstreams._bulkheads is rt.bulkheads,
             }
-            meter_lock = threading.Lock()
-            running = 0
-            gate = threading.Event()
-
-            def call() -> None:
-                nonlocal running
-                with meter_lock:
-                    running += 1
-                    seen.peak = max(seen.peak, running)
-                gate.wait(BUG_TIMEOUT)
-                with meter_lock:
-                    running -= 1
-
-            calls = [
-                asyncio.ensure_future(sl.run_blocking("drive", call)) for _ in range(limit * 3)
-            ]
-            drive = rt.bulkheads.get("drive")
-            await _until(lambda: drive.statistics().in_flight == limit)
             # Both runtimes hold all their slots at the same time before either goes on.
-            await asyncio.to_thread(both.wait)
-            gate.set()
-            await asyncio.gather(*calls)
+            seen.peak = await hold_at_limit(rt, "drive", limit, both)
+            drive = rt.bulkheads.get("drive")
             job = await work.enqueue()
             seen.job_status = (await rt.jobs.wait(job.id, within=BUG_TIMEOUT)).status.value
             seen.drive = drive.statistics()

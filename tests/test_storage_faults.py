@@ -28,6 +28,7 @@ from steadyloop.jobs.models import new_job
 from steadyloop.jobs.sqlite import SqliteJobStore
 from steadyloop.settings import Settings
 from steadyloop.storage import StorageUnavailable
+from tests.problems import assert_problem
 
 FS_SIZE = "2m"
 
@@ -272,15 +273,10 @@ async def test_app_answers_507_and_is_not_ready_until_the_disk_has_room(small_fs
                     break
                 acked.append(response.json()["id"])
             assert refused is not None
-            assert refused.status_code == 507
-            assert refused.headers["content-type"] == "application/problem+json"
-            assert refused.headers["retry-after"] == "30"
-            body = refused.json()
-            assert body["type"].endswith("/storage-full")
+            body = assert_problem(refused, 507, "storage-full", retry_after="30")
             assert "disk is full" in body["detail"]
             assert "not saved" in body["detail"]
             assert body["storage"] == "full"
-            assert body["request_id"]
 
             file_refused = await client.put("/file")
             assert file_refused.status_code == 507

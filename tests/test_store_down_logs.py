@@ -4,8 +4,6 @@ a streak of failures, not one per request, and requests keep being served."""
 from __future__ import annotations
 
 import logging
-import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,16 +11,6 @@ pytest.importorskip("redis")
 
 from steadyloop.cache import Cache, RedisBackend
 from steadyloop.limits import RateLimits, RedisRateStore
-
-
-@pytest.fixture
-def dead_redis_url() -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-    try:
-        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
-    finally:
-        sock.close()
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture, logger: str) -> list[logging.LogRecord]:

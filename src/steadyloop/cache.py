@@ -49,7 +49,7 @@ from pydantic_core import from_json, to_json
 
 from steadyloop._streak import ErrorStreak
 from steadyloop.metrics import Metrics, process_metrics
-from steadyloop.redis_client import async_redis, require_redis
+from steadyloop.redis_client import redis_connector
 
 __all__ = ["Cache", "CacheBackend", "CacheConfig", "MemoryBackend", "RedisBackend"]
 
@@ -251,17 +251,16 @@ class RedisBackend:
         socket_connect_timeout: float | None = 2.0,
         **options: Any,
     ) -> None:
-        require_redis("CACHE_URL")  # at start-up, with the install hint, not at the first get
-        self.url = url
-        self.prefix = prefix
-        self._connect = functools.partial(
-            async_redis,
+        self._connect = redis_connector(
+            "CACHE_URL",
             url,
             max_connections=max_connections,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
             **options,
         )
+        self.url = url
+        self.prefix = prefix
         self._client: Any = None
         self._lookup: Any = None
         self._store: Any = None

@@ -32,7 +32,6 @@ import sys
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -40,8 +39,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ParamSpec, TypeVar
 
 from steadyloop import tracing
-from steadyloop.disconnect import ClientGone, client_gone_future, serving_request
-from steadyloop.metrics import Metrics, multiprocess_dir, process_metrics
+from steadyloop._slots import SlotQueue
+from steadyloop.disconnect import ClientGone, serving_request
+from steadyloop.metrics import Metrics, process_metrics
 
 __all__ = [
     "Bulkhead",
@@ -103,7 +103,7 @@ class BulkheadStatistics:
     request_max_wait: float | None = None
 
 
-class Bulkhead:
+class Bulkhead(SlotQueue):
     """One domain: a FIFO slot limiter in front of an executor."""
 
     def __init__(
@@ -138,24 +138,17 @@ class Bulkhead:
         self._executor = executor
         self._copy_context = copy_context
         self._wait_warn_seconds = wait_warn_seconds
-        self._held = 0  # slots taken, including those handed to a waiter not yet resumed
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._rejected = 0
-        self._abandoned = 0
         #: Where this domain records (its runtime's metrics; the process's by default).
         self.metrics = m = metrics if metrics is not None else process_metrics()
-        self._m_in_flight = m.bulkhead_in_flight.labels(domain)
-        self._m_waiting = m.bulkhead_waiting.labels(domain)
-        # One process: the gauges read the counters when scraped, costing calls nothing.
-        # Several processes share values through files, so they must be counted per call.
-        self._count_in_flight = multiprocess_dir() is not None
-        if not self._count_in_flight:
-            self._m_in_flight.set_function(lambda: self._held)
-            self._m_waiting.set_function(lambda: len(self._waiters))
+        super().__init__(
+            f"bulkhead {domain}",
+            m_in_flight=m.bulkhead_in_flight.labels(domain),
+            m_waiting=m.bulkhead_waiting.labels(domain),
+            m_rejected=m.bulkhead_rejected_total.labels(domain),
+            m_abandoned=m.bulkhead_abandoned_total.labels(domain),
+        )
         self._m_wait = m.bulkhead_wait_seconds.labels(domain)
         self._m_run = m.bulkhead_run_seconds.labels(domain)
-        self._m_rejected = m.bulkhead_rejected_total.labels(domain)
-        self._m_abandoned = m.bulkhead_abandoned_total.labels(domain)
         m.bulkhead_limit.labels(domain).set(limit)
 
     def statistics(self) -> BulkheadStatistics:
@@ -179,7 +172,7 @@ class Bulkhead:
             self._held += 1  # the common case, without a coroutine for the slow path
             waited = 0.0
         else:
-            waited = await self._acquire(loop)
+            waited = await self._acquire()
         self._m_wait.observe(waited)
         if waited > self._wait_warn_seconds:
             logger.warning(
@@ -192,7 +185,7 @@ class Bulkhead:
             )
         if tracing.enabled:
             fn = tracing.bulkhead_span(self.domain, waited, fn)
-        if self._count_in_flight:
+        if self._count_live:
             self._m_in_flight.inc()
         try:
             if self._copy_context:
@@ -227,82 +220,27 @@ class Bulkhead:
                     "bulkhead %s: end %s in %.1f ms", self.domain, _name_of(fn), elapsed * 1000
                 )
 
-    async def _acquire(self, loop: asyncio.AbstractEventLoop) -> float:
-        """Take a slot; return the seconds waited. FIFO: a new caller never overtakes a waiter.
+    async def _acquire(self) -> float:
+        """Wait for a slot; return the seconds waited. FIFO: a new caller never overtakes a waiter.
 
         A waiter leaves the queue at once when it is cancelled or when the client of its
         request disconnects (`ClientGone`): a slot is never spent on work nobody awaits.
         """
-        if self._held < self.limit and not self._waiters:
-            self._held += 1
-            return 0.0
-        started = time.perf_counter()
-        gone = client_gone_future()
-        if gone is not None and gone.done():
-            self._abandoned += 1
-            self._m_abandoned.inc()
-            raise ClientGone(f"bulkhead {self.domain}")
-        waiter: asyncio.Future[None] = loop.create_future()
-        on_gone = functools.partial(_fail_waiter, waiter, self.domain)
-        if gone is not None:
-            gone.add_done_callback(on_gone)
-        self._waiters.append(waiter)
-        if self._count_in_flight:
-            self._m_waiting.inc()
         max_wait = self.max_wait
         if max_wait is None and serving_request():
             max_wait = self.request_max_wait
-        try:
-            if max_wait is None:
-                await waiter
-            else:
-                try:
-                    async with asyncio.timeout(max_wait):
-                        await waiter
-                except TimeoutError:
-                    if not _has_slot(waiter):
-                        self._rejected += 1
-                        self._m_rejected.inc()
-                        raise BulkheadFull(
-                            self.domain, max_wait, self.limit, len(self._waiters) - 1
-                        ) from None
-                    # The slot arrived together with the timeout: keep it.
-            if gone is not None and gone.done():
-                # The slot and the disconnect arrived together: the client is gone, so the
-                # slot goes to the next waiter rather than to work nobody reads.
-                raise ClientGone(f"bulkhead {self.domain}")
-        except BaseException as exc:
-            if _has_slot(waiter):
-                self._release()  # handed a slot but not going to use it: pass it on
-            if not isinstance(exc, BulkheadFull):
-                self._abandoned += 1
-                self._m_abandoned.inc()
-            raise
-        finally:
-            if gone is not None:
-                gone.remove_done_callback(on_gone)
-            if self._count_in_flight:
-                self._m_waiting.dec()
-            if not waiter.done():
-                waiter.cancel()
-            try:
-                self._waiters.remove(waiter)
-            except ValueError:
-                pass
-        return time.perf_counter() - started
+        return await self._wait_for_slot(max_wait)
 
-    def _release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot moves to the waiter; _held is unchanged
-                return
-        self._held -= 1
+    def _slot_limit(self) -> int:
+        return self.limit
+
+    def _overflow(self, max_wait: float, waiting: int) -> Exception:
+        return BulkheadFull(self.domain, max_wait, self.limit, waiting)
 
     def _finish(self) -> None:
-        if self._count_in_flight:
+        if self._count_live:
             self._m_in_flight.dec()
-        self._release()
+        self._release_slot()
 
     def _finish_from_thread(self, loop: asyncio.AbstractEventLoop, _: Future[Any]) -> None:
         try:
@@ -507,16 +445,6 @@ class Bulkheads:
             wait_warn_seconds=self._wait_warn_seconds,
             metrics=self.metrics,
         )
-
-
-def _has_slot(waiter: asyncio.Future[None]) -> bool:
-    """Whether a waiter was handed a slot (not cancelled, not failed by a disconnect)."""
-    return waiter.done() and not waiter.cancelled() and waiter.exception() is None
-
-
-def _fail_waiter(waiter: asyncio.Future[None], domain: str, _: object) -> None:
-    if not waiter.done():
-        waiter.set_exception(ClientGone(f"bulkhead {domain}"))
 
 
 def _too_many_for_threads(domain: str, limit: int, threads: int) -> str:

@@ -6,9 +6,11 @@ of failing with "Too many connections". Imported lazily: Redis is the `redis` ex
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MissingRedisExtra", "async_redis", "require_redis", "sync_redis"]
+__all__ = ["MissingRedisExtra", "async_redis", "redis_connector", "require_redis", "sync_redis"]
 
 INSTALL_HINT = "pip install 'steadyloop[redis]'"
 
@@ -34,6 +36,31 @@ def async_redis(url: str, *, max_connections: int, **options: Any) -> Any:
 
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, **options)
     return aioredis.Redis(connection_pool=pool)
+
+
+def redis_connector(
+    setting: str,
+    url: str,
+    *,
+    max_connections: int,
+    socket_timeout: float | None,
+    socket_connect_timeout: float | None,
+    **options: Any,
+) -> Callable[[], Any]:
+    """What makes a store's `async_redis` client when it opens; checks the extra now.
+
+    A store calls it when it is built, so a missing extra fails at start-up naming `setting`
+    (the store's URL setting), not at the first request.
+    """
+    require_redis(setting)
+    return functools.partial(
+        async_redis,
+        url,
+        max_connections=max_connections,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_connect_timeout,
+        **options,
+    )
 
 
 def sync_redis(url: str, *, max_connections: int, **options: Any) -> Any:

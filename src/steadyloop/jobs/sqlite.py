@@ -59,17 +59,20 @@ def _save(conn: sqlite3.Connection, job: Job) -> None:
         "INSERT OR REPLACE INTO steadyloop_jobs"
         "(id, task, status, run_at, lease_expires_at, worker_id, unique_key, finished_at, data)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            job.id,
-            job.task,
-            job.status.value,
-            job.run_at,
-            job.lease_expires_at,
-            job.worker_id,
-            job.unique_key,
-            job.finished_at,
-            job.model_dump_json(),
-        ),
+        (job.id, job.task, *_state(job)),
+    )
+
+
+def _state(job: Job) -> tuple[object, ...]:
+    """The columns a job's run changes, in table order after `id` and `task`."""
+    return (
+        job.status.value,
+        job.run_at,
+        job.lease_expires_at,
+        job.worker_id,
+        job.unique_key,
+        job.finished_at,
+        job.model_dump_json(),
     )
 
 
@@ -85,16 +88,7 @@ def _update(conn: sqlite3.Connection, job: Job) -> None:
     conn.execute(
         "UPDATE steadyloop_jobs SET status = ?, run_at = ?, lease_expires_at = ?,"
         " worker_id = ?, unique_key = ?, finished_at = ?, data = ? WHERE id = ?",
-        (
-            job.status.value,
-            job.run_at,
-            job.lease_expires_at,
-            job.worker_id,
-            job.unique_key,
-            job.finished_at,
-            job.model_dump_json(),
-            job.id,
-        ),
+        (*_state(job), job.id),
     )
 
 

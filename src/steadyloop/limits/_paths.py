@@ -1,5 +1,5 @@
-"""Path patterns shared by the concurrency and rate limits: exact paths, route templates
-(`/videos/{id}`) and prefixes (`/static/*`)."""
+"""Path patterns shared by the concurrency and rate limits and the request body caps: exact
+paths, route templates (`/videos/{id}`) and prefixes (`/static/*`)."""
 
 from __future__ import annotations
 

@@ -11,21 +11,18 @@ limit takes effect as requests finish: nothing running is interrupted.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from steadyloop.disconnect import ClientGone, client_gone_future
+from steadyloop._slots import SlotQueue
 from steadyloop.limits._paths import _EXEMPT, MAX_ROUTES, _PathRules
 from steadyloop.limits.adaptive import AdaptiveLimit
-from steadyloop.metrics import Metrics, multiprocess_dir, process_metrics
+from steadyloop.metrics import Metrics, process_metrics
 
 logger = logging.getLogger("steadyloop.limits")
 
@@ -69,7 +66,7 @@ class LimiterStatistics:
     baseline: float | None
 
 
-class ConcurrencyLimiter:
+class ConcurrencyLimiter(SlotQueue):
     """A FIFO slot limiter with a bounded wait; its limit is a number or an `AdaptiveLimit`."""
 
     def __init__(
@@ -90,25 +87,21 @@ class ConcurrencyLimiter:
         self.adaptive = limit if isinstance(limit, AdaptiveLimit) else None
         self._static = limit if isinstance(limit, int) else 0
         self._clock = clock
-        self._held = 0  # slots taken, including those handed to a waiter not yet resumed
-        self._waiters: deque[asyncio.Future[None]] = deque()
         self._admitted = 0
-        self._rejected = 0
-        self._abandoned = 0
         #: Where this limiter records (its runtime's metrics; the process's by default).
         self.metrics = m = metrics if metrics is not None else process_metrics()
-        self._count_live = multiprocess_dir() is not None
-        self._m_in_flight = m.concurrency_in_flight.labels(name)
-        self._m_waiting = m.concurrency_waiting.labels(name)
+        super().__init__(
+            f"limiter {name}",
+            m_in_flight=m.concurrency_in_flight.labels(name),
+            m_waiting=m.concurrency_waiting.labels(name),
+            m_rejected=m.concurrency_rejected_total.labels(name),
+            m_abandoned=m.concurrency_abandoned_total.labels(name),
+        )
         self._m_limit = m.concurrency_limit.labels(name)
         if not self._count_live:
-            self._m_in_flight.set_function(lambda: self._held)
-            self._m_waiting.set_function(lambda: len(self._waiters))
             self._m_limit.set_function(lambda: self.limit)
         else:
             self._m_limit.set(self.limit)
-        self._m_rejected = m.concurrency_rejected_total.labels(name)
-        self._m_abandoned = m.concurrency_abandoned_total.labels(name)
         self._m_wait = m.concurrency_wait_seconds.labels(name)
 
     @property
@@ -139,7 +132,7 @@ class ConcurrencyLimiter:
         if self._held < self.limit and not self._waiters:
             self._held += 1
         else:
-            await self._wait_for_slot()
+            self._m_wait.observe(await self._wait_for_slot(self.max_wait))
         self._admitted += 1
         if self.adaptive is not None:
             self.adaptive.observe_in_flight(self._held)
@@ -151,8 +144,7 @@ class ConcurrencyLimiter:
             latency = self._clock() - admitted_at
             if self.adaptive.on_sample(admitted_at, latency) and self._count_live:
                 self._m_limit.set(self.limit)
-        self._held -= 1
-        self._wake()
+        self._release_slot()
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -165,83 +157,11 @@ class ConcurrencyLimiter:
         finally:
             self.release(admitted_at, sample=ok)
 
-    async def _wait_for_slot(self) -> None:
-        if self.max_wait <= 0:
-            self._reject()
-        gone = client_gone_future()
-        if gone is not None and gone.done():
-            self._abandon()
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        waiter: asyncio.Future[None] = loop.create_future()
-        on_gone = functools.partial(_fail_waiter, waiter, self.name)
-        if gone is not None:
-            # A request whose client has left leaves the queue at once and does no work.
-            gone.add_done_callback(on_gone)
-        self._waiters.append(waiter)
-        if self._count_live:
-            self._m_waiting.inc()
-        try:
-            try:
-                async with asyncio.timeout(self.max_wait):
-                    await waiter
-            except TimeoutError:
-                if not _has_slot(waiter):
-                    self._reject(waiting=len(self._waiters) - 1)
-                # The slot arrived together with the timeout: keep it.
-            if gone is not None and gone.done():
-                raise ClientGone(f"limiter {self.name}")  # slot and disconnect together
-        except BaseException as exc:
-            if _has_slot(waiter):
-                self._held -= 1  # handed a slot but not going to use it: pass it on
-                self._wake()
-            if not isinstance(exc, Overloaded):
-                self._abandoned += 1
-                self._m_abandoned.inc()
-            raise
-        finally:
-            if gone is not None:
-                gone.remove_done_callback(on_gone)
-            if self._count_live:
-                self._m_waiting.dec()
-            if not waiter.done():
-                waiter.cancel()
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
-        self._m_wait.observe(time.perf_counter() - started)
+    def _slot_limit(self) -> int:
+        return self.limit
 
-    def _abandon(self) -> None:
-        self._abandoned += 1
-        self._m_abandoned.inc()
-        raise ClientGone(f"limiter {self.name}")
-
-    def _reject(self, waiting: int | None = None) -> None:
-        self._rejected += 1
-        self._m_rejected.inc()
-        raise Overloaded(
-            self.name,
-            self.limit,
-            self._held,
-            len(self._waiters) if waiting is None else waiting,
-            self.max_wait,
-        )
-
-    def _wake(self) -> None:
-        while self._waiters and self._held < self.limit:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self._held += 1  # the slot moves to the waiter
-                waiter.set_result(None)
-
-
-def _has_slot(waiter: asyncio.Future[None]) -> bool:
-    """Whether a waiter was handed a slot (not cancelled, not failed by a disconnect)."""
-    return waiter.done() and not waiter.cancelled() and waiter.exception() is None
-
-
-def _fail_waiter(waiter: asyncio.Future[None], name: str, _: object) -> None:
-    if not waiter.done():
-        waiter.set_exception(ClientGone(f"limiter {name}"))
+    def _overflow(self, max_wait: float, waiting: int) -> Exception:
+        return Overloaded(self.name, self.limit, self._held, waiting, max_wait)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ atomic on the server).
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
@@ -23,7 +22,7 @@ from steadyloop._streak import ErrorStreak
 from steadyloop.limits._paths import _EXEMPT, MAX_ROUTES, _PathRules
 from steadyloop.limits.client import ClientIdentity, ClientIdentityConfig
 from steadyloop.metrics import Metrics, process_metrics
-from steadyloop.redis_client import async_redis, require_redis
+from steadyloop.redis_client import redis_connector
 
 logger = logging.getLogger("steadyloop.limits")
 
@@ -229,17 +228,16 @@ class RedisRateStore:
         socket_connect_timeout: float | None = 1.0,
         **options: Any,
     ) -> None:
-        require_redis("RATE_LIMIT_STORAGE")  # at start-up, with the install hint
-        self.url = url
-        self.prefix = prefix
-        self._connect = functools.partial(
-            async_redis,
+        self._connect = redis_connector(
+            "RATE_LIMIT_STORAGE",
             url,
             max_connections=max_connections,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
             **options,
         )
+        self.url = url
+        self.prefix = prefix
         self._client: Any = None
         self._script: Any = None
 

@@ -32,9 +32,9 @@ from pydantic import ByteSize, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from steadyloop.limits._paths import _Pattern
 from steadyloop.server import ServerLimits
 from steadyloop.web.errors import PROBLEM_TYPE_BASE, ProblemResponse, problem
 
@@ -65,25 +65,6 @@ def parse_size(text: str) -> int:
         raise ValueError(f"{text.strip()!r} is not a size like 1048576, 512KiB or 20MiB") from None
 
 
-class _PathCap:
-    """`/api/uploads` (exact), `/api/videos/{id}/upload` (template) or `/api/files/*` (prefix)."""
-
-    def __init__(self, pattern: str, limit: int) -> None:
-        if not pattern.startswith("/"):
-            raise ValueError(f"a path pattern starts with '/', got {pattern!r}")
-        self.pattern = pattern
-        self.limit = limit
-        self.prefix = pattern[:-1] if pattern.endswith("*") else None
-        self.regex = compile_path(pattern)[0] if self.prefix is None and "{" in pattern else None
-
-    def matches(self, path: str) -> bool:
-        if self.prefix is not None:
-            return path.startswith(self.prefix)
-        if self.regex is not None:
-            return self.regex.match(path) is not None
-        return path == self.pattern
-
-
 def parse_body_caps(value: str) -> tuple[tuple[str, int], ...]:
     """`"/api/images=20MiB, /api/videos/*=2GiB"` -> ((pattern, bytes), ...); errors name
     REQUEST_BODY_MAX_BYTES_PATHS and the bad entry."""
@@ -93,7 +74,7 @@ def parse_body_caps(value: str) -> tuple[tuple[str, int], ...]:
         try:
             if not sep:
                 raise ValueError("expected path=size")
-            _PathCap(pattern.strip(), 0)
+            _Pattern(pattern.strip())  # `/api/uploads`, `/api/videos/{id}`, `/api/files/*`
             caps.append((pattern.strip(), parse_size(size)))
         except ValueError as exc:
             raise ValueError(
@@ -196,13 +177,13 @@ class RequestLimitsMiddleware:
     def __init__(self, app: ASGIApp, limits: RequestLimits | None = None) -> None:
         self.app = app
         self.limits = limits if limits is not None else RequestLimits()
-        self._caps = [_PathCap(pattern, size) for pattern, size in self.limits.body_caps]
+        self._caps = [(_Pattern(pattern), size) for pattern, size in self.limits.body_caps]
 
     def body_cap(self, path: str) -> int:
         """The body cap for `path` (0: none): its first matching pattern's, else the default."""
-        for cap in self._caps:
-            if cap.matches(path):
-                return cap.limit
+        for pattern, size in self._caps:
+            if pattern.matches(path):
+                return size
         return self.limits.body_max_bytes
 
     def check_head(self, scope: Scope) -> RequestRejected | None:
