@@ -28,7 +28,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["ClientGone", "ClientWatch", "client_gone_future", "current_watch", "serving_request"]
+__all__ = [
+    "ClientGone",
+    "ClientWatch",
+    "client_gone_future",
+    "current_watch",
+    "has_no_body",
+    "serving_request",
+]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -73,13 +80,21 @@ def client_gone_future() -> asyncio.Future[None] | None:
     return watch.gone_future() if watch is not None else None
 
 
-def _has_no_body(headers: Any) -> bool:
-    for name, value in headers:
+def has_no_body(scope: MutableMapping[str, Any]) -> bool:
+    """Whether an HTTP/1 request has no body, judged from its headers (no Content-Length or
+    `Content-Length: 0`, and no Transfer-Encoding). HTTP/2 and 3 may send a body without
+    either header: False for them."""
+    if scope.get("http_version", "1.1") not in _HTTP1:
+        return False
+    for name, value in scope.get("headers", ()):
         if name == b"content-length":
             return bool(value.strip() == b"0")
         if name == b"transfer-encoding":
             return False
     return True
+
+
+_HTTP1 = frozenset({"1.1", "1.0"})
 
 
 class ClientWatch:
@@ -94,6 +109,7 @@ class ClientWatch:
         "_pending",
         "_receive",
         "_responded",
+        "_scope",
         "_send",
         "_started",
         "_task",
@@ -105,11 +121,13 @@ class ClientWatch:
         self._send = send
         # Without a body the server's first message is an empty `http.request`: the watcher
         # may read it and keep it for the app.
-        self._no_body = _has_no_body(scope.get("headers", ()))
+        # Judged on first need (a queue wait, a read after the body), not for every request.
+        self._no_body: bool | None = None
+        self._scope = scope
         self._body_read = False  # the last body message has been read (by the app or watcher)
         self._responded = False
         self._started = False
-        self._pending: deque[Message] = deque()
+        self._pending: deque[Message] | None = None  # made with the watcher
         self._disconnect: Message | None = None
         self._task: asyncio.Task[None] | None = None
         self._arrived: asyncio.Event | None = None
@@ -150,6 +168,8 @@ class ClientWatch:
         if self._responded:
             return None
         if self._gone is None:
+            if self._no_body is None:
+                self._no_body = has_no_body(self._scope)
             if not (self._body_read or self._no_body):
                 return None
             self._start()
@@ -168,6 +188,7 @@ class ClientWatch:
             # so a queue wait and the app never read the server's receive at the same time.
             self._start()
         assert self._arrived is not None
+        assert self._pending is not None
         while True:
             if self._pending:
                 return self._pending.popleft()
@@ -195,6 +216,7 @@ class ClientWatch:
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._arrived = asyncio.Event()
+        self._pending = deque()
         self._gone = loop.create_future()
         # The watcher must not carry this request's watch into its own context.
         self._task = loop.create_task(self._watch(), context=contextvars.Context())
@@ -202,6 +224,7 @@ class ClientWatch:
     async def _watch(self) -> None:
         assert self._arrived is not None
         assert self._gone is not None
+        assert self._pending is not None
         while True:
             try:
                 message = await self._receive()

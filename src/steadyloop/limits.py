@@ -396,6 +396,8 @@ class ConcurrencyLimiter:
         )
 
     def _wake(self) -> None:
+        if not self._waiters:  # the common case: nobody queued, nothing to hand over
+            return
         while self._waiters and self._held < self.limit:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -1010,7 +1012,9 @@ class RateLimits:
     @property
     def active(self) -> bool:
         """Whether any path is rate limited (otherwise the middleware passes requests on)."""
-        return self.default is not None or any(r is not None for r in self._rules.values())
+        if self.default is not None:
+            return True
+        return bool(self._rules) and any(r is not None for r in self._rules.values())
 
     def route(self, path: str, rate: Rate | str | None) -> None:
         """Give `path` (template or `/prefix/*`) its own rate per client; None exempts it."""

@@ -69,6 +69,9 @@ class ConcurrencyMiddleware:
         if not chain:
             await self.app(scope, receive, send)
             return
+        if len(chain) == 1:  # the common case (the global limit only): no list of holds
+            await self._admit_one(chain[0], scope, receive, send)
+            return
         held: list[tuple[ConcurrencyLimiter, float]] = []
         try:
             for limiter in chain:
@@ -86,6 +89,22 @@ class ConcurrencyMiddleware:
             ok = True
         finally:
             _release(held, sample=ok)
+
+
+    async def _admit_one(
+        self, limiter: ConcurrencyLimiter, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        try:
+            admitted_at = await limiter.acquire()
+        except Overloaded as exc:
+            await overloaded_response(exc, scope["path"])(scope, receive, send)
+            return
+        ok = False
+        try:
+            await self.app(scope, receive, send)
+            ok = True
+        finally:
+            limiter.release(admitted_at, sample=ok)
 
 
 def _release(held: list[tuple[ConcurrencyLimiter, float]], *, sample: bool) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING
 
 import anyio
@@ -36,6 +37,7 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from steadyloop.disconnect import has_no_body
 from steadyloop.web.errors import PROBLEM_TYPE_BASE, ProblemResponse, problem
 
 try:
@@ -188,11 +190,11 @@ def body_timeout(seconds: float) -> RequestRejected:
 
 def head_size(scope: Scope) -> int:
     """The size of the request's head as sent: request line and `name: value\\r\\n` lines."""
+    headers = scope["headers"]
     size = len(scope.get("method", "")) + len(scope.get("raw_path") or b"") + 13
-    size += len(scope.get("query_string", b"")) + 1
-    for name, value in scope["headers"]:
-        size += len(name) + len(value) + 4
-    return size
+    size += len(scope.get("query_string", b"")) + 1 + 4 * len(headers)
+    # Summed in C (one call, no Python loop per header): this runs for every request.
+    return size + sum(map(len, chain.from_iterable(headers)))
 
 
 class RequestLimitsMiddleware:
@@ -233,6 +235,11 @@ class RequestLimitsMiddleware:
         refused = self.check_head(scope)
         if refused is not None:
             await refused.response(scope["path"])(scope, receive, send)
+            return
+        if has_no_body(scope):
+            # Nothing to count or time: an HTTP/1 request without Content-Length or
+            # Transfer-Encoding has no body, and its first read returns at once.
+            await self.app(scope, receive, send)
             return
         cap = self.body_cap(scope["path"])
         await _Guarded(self.app, cap, self.limits.body_timeout)(scope, receive, send)
