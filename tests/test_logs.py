@@ -5,6 +5,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -248,14 +249,14 @@ def test_access_line_from_the_writer_matches_the_record_format() -> None:
     stream = io.StringIO()
     logging_setup = setup_logging(Settings(log_format="json"), stream=stream, role="api")
     try:
-        _only_pipeline = logging_setup.handler.handle_access
-        calls: list[AccessEntry] = []
+        _only_pipeline = logging_setup.handler.access
+        calls: list[tuple[Any, ...]] = []
 
-        def counted(entry: AccessEntry) -> bool:
-            calls.append(entry)
-            return _only_pipeline(entry)
+        def counted(*fields: Any) -> bool:
+            calls.append(fields)
+            return _only_pipeline(*fields)
 
-        logging_setup.handler.handle_access = counted  # type: ignore[method-assign]
+        logging_setup.handler.access = counted  # type: ignore[method-assign]
         _log_one_access()
         assert len(calls) == 1  # the fast path: no record built on the caller's thread
         # The same line rendered the slow way: a real record through the formatter.

@@ -70,8 +70,8 @@ class RequestMiddleware:
         # Labelled metric children, looked up once: `.labels()` validates and locks each time.
         # Bounded: methods x route templates x status codes.
         self._in_progress: dict[str, Any] = {}
-        self._totals: dict[tuple[str, str, int], Any] = {}
-        self._durations: dict[tuple[str, str], Any] = {}
+        #: (method, route) -> (duration histogram, {status: requests counter}).
+        self._children: dict[tuple[str, str], tuple[Any, dict[int, Any]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -119,15 +119,20 @@ class RequestMiddleware:
             duration = time.perf_counter() - started
             route = route_template(scope)
             in_progress.dec()
-            total = self._totals.get((method, route, status))
+            # One lookup per request for the route's histogram and its status counters.
+            children = self._children.get((method, route))
+            if children is None:
+                children = self._children[(method, route)] = (
+                    metrics.http_request_duration_seconds.labels(method, route),
+                    {},
+                )
+            histogram, totals = children
+            total = totals.get(status)
             if total is None:
-                total = metrics.http_requests_total.labels(method, route, str(status))
-                self._totals[(method, route, status)] = total
+                total = totals[status] = metrics.http_requests_total.labels(
+                    method, route, str(status)
+                )
             total.inc()
-            histogram = self._durations.get((method, route))
-            if histogram is None:
-                histogram = metrics.http_request_duration_seconds.labels(method, route)
-                self._durations[(method, route)] = histogram
             histogram.observe(duration, tracing.exemplar() if span is not None else None)
             if self.access_log:
                 self._log(scope, route, status, duration)

@@ -24,7 +24,7 @@ response, no second one is sent: the connection is left for the server to close.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from itertools import chain
 from typing import TYPE_CHECKING
@@ -228,21 +228,20 @@ class RequestLimitsMiddleware:
             return headers_too_large(limit=limits.header_max_bytes)
         return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain method returning the awaitable to await: a request within the head limits
+        # and without a body goes on to the app without a coroutine frame of this layer.
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         refused = self.check_head(scope)
         if refused is not None:
-            await refused.response(scope["path"])(scope, receive, send)
-            return
+            return refused.response(scope["path"])(scope, receive, send)
         if has_no_body(scope):
             # Nothing to count or time: an HTTP/1 request without Content-Length or
             # Transfer-Encoding has no body, and its first read returns at once.
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         cap = self.body_cap(scope["path"])
-        await _Guarded(self.app, cap, self.limits.body_timeout)(scope, receive, send)
+        return _Guarded(self.app, cap, self.limits.body_timeout)(scope, receive, send)
 
 
 class _Guarded:
