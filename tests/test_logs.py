@@ -263,6 +263,11 @@ def test_access_line_from_the_writer_matches_the_record_format() -> None:
         for entry in (
             AccessEntry(1.5, logging.INFO, "req-1", "GET", '/v"\n\u00e9', "/v", 200, 0.001, None),
             AccessEntry(2.25, logging.DEBUG, None, "GET", "/v", "/v", 404, 1.23456, "1.2.3.4:5"),
+            *(
+                # Durations whose rounding to 2 decimals ends in zeros, halves, or nothing.
+                AccessEntry(3.0, logging.INFO, "r", "GET", "/", "/", 200, seconds, None)
+                for seconds in (0.0, 1e-7, 0.0001, 0.00999, 0.012, 0.1, 0.000125, 12.0, 3600.5)
+            ),
         ):
             for role in ("api", None):
                 via_record = JsonFormatter().format(entry.record(role))

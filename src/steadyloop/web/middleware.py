@@ -16,6 +16,7 @@ import logging
 import random
 import re
 import time
+from logging import DEBUG, INFO
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -135,7 +136,22 @@ class RequestMiddleware:
             total.inc()
             histogram.observe(duration, tracing.exemplar() if span is not None else None)
             if self.access_log:
-                self._log(scope, route, status, duration)
+                # Inline (this runs for every request): the level, then the line's fields.
+                level = INFO if scope["path"] not in self.quiet_paths else DEBUG
+                if access_logger.isEnabledFor(level):
+                    # raw_path keeps percent-encoding: a decoded %0A cannot forge a log line.
+                    raw = scope.get("raw_path")
+                    client = scope.get("client")
+                    # Captured here, written by the log writer thread.
+                    log_access(
+                        level,
+                        scope["method"],
+                        raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"],
+                        route,
+                        status,
+                        duration,
+                        f"{client[0]}:{client[1]}" if client else None,
+                    )
             if span is not None:
                 span.end(status, None if route == UNMATCHED_ROUTE else route)
             request_id_var.reset(token)
@@ -146,22 +162,3 @@ class RequestMiddleware:
                 candidate = value.decode("latin-1")
                 return candidate if valid_request_id(candidate) else None
         return None
-
-    def _log(self, scope: Scope, route: str, status: int, duration: float) -> None:
-        level = logging.DEBUG if scope["path"] in self.quiet_paths else logging.INFO
-        if not access_logger.isEnabledFor(level):
-            return
-        # raw_path keeps percent-encoding: a decoded %0A cannot forge a log line.
-        raw = scope.get("raw_path")
-        path = raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"]
-        client = scope.get("client")
-        # Captured here, formatted and written by the log writer thread.
-        log_access(
-            level,
-            scope["method"],
-            path,
-            route,
-            status,
-            duration,
-            f"{client[0]}:{client[1]}" if client else None,
-        )
