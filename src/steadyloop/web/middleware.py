@@ -91,17 +91,9 @@ class RequestMiddleware:
             in_progress = metrics.http_requests_in_progress.labels(method)
             self._in_progress[method] = in_progress
         in_progress.inc()
-        status = 500
-        response_started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-                status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), id_header]}
-            await send(message)
-
+        # One small object per request rather than a closure (a function and four cells).
+        response = _Response(send, id_header)
+        send_with_id = response.send
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
@@ -111,13 +103,14 @@ class RequestMiddleware:
             error_logger.exception(
                 "unhandled error in %s %s", scope["method"], route_template(scope)
             )
-            if not response_started:
-                status = 500
+            if not response.started:
+                response.status = 500
                 if self.problem_500:
                     await internal_error()(scope, receive, send_with_id)
             raise
         finally:
             duration = time.perf_counter() - started
+            status = response.status
             route = route_template(scope)
             in_progress.dec()
             # One lookup per request for the route's histogram and its status counters.
@@ -162,3 +155,23 @@ class RequestMiddleware:
                 candidate = value.decode("latin-1")
                 return candidate if valid_request_id(candidate) else None
         return None
+
+
+class _Response:
+    """One request's response as the request middleware sees it: its status, and its start
+    message sent on with the request id header."""
+
+    __slots__ = ("_id_header", "_send", "started", "status")
+
+    def __init__(self, send: Send, id_header: tuple[bytes, bytes]) -> None:
+        self._send = send
+        self._id_header = id_header
+        self.started = False
+        self.status = 500  # until the app starts a response
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            message = {**message, "headers": [*message.get("headers", ()), self._id_header]}
+        await self._send(message)
