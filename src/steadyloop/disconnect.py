@@ -33,7 +33,6 @@ __all__ = [
     "ClientWatch",
     "client_gone_future",
     "current_watch",
-    "has_no_body",
     "serving_request",
 ]
 
@@ -80,21 +79,13 @@ def client_gone_future() -> asyncio.Future[None] | None:
     return watch.gone_future() if watch is not None else None
 
 
-def has_no_body(scope: MutableMapping[str, Any]) -> bool:
-    """Whether an HTTP/1 request has no body, judged from its headers (no Content-Length or
-    `Content-Length: 0`, and no Transfer-Encoding). HTTP/2 and 3 may send a body without
-    either header: False for them."""
-    if scope.get("http_version", "1.1") not in _HTTP1:
-        return False
-    for name, value in scope.get("headers", ()):
+def _has_no_body(headers: Any) -> bool:
+    for name, value in headers:
         if name == b"content-length":
             return bool(value.strip() == b"0")
         if name == b"transfer-encoding":
             return False
     return True
-
-
-_HTTP1 = frozenset({"1.1", "1.0"})
 
 
 class ClientWatch:
@@ -169,7 +160,7 @@ class ClientWatch:
             return None
         if self._gone is None:
             if self._no_body is None:
-                self._no_body = has_no_body(self._scope)
+                self._no_body = _has_no_body(self._scope.get("headers", ()))
             if not (self._body_read or self._no_body):
                 return None
             self._start()

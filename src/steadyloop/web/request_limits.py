@@ -37,7 +37,6 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from steadyloop.disconnect import has_no_body
 from steadyloop.web.errors import PROBLEM_TYPE_BASE, ProblemResponse, problem
 
 try:
@@ -314,6 +313,23 @@ class _Guarded:
         if not self.started:
             await exc.response(scope["path"])(scope, receive, send)
         # Started: the app's response stands; the server closes the unfinished exchange.
+
+
+_HTTP1 = frozenset({"1.1", "1.0"})
+
+
+def has_no_body(scope: Scope) -> bool:
+    """Whether an HTTP/1 request has no body, judged from its headers: neither Content-Length
+    (or `Content-Length: 0`) nor Transfer-Encoding. HTTP/2 and 3 may send a body without
+    either header: never judged bodiless."""
+    if scope.get("http_version", "1.1") not in _HTTP1:
+        return False
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return bool(value.strip() == b"0")
+        if name == b"transfer-encoding":
+            return False
+    return True
 
 
 def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
