@@ -9,11 +9,11 @@ sink never reaches the caller, and `close()` writes every queued record before r
 Why not `QueueHandler` + `QueueListener`: `QueueHandler.prepare` formats the message on the
 caller's thread (the expensive part), and its default queue is unbounded.
 
-The access line (`log_access`, one per request) skips even the `LogRecord`: when the record
-could only reach the pipeline's handler, the request's few fields are captured as one tuple.
-When every sink writes JSON, the caller renders the line from a template right there (byte for
-byte the line `JsonFormatter` makes of the record, at a fifth of its cost) and queues the
-string; otherwise the tuple is queued and the writer thread builds the record. Rendering on
+The access line (`log_access`, one per request) skips even the `LogRecord` when the record
+could only reach the pipeline's handler. When every sink writes JSON, the caller renders the
+line from the request's fields with a template right there (byte for byte the line
+`JsonFormatter` makes of the record, at a fifth of its cost) and queues the string; otherwise
+the fields are queued as one tuple (`AccessEntry`) and the writer thread builds the record. Rendering on
 the caller's thread looks backwards but is measured: the writer shares the GIL with the event
 loop, and every moment it holds the GIL (formatting hundreds of lines per wake-up) the loop
 waits for it to hand the GIL back, which costs the loop far more than the few microseconds of
