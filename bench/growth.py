@@ -52,6 +52,7 @@ PERIODIC_EVERY = 0.02
 PERIODIC_SECONDS = 3.0
 TARGET_PERIODIC = 1.25
 OPS = ("enqueue", "claim", "finish")
+LAYER_COLUMNS = ["routes", "inner app alone", "under steadyloop's layers", "steadyloop adds"]
 
 
 # --- job stores -------------------------------------------------------------------------------
@@ -286,6 +287,51 @@ async def _measure_routes() -> dict[int, dict[str, list[float]]]:
     return out
 
 
+def _layers(routes: int) -> tuple[Any, Any]:
+    """An inner ASGI app that plays the router (sets `scope["route"]` to the path's template
+    without a linear search) and answers 200, alone and under steadyloop's layers as
+    `install()` stacks them: steadyloop's own per-route cost, with routing out of the
+    picture."""
+    from types import SimpleNamespace
+
+    from steadyloop.runtime import Runtime
+    from steadyloop.settings import Settings
+    from steadyloop.web.concurrency import ConcurrencyMiddleware
+    from steadyloop.web.middleware import RequestMiddleware
+    from steadyloop.web.ratelimit import RateLimitMiddleware
+    from steadyloop.web.request_limits import RequestLimits, RequestLimitsMiddleware
+
+    settings = Settings(access_log=False, log_setup=False, loop_watch_enabled=False)
+    rt = Runtime(settings)
+    templates = {f"/r{i}/x": SimpleNamespace(path=f"/r{i}/{{item}}") for i in range(routes)}
+    start = {"type": "http.response.start", "status": 200, "headers": []}
+    body = {"type": "http.response.body", "body": b"{}"}
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        scope["route"] = templates[scope["path"]]
+        await send(start)
+        await send(body)
+
+    app: Any = ConcurrencyMiddleware(inner, limits=rt.limits)
+    app = RateLimitMiddleware(app, rate_limits=rt.rate_limits)
+    app = RequestLimitsMiddleware(app, limits=RequestLimits.from_settings(settings))
+    app = RequestMiddleware(app, header=settings.request_id_header, access_log=False)
+    return inner, app
+
+
+async def _measure_layers() -> dict[int, dict[str, list[float]]]:
+    out: dict[int, dict[str, list[float]]] = {}
+    for routes in ROUTES:
+        bare, full = _layers(routes)
+        out[routes] = {"bare": [], "steadyloop": []}
+        for _ in range(ROUTE_ROUNDS):
+            out[routes]["bare"].append(await _drive(bare, routes, ROUTE_REQUESTS))
+            out[routes]["steadyloop"].append(await _drive(full, routes, ROUTE_REQUESTS))
+        added = _added(out[routes])
+        print(f"[{NAME}] {routes} routes, layers alone: {added * 1e6:.1f} µs", flush=True)
+    return out
+
+
 # --- periodic tasks ---------------------------------------------------------------------------
 class _Slots:
     """The scheduler's store, reduced to an always-won slot claim."""
@@ -354,6 +400,7 @@ def report(
     routes: dict[int, dict[str, list[float]]],
     periodic: dict[int, list[float]],
     info: dict[str, str],
+    layers: dict[int, dict[str, list[float]]] | None = None,
 ) -> tuple[str, bool]:
     verdicts: list[str] = []
     met = True
@@ -391,6 +438,24 @@ def report(
         f"{common.fmt_ratio(growth)} (target ≤ {TARGET_ROUTES:.2f}x): "
         f"**{'met' if ok else 'NOT met'}**"
     )
+    layer_rows = []
+    layer_added: dict[int, float] = {}
+    for count, systems in (layers or {}).items():
+        layer_added[count] = _added(systems)
+        layer_rows.append(
+            [
+                str(count),
+                f"{statistics.median(systems['bare']) * 1e6:.1f}",
+                f"{statistics.median(systems['steadyloop']) * 1e6:.1f}",
+                f"{layer_added[count] * 1e6:.1f}",
+            ]
+        )
+    if len(layer_added) == len(ROUTES):
+        verdicts.append(
+            f"- diagnostic (not a target): steadyloop's layers alone, {ROUTES[-1]} vs "
+            f"{ROUTES[0]} route templates: "
+            f"{common.fmt_ratio(common.ratio(layer_added[ROUTES[-1]], layer_added[ROUTES[0]]))}"
+        )
     periodic_rows = [
         [f"{count:,}", f"{statistics.median(v) * 1e6:.1f}", ", ".join(f"{x * 1e6:.1f}" for x in v)]
         for count, v in periodic.items()
@@ -427,6 +492,16 @@ carry that noise; medians of rounds damp it but do not remove it.
 ## Routes: CPU µs per request (in-process ASGI call, median)
 
 {common.md_table(["routes", "bare FastAPI", "with install()", "steadyloop adds"], route_rows)}
+
+### Diagnostic: steadyloop's layers alone
+
+The same requests through steadyloop's layers as `install()` stacks them (request id,
+metrics, request limits, rate and concurrency limits; access log off) around an inner app
+that sets the route template from a dict and answers 200, against that inner app alone:
+routing is out of the picture, so any growth here is steadyloop's own (a metrics child per
+template is the only per-route state on the request path).
+
+{common.md_table(LAYER_COLUMNS, layer_rows)}
 
 ## Periodic tasks: the scheduler's CPU µs per slot fired (median)
 
@@ -466,9 +541,10 @@ def run() -> bool:
         for backend in ("sqlite", "redis"):
             stores[backend] = asyncio.run(_measure_store(backend, Path(workdir)))
     routes = asyncio.run(_measure_routes())
+    layers = asyncio.run(_measure_layers())
     periodic = asyncio.run(_measure_periodic())
     info["duration"] = f"{time.monotonic() - started:.0f} s"
-    text, met = report(stores, routes, periodic, info)
+    text, met = report(stores, routes, periodic, info, layers)
     path = common.write_result(NAME, text)
     chart(stores)
     print(f"[{NAME}] wrote {path} and {common.chart_path(NAME)}", flush=True)

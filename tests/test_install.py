@@ -153,3 +153,20 @@ async def test_offloaded_blocking_call_keeps_the_loop_turning() -> None:
         assert health.status_code == 200
         release.set()
         assert all(r.status_code == 200 for r in await asyncio.gather(*pending))
+
+
+async def test_a_worker_process_serves_only_steadyloops_endpoints() -> None:
+    app = FastAPI()
+
+    @app.get("/api/videos")
+    async def videos() -> list[str]:
+        return []
+
+    sl.install(app, Settings(worker_role="worker", log_setup=False))
+    async with _client(app) as client:  # no lifespan: the gate needs only the role
+        refused = await client.get("/api/videos")
+        health = await client.get("/api/health")
+    assert refused.status_code == 404
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "job worker" in refused.json()["detail"]
+    assert health.status_code != 404

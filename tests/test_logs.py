@@ -5,6 +5,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -252,20 +253,25 @@ def test_access_line_from_the_writer_matches_the_record_format() -> None:
         Settings(log_format="json").logging_config(), stream=stream, role="api"
     )
     try:
-        _only_pipeline = logging_setup.handler.handle_access
-        calls: list[AccessEntry] = []
+        _only_pipeline = logging_setup.handler.access
+        calls: list[tuple[Any, ...]] = []
 
-        def counted(entry: AccessEntry) -> bool:
-            calls.append(entry)
-            return _only_pipeline(entry)
+        def counted(*fields: Any) -> bool:
+            calls.append(fields)
+            return _only_pipeline(*fields)
 
-        logging_setup.handler.handle_access = counted  # type: ignore[method-assign]
+        logging_setup.handler.access = counted  # type: ignore[method-assign]
         _log_one_access()
         assert len(calls) == 1  # the fast path: no record built on the caller's thread
         # The same line rendered the slow way: a real record through the formatter.
         for entry in (
             AccessEntry(1.5, logging.INFO, "req-1", "GET", '/v"\n\u00e9', "/v", 200, 0.001, None),
             AccessEntry(2.25, logging.DEBUG, None, "GET", "/v", "/v", 404, 1.23456, "1.2.3.4:5"),
+            *(
+                # Durations whose rounding to 2 decimals ends in zeros, halves, or nothing.
+                AccessEntry(3.0, logging.INFO, "r", "GET", "/", "/", 200, seconds, None)
+                for seconds in (0.0, 1e-7, 0.0001, 0.00999, 0.012, 0.1, 0.000125, 12.0, 3600.5)
+            ),
         ):
             for role in ("api", None):
                 via_record = JsonFormatter().format(entry.record(role))

@@ -162,13 +162,14 @@ async def test_a_head_larger_than_the_limit_gets_431() -> None:
 
 
 def http_scope(headers: list[tuple[bytes, bytes]] | None = None) -> Scope:
+    """A POST whose body streams in chunks (an HTTP/1.1 body has Content-Length or this)."""
     return {
         "type": "http",
         "method": "POST",
         "path": "/x",
         "raw_path": b"/x",
         "query_string": b"",
-        "headers": headers or [],
+        "headers": headers or [(b"transfer-encoding", b"chunked")],
     }
 
 
@@ -191,6 +192,29 @@ async def run_layer(app: ASGIApp, receive: Receive, limits: RequestLimits) -> li
 
     await RequestLimitsMiddleware(app, limits)(http_scope(), receive, send)
     return sent
+
+
+async def test_a_request_without_a_body_reaches_the_app_with_the_servers_receive() -> None:
+    seen: list[Receive] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(receive)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        pass
+
+    layer = RequestLimitsMiddleware(app, RequestLimits(body_max_bytes=1))
+    await layer({**http_scope([(b"host", b"x")]), "method": "GET"}, receive, send)
+    await layer(http_scope([(b"content-length", b"5")]), receive, send)
+    await layer({**http_scope([]), "http_version": "2"}, receive, send)
+    # Nothing to count without a body; a declared body and HTTP/2 (bodies without either
+    # header) are guarded.
+    assert seen[0] is receive
+    assert seen[1] is not receive
+    assert seen[2] is not receive
 
 
 async def test_a_body_that_stops_arriving_gets_408() -> None:

@@ -28,7 +28,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["ClientGone", "ClientWatch", "client_gone_future", "current_watch", "serving_request"]
+__all__ = [
+    "ClientGone",
+    "ClientWatch",
+    "client_gone_future",
+    "current_watch",
+    "serving_request",
+]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -94,6 +100,7 @@ class ClientWatch:
         "_pending",
         "_receive",
         "_responded",
+        "_scope",
         "_send",
         "_started",
         "_task",
@@ -105,11 +112,13 @@ class ClientWatch:
         self._send = send
         # Without a body the server's first message is an empty `http.request`: the watcher
         # may read it and keep it for the app.
-        self._no_body = _has_no_body(scope.get("headers", ()))
+        # Judged on first need (a queue wait, a read after the body), not for every request.
+        self._no_body: bool | None = None
+        self._scope = scope
         self._body_read = False  # the last body message has been read (by the app or watcher)
         self._responded = False
         self._started = False
-        self._pending: deque[Message] = deque()
+        self._pending: deque[Message] | None = None  # made with the watcher
         self._disconnect: Message | None = None
         self._task: asyncio.Task[None] | None = None
         self._arrived: asyncio.Event | None = None
@@ -150,6 +159,8 @@ class ClientWatch:
         if self._responded:
             return None
         if self._gone is None:
+            if self._no_body is None:
+                self._no_body = _has_no_body(self._scope.get("headers", ()))
             if not (self._body_read or self._no_body):
                 return None
             self._start()
@@ -168,6 +179,7 @@ class ClientWatch:
             # so a queue wait and the app never read the server's receive at the same time.
             self._start()
         assert self._arrived is not None
+        assert self._pending is not None
         while True:
             if self._pending:
                 return self._pending.popleft()
@@ -195,6 +207,7 @@ class ClientWatch:
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._arrived = asyncio.Event()
+        self._pending = deque()
         self._gone = loop.create_future()
         # The watcher must not carry this request's watch into its own context.
         self._task = loop.create_task(self._watch(), context=contextvars.Context())
@@ -202,6 +215,7 @@ class ClientWatch:
     async def _watch(self) -> None:
         assert self._arrived is not None
         assert self._gone is not None
+        assert self._pending is not None
         while True:
             try:
                 message = await self._receive()

@@ -9,17 +9,16 @@ sink never reaches the caller, and `close()` writes every queued record before r
 Why not `QueueHandler` + `QueueListener`: `QueueHandler.prepare` formats the message on the
 caller's thread (the expensive part), and its default queue is unbounded.
 
-The access line (`log_access`, one per request) skips even the `LogRecord`: when the record
-could only reach the pipeline's handler, the request's few fields are captured as one tuple.
-When every sink writes JSON, the caller renders the line from a template right there (byte for
-byte the line `JsonFormatter` makes of the record, at a fifth of its cost) and queues the
-string; otherwise the tuple is queued and the writer thread builds the record. Rendering on
-the caller's thread looks backwards but is measured: the writer shares the GIL with the event
-loop, and every moment it holds the GIL (formatting hundreds of lines per wake-up) the loop
-waits for it to hand the GIL back, which costs the loop far more than the few microseconds of
-rendering. The writer then only joins ready strings and writes them, releasing the GIL in
-the write itself.
-"""
+The access line (`log_access`, one per request) skips even the `LogRecord` when the record
+could only reach the pipeline's handler. When every sink writes JSON, the caller renders the
+line from the request's fields with a template right there (byte for byte the line
+`JsonFormatter` makes of the record, at a fifth of its cost) and queues the string; otherwise
+the fields are queued as one tuple (`AccessEntry`) and the writer thread builds the record.
+Rendering on the caller's thread looks backwards but is measured: the writer shares the GIL
+with the event loop, and every moment it holds the GIL (formatting hundreds of lines per wake-
+up) the loop waits for it to hand the GIL back, which costs the loop far more than the few
+microseconds of rendering. The writer then only joins ready strings and writes them, releasing
+the GIL in the write itself."""
 
 from __future__ import annotations
 
@@ -145,23 +144,17 @@ class AccessEntry(NamedTuple):
 
     def json_line(self, role: str | None) -> str:
         """What `JsonFormatter` makes of `record(role)`, without the record or the dict."""
-        ms = self.duration * 1000
-        head = _ACCESS_HEADS.get(self.levelno)
-        if head is None:
-            head = _ACCESS_HEADS[self.levelno] = (
-                f'", "level": "{logging.getLevelName(self.levelno)}", '
-                f'"logger": "{ACCESS_LOGGER}", "message": '
-            )
-        # The message is quoted whole: the same escaping as quoting its parts one by one.
-        message = _quote(f"{self.method} {self.path} {self.status_code} {ms:.1f}ms")
-        request_id = "" if self.request_id is None else f', "request_id": {_quote(self.request_id)}'
-        role_field = "" if role is None else f', "role": {_quote(role)}'
-        client = "null" if self.client is None else _quote(self.client)
-        return (
-            f'{{"ts": "{_timestamp(self.created)}{head}{message}{request_id}{role_field}, '
-            f'"method": {_quote(self.method)}, "path": {_quote(self.path)}, '
-            f'"route": {_quote(self.route)}, "status_code": {self.status_code}, '
-            f'"duration_ms": {round(ms, 2)!r}, "client": {client}}}'
+        return _json_access_line(
+            self.created,
+            self.levelno,
+            self.request_id,
+            self.method,
+            self.path,
+            self.route,
+            self.status_code,
+            self.duration,
+            self.client,
+            role,
         )
 
     def record(self, role: str | None) -> logging.LogRecord:
@@ -186,6 +179,62 @@ class AccessEntry(NamedTuple):
         record.msecs = (self.created - int(self.created)) * 1000
         record.__dict__.update(self.fields())
         return record
+
+
+#: Quoted route templates and methods (few distinct values, one per request): bounded.
+_QUOTED: dict[str, str] = {}
+
+
+def _quoted(value: str) -> str:
+    quoted = _QUOTED.get(value)
+    if quoted is None:
+        quoted = _quote(value)
+        if len(_QUOTED) < 4096:
+            _QUOTED[value] = quoted
+    return quoted
+
+
+def _json_access_line(
+    created: float,
+    levelno: int,
+    request_id: str | None,
+    method: str,
+    path: str,
+    route: str,
+    status_code: int,
+    duration: float,
+    client: str | None,
+    role: str | None,
+) -> str:
+    """The access line `JsonFormatter` makes of the access record, byte for byte."""
+    ms = duration * 1000
+    head = _ACCESS_HEADS.get(levelno)
+    if head is None:
+        head = _ACCESS_HEADS[levelno] = (
+            f'", "level": "{logging.getLevelName(levelno)}", '
+            f'"logger": "{ACCESS_LOGGER}", "message": '
+        )
+    # The message is quoted whole: the same escaping as quoting its parts one by one.
+    message = _quote(f"{method} {path} {status_code} {ms:.1f}ms")
+    request_id_field = "" if request_id is None else f', "request_id": {_quote(request_id)}'
+    role_field = "" if role is None else f', "role": {_quoted(role)}'
+    # repr(round(ms, 2)), as json.dumps writes the record's field, at a third of the cost:
+    # both are the exact value correctly rounded to 2 decimals; repr drops trailing zeros.
+    rounded = f"{ms:.2f}".rstrip("0")
+    if rounded[-1] == ".":
+        rounded += "0"
+    second = int(created)
+    if _last_second[0] == second:
+        ts = f"{_last_second[1]}.{int((created - second) * 1000):03d}+00:00"
+    else:
+        ts = _timestamp(created)
+    return (
+        f'{{"ts": "{ts}{head}{message}{request_id_field}{role_field}, '
+        f'"method": {_quoted(method)}, "path": {_quote(path)}, '
+        f'"route": {_quoted(route)}, "status_code": {status_code}, '
+        f'"duration_ms": {rounded}, '
+        f'"client": {"null" if client is None else _quote(client)}}}'
+    )
 
 
 def _as_record(item: logging.LogRecord | AccessEntry, role: str | None) -> logging.LogRecord:
@@ -220,13 +269,14 @@ def log_access(
         return
     # With tracing on, the access line takes the record path, where the trace ids are added.
     handler = None if tracing.enabled else _only_pipeline_handler()
+    if handler is not None:
+        handler.access(level, method, path, route, status_code, duration, client)
+        return
     entry = AccessEntry(
         time.time(), level, request_id_var.get(), method, path, route, status_code, duration, client
     )
-    if handler is not None:
-        handler.handle_access(entry)
-    else:  # another handler or filter may be listening: give it a real record
-        _access_logger.handle(entry.plain_record())
+    # Another handler or filter may be listening: give it a real record.
+    _access_logger.handle(entry.plain_record())
 
 
 class TextFormatter(logging.Formatter):
@@ -340,6 +390,55 @@ class NonBlockingHandler(logging.Handler):
         else:
             self._queue.append(entry)
         if len(self._queue) >= self._wake_at and not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def access(
+        self,
+        level: int,
+        method: str,
+        path: str,
+        route: str,
+        status_code: int,
+        duration: float,
+        client: str | None,
+    ) -> bool:
+        """`handle_access` from the fields: a JSON line is rendered with no entry built."""
+        json_from = self._json_from
+        if json_from is None or level < json_from or level < self.level:
+            return self.handle_access(
+                AccessEntry(
+                    time.time(),
+                    level,
+                    request_id_var.get(),
+                    method,
+                    path,
+                    route,
+                    status_code,
+                    duration,
+                    client,
+                )
+            )
+        queue = self._queue
+        if len(queue) >= self.queue_size or self._closing:
+            self.dropped += 1
+            process_metrics().log_dropped_total.inc()
+            return False
+        queue.append(
+            _json_access_line(
+                time.time(),
+                level,
+                request_id_var.get(),
+                method,
+                path,
+                route,
+                status_code,
+                duration,
+                client,
+                _role,
+            )
+        )
+        if len(queue) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
         return True
 

@@ -253,10 +253,19 @@ class Jobs:
                 unique_key=unique_key,
                 trace_context=trace_context,
             )
-            async with self._reaching_store("enqueue"):
+            # The store's errors mapped inline, not through `_reaching_store` (an async context
+            # manager is a generator and an object per call, on the path of every enqueue).
+            try:
                 [stored] = await self.store.enqueue([job])
+            except Exception as exc:
+                if not isinstance(exc, _unreachable_errors(self.store)):
+                    raise
+                raise JobStoreUnavailable(
+                    f"job store {redact_url(self.store.url)} unavailable (enqueue): "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         if stored.id == job.id:
-            self.metrics.jobs_enqueued_total.labels(task.name).inc()
+            task._count_enqueued(self.metrics.jobs_enqueued_total)
         if self.worker is not None:
             self.worker.wake()
         return stored

@@ -99,12 +99,23 @@ class Task:
         self.backoff = backoff
         self.is_async = inspect.iscoroutinefunction(fn)
         self._params, self._model = _arguments_model(fn, name)
+        # The enqueued-jobs counter's child for this task: (the metric, its child).
+        self._enqueued: tuple[Any, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
+    def _count_enqueued(self, counter: Any) -> None:
+        """Count one enqueued job on `counter` (labelled by task), its child looked up once."""
+        cached = self._enqueued
+        if cached is None or cached[0] is not counter:
+            cached = self._enqueued = (counter, counter.labels(self.name))
+        cached[1].inc()
+
     def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Map positional and keyword arguments to names; check them; return JSON values."""
+        if not args and not kwargs and not self._params:
+            return {}  # nothing to check: the model of no fields accepts exactly this
         if len(args) > len(self._params):
             raise InvalidJobArguments(self.name, f"takes {len(self._params)} arguments")
         named = dict(zip(self._params, args, strict=False))

@@ -353,7 +353,9 @@ class RateLimits:
     @property
     def active(self) -> bool:
         """Whether any path is rate limited (otherwise the middleware passes requests on)."""
-        return self.default is not None or any(r is not None for r in self._rules.values())
+        if self.default is not None:
+            return True
+        return bool(self._rules) and any(r is not None for r in self._rules.values())
 
     def route(self, path: str, rate: Rate | str | None) -> None:
         """Give `path` (template or `/prefix/*`) its own rate per client; None exempts it."""

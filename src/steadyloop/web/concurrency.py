@@ -55,7 +55,14 @@ class ConcurrencyMiddleware:
         watch = ClientWatch(scope, receive, send)
         watch.enter()
         try:
-            await self._admit(scope, watch.receive, watch.send)
+            limits = self.limits
+            chain = limits.for_path(scope["path"]) if limits.active else None
+            if not chain:
+                await self.app(scope, watch.receive, watch.send)
+            elif len(chain) == 1:  # the common case (the global limit only): no list of holds
+                await self._admit_one(chain[0], scope, watch.receive, watch.send)
+            else:
+                await self._admit(chain, scope, watch.receive, watch.send)
         except ClientGone:
             if not watch.response_started:
                 # Nobody reads it: the status is for the access log and the metrics.
@@ -64,11 +71,9 @@ class ConcurrencyMiddleware:
         finally:
             watch.exit()
 
-    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        chain = self.limits.for_path(scope["path"]) if self.limits.active else None
-        if not chain:
-            await self.app(scope, receive, send)
-            return
+    async def _admit(
+        self, chain: list[ConcurrencyLimiter], scope: Scope, receive: Receive, send: Send
+    ) -> None:
         held: list[tuple[ConcurrencyLimiter, float]] = []
         try:
             for limiter in chain:
@@ -86,6 +91,21 @@ class ConcurrencyMiddleware:
             ok = True
         finally:
             _release(held, sample=ok)
+
+    async def _admit_one(
+        self, limiter: ConcurrencyLimiter, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        try:
+            admitted_at = await limiter.acquire()
+        except Overloaded as exc:
+            await overloaded_response(exc, scope["path"])(scope, receive, send)
+            return
+        ok = False
+        try:
+            await self.app(scope, receive, send)
+            ok = True
+        finally:
+            limiter.release(admitted_at, sample=ok)
 
 
 def _release(held: list[tuple[ConcurrencyLimiter, float]], *, sample: bool) -> None:

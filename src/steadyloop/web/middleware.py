@@ -16,6 +16,7 @@ import logging
 import random
 import re
 import time
+from logging import DEBUG, INFO
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -74,8 +75,8 @@ class RequestMiddleware:
         # Labelled metric children, looked up once: `.labels()` validates and locks each time.
         # Bounded: methods x route templates x status codes.
         self._in_progress: dict[str, Any] = {}
-        self._totals: dict[tuple[str, str, int], Any] = {}
-        self._durations: dict[tuple[str, str], Any] = {}
+        #: (method, route) -> (duration histogram, {status: requests counter}).
+        self._children: dict[tuple[str, str], tuple[Any, dict[int, Any]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,17 +95,9 @@ class RequestMiddleware:
             in_progress = self.metrics.http_requests_in_progress.labels(method)
             self._in_progress[method] = in_progress
         in_progress.inc()
-        status = 500
-        response_started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-                status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), id_header]}
-            await send(message)
-
+        # One small object per request rather than a closure (a function and four cells).
+        response = _Response(send, id_header)
+        send_with_id = response.send
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
@@ -114,27 +107,48 @@ class RequestMiddleware:
             error_logger.exception(
                 "unhandled error in %s %s", scope["method"], route_template(scope)
             )
-            if not response_started:
-                status = 500
+            if not response.started:
+                response.status = 500
                 if self.problem_500:
                     await internal_error()(scope, receive, send_with_id)
             raise
         finally:
             duration = time.perf_counter() - started
+            status = response.status
             route = route_template(scope)
             in_progress.dec()
-            total = self._totals.get((method, route, status))
+            # One lookup per request for the route's histogram and its status counters.
+            children = self._children.get((method, route))
+            if children is None:
+                children = self._children[(method, route)] = (
+                    self.metrics.http_request_duration_seconds.labels(method, route),
+                    {},
+                )
+            histogram, totals = children
+            total = totals.get(status)
             if total is None:
-                total = self.metrics.http_requests_total.labels(method, route, str(status))
-                self._totals[(method, route, status)] = total
+                total = totals[status] = self.metrics.http_requests_total.labels(
+                    method, route, str(status)
+                )
             total.inc()
-            histogram = self._durations.get((method, route))
-            if histogram is None:
-                histogram = self.metrics.http_request_duration_seconds.labels(method, route)
-                self._durations[(method, route)] = histogram
             histogram.observe(duration, tracing.exemplar() if span is not None else None)
             if self.access_log:
-                self._log(scope, route, status, duration)
+                # Inline (this runs for every request): the level, then the line's fields.
+                level = INFO if scope["path"] not in self.quiet_paths else DEBUG
+                if access_logger.isEnabledFor(level):
+                    # raw_path keeps percent-encoding: a decoded %0A cannot forge a log line.
+                    raw = scope.get("raw_path")
+                    client = scope.get("client")
+                    # Captured here, written by the log writer thread.
+                    log_access(
+                        level,
+                        scope["method"],
+                        raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"],
+                        route,
+                        status,
+                        duration,
+                        f"{client[0]}:{client[1]}" if client else None,
+                    )
             if span is not None:
                 span.end(status, None if route == UNMATCHED_ROUTE else route)
             request_id_var.reset(token)
@@ -146,21 +160,22 @@ class RequestMiddleware:
                 return candidate if valid_request_id(candidate) else None
         return None
 
-    def _log(self, scope: Scope, route: str, status: int, duration: float) -> None:
-        level = logging.DEBUG if scope["path"] in self.quiet_paths else logging.INFO
-        if not access_logger.isEnabledFor(level):
-            return
-        # raw_path keeps percent-encoding: a decoded %0A cannot forge a log line.
-        raw = scope.get("raw_path")
-        path = raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"]
-        client = scope.get("client")
-        # Captured here, formatted and written by the log writer thread.
-        log_access(
-            level,
-            scope["method"],
-            path,
-            route,
-            status,
-            duration,
-            f"{client[0]}:{client[1]}" if client else None,
-        )
+
+class _Response:
+    """One request's response as the request middleware sees it: its status, and its start
+    message sent on with the request id header."""
+
+    __slots__ = ("_id_header", "_send", "started", "status")
+
+    def __init__(self, send: Send, id_header: tuple[bytes, bytes]) -> None:
+        self._send = send
+        self._id_header = id_header
+        self.started = False
+        self.status = 500  # until the app starts a response
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            message = {**message, "headers": [*message.get("headers", ()), self._id_header]}
+        await self._send(message)

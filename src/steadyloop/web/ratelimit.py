@@ -9,11 +9,13 @@ Exempt paths and non-HTTP scopes pass straight through, without a store round tr
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from steadyloop.limits import RateDecision, RateLimited, RateLimits
+from steadyloop.limits import Rate, RateDecision, RateLimited, RateLimits
 from steadyloop.web.errors import PROBLEM_TYPE_BASE, ProblemResponse, problem
 
 __all__ = ["RateLimitMiddleware", "rate_limited_handler", "rate_limited_response"]
@@ -54,14 +56,19 @@ class RateLimitMiddleware:
         self.app = app
         self.rate_limits = rate_limits
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain method returning the awaitable to await: a request with no rule to count
+        # goes on to the app without a coroutine frame of this layer in between.
         if scope["type"] != "http" or not self.rate_limits.active:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         rule = self.rate_limits.rule_for(scope["path"])
         if rule is None:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._limited(scope, receive, send, rule)
+
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, rule: tuple[str, Rate]
+    ) -> None:
         checked = await self.rate_limits.check(scope)
         if checked is None:  # the store failed: admitted (counted and logged)
             await self.app(scope, receive, send)

@@ -6,6 +6,7 @@ health checks and metrics scrapes; its API routes would only confuse a load bala
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,7 +30,9 @@ class WorkerRoleGate:
             "/api/jobs",
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain method returning the awaitable to await: no coroutine frame of this layer
+        # stays between the server and the app.
         if scope["type"] == "http" and self.runtime.role == "worker":
             path: str = scope["path"]
             if not any(path == p or path.startswith(p + "/") for p in self.allowed):
@@ -39,6 +42,5 @@ class WorkerRoleGate:
                     "dashboard and the job API only.",
                     instance=path,
                 )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+                return response(scope, receive, send)
+        return self.app(scope, receive, send)
