@@ -76,11 +76,12 @@ SERVERS = (
         description="the same app + `steadyloop.install(app)` (the whole stack it adds at the "
         "measured commit): request id, one JSON access line per request through the "
         "non-blocking handler, Prometheus metrics (requests, duration histogram, in-progress "
-        "gauge), last-resort 500, and its rate-limit, concurrency-limit and worker-role "
-        "layers, which pass every request through with the default settings (no limit "
-        "configured, unlike the peer stack's slowapi limit, which is checked on every "
-        "request); `LOG_FORMAT=json`, `ACCESS_LOG=true`, `LOG_LEVEL=INFO`, every other "
-        "setting at its default (the loop watch on)",
+        "gauge), last-resort 500, the request limits (body, headers), the default global "
+        "concurrency limit (64 requests, a slot taken and released per request, with its "
+        "client watch) and the rate-limit and worker-role layers (no rate configured, unlike "
+        "the peer stack's slowapi limit, which is checked on every request); "
+        "`LOG_FORMAT=json`, `ACCESS_LOG=true`, `LOG_LEVEL=INFO`, every other setting at its "
+        "default (the loop watch on)",
         access_marker='steadyloop.access"',  # the logger field, whatever the spacing
     ),
     ServerSpec(
