@@ -37,6 +37,8 @@ import httpx
 import psutil
 
 from bench import common
+from steadyloop.limits import ConcurrencyConfig
+from steadyloop.offload import BulkheadsConfig
 
 NAME = "overload"
 TITLE = "Overload: 5x capacity offered, limits off vs static vs adaptive vs no configuration"
@@ -72,6 +74,10 @@ class Variant:
     targets: tuple[str, ...] = ("goodput", "p99", "503", "rss", "late")
 
 
+#: The defaults the two `defaults` variants run with (read from the configs, not restated).
+_LIMITS = ConcurrencyConfig()
+_BULKHEADS = BulkheadsConfig()
+
 BASE_ENV = {
     "BLOCKING_WORK_CONCURRENCY": str(SLOTS),
     "ACCESS_LOG": "false",
@@ -105,8 +111,10 @@ VARIANTS = (
     Variant(
         "defaults",
         description="no configuration at all: no variable set (the bulkhead has its default "
-        "8 slots, the access log is on), so the defaults decide (`MAX_CONCURRENT_REQUESTS=64`, "
-        "`MAX_QUEUE_WAIT_MS=50`, `BLOCKING_DEFAULT_MAX_WAIT=1`)",
+        "8 slots, the access log is on), so the defaults decide "
+        f"(`MAX_CONCURRENT_REQUESTS={_LIMITS.max_concurrent}`, "
+        f"`MAX_QUEUE_WAIT_MS={_LIMITS.max_wait * 1000:g}`, "
+        f"`BLOCKING_DEFAULT_MAX_WAIT={_BULKHEADS.default_max_wait:g}`)",
         base_env=False,
         # A queue of up to 64 requests in front of 8 slots: admitted latency is not the
         # point of the defaults, goodput and no wasted work are.
@@ -117,7 +125,7 @@ VARIANTS = (
         {"CONCURRENCY_MODE": "adaptive"},
         description="only `CONCURRENCY_MODE=adaptive` set (the candidate default it was "
         "measured against): adaptive between the default `CONCURRENCY_MIN=2` and "
-        "`CONCURRENCY_MAX=256`, `MAX_QUEUE_WAIT_MS=50`",
+        f"`CONCURRENCY_MAX={_LIMITS.max_limit}`, `MAX_QUEUE_WAIT_MS={_LIMITS.max_wait * 1000:g}`",
         base_env=False,
         # A queue of up to 64 requests in front of 8 slots: admitted latency is not the
         # point of the defaults, goodput and no wasted work are.
