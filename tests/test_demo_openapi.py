@@ -45,6 +45,9 @@ def test_schemathesis_finds_no_failure_in_the_demo(tmp_path: Path) -> None:
         # once, which CPython 3.11.7 does not survive ("AST constructor recursion depth
         # mismatch", a SystemError in the schemathesis run, not in the demo).
         command += ["--max-examples", str(MAX_EXAMPLES), "--workers", "1", "--no-color"]
+        # The drive routes' `delay` goes up to 10 s by design: wait as long as the response
+        # time the config allows (15 s), not schemathesis' default 10 s request timeout.
+        command += ["--request-timeout", "20"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=540)
     report = result.stdout + result.stderr
     assert result.returncode == 0, report[-20_000:]
