@@ -116,8 +116,8 @@ VARIANTS = (
         f"`MAX_QUEUE_WAIT_MS={_LIMITS.max_wait * 1000:g}`, "
         f"`BLOCKING_DEFAULT_MAX_WAIT={_BULKHEADS.default_max_wait:g}`)",
         base_env=False,
-        # A queue of up to 64 requests in front of 8 slots: admitted latency is not the
-        # point of the defaults, goodput and no wasted work are.
+        # Up to MAX_CONCURRENT_REQUESTS - 8 requests queue in front of the 8 slots: admitted
+        # latency is not the point of the defaults, goodput and no wasted work are.
         targets=("goodput", "rss", "late"),
     ),
     Variant(
@@ -127,8 +127,8 @@ VARIANTS = (
         "measured against): adaptive between the default `CONCURRENCY_MIN=2` and "
         f"`CONCURRENCY_MAX={_LIMITS.max_limit}`, `MAX_QUEUE_WAIT_MS={_LIMITS.max_wait * 1000:g}`",
         base_env=False,
-        # A queue of up to 64 requests in front of 8 slots: admitted latency is not the
-        # point of the defaults, goodput and no wasted work are.
+        # Up to MAX_CONCURRENT_REQUESTS - 8 requests queue in front of the 8 slots: admitted
+        # latency is not the point of the defaults, goodput and no wasted work are.
         targets=("goodput", "rss", "late"),
     ),
 )
@@ -658,8 +658,8 @@ of the 503 answers. Targets for the limited variants: goodput ≥ {GOODPUT_SHARE
 capacity, admitted (200) p99 ≤ {P99_FACTOR:g}x the unloaded p99, 503 p99 ≤ {REJECT_MS:g} ms,
 RSS flat (growth ≤ {RSS_GROWTH_MIB:g} MiB), no work started after its client left. The
 defaults variants are judged on goodput, RSS and wasted work only: their admitted latency
-includes a queue of up to 56 requests in front of the 8 slots, and their 503s come after the
-default 50 ms queue wait.
+includes a queue of up to {_LIMITS.max_concurrent - SLOTS} requests in front of the {SLOTS} slots, and their 503s come after
+the default {_LIMITS.max_wait * 1000:g} ms queue wait.
 
 ## Results
 

@@ -273,7 +273,7 @@ def test_the_default_is_a_static_global_limit_with_a_short_queue_wait() -> None:
     _, rt, _ = _app(settings)
     limiter = rt.limits.get("global")
     assert limiter is not None
-    assert (limiter.limit, limiter.adaptive, limiter.max_wait) == (64, None, 0.5)
+    assert (limiter.limit, limiter.adaptive, limiter.max_wait) == (100, None, 0.1)
     assert rt.limits.for_path(settings.health_path) == []
 
 

@@ -170,9 +170,9 @@ class ConcurrencyConfig:
     `CONCURRENCY_*` settings); every default is defined here once."""
 
     #: Requests the whole process works on at once; 0: no global limit.
-    max_concurrent: int = 64
-    #: Seconds a request waits for a slot before its 503 (docs/limits.md says why 0.5).
-    max_wait: float = 0.5
+    max_concurrent: int = 100
+    #: Seconds a request waits for a slot before its 503 (docs/limits.md says why 0.1).
+    max_wait: float = 0.1
     #: "static" (max_concurrent) or "adaptive" (an `AdaptiveLimit` in [min_limit, max_limit]).
     mode: ConcurrencyMode = "static"
     min_limit: int = 2
