@@ -658,8 +658,8 @@ of the 503 answers. Targets for the limited variants: goodput ≥ {GOODPUT_SHARE
 capacity, admitted (200) p99 ≤ {P99_FACTOR:g}x the unloaded p99, 503 p99 ≤ {REJECT_MS:g} ms,
 RSS flat (growth ≤ {RSS_GROWTH_MIB:g} MiB), no work started after its client left. The
 defaults variants are judged on goodput, RSS and wasted work only: their admitted latency
-includes a queue of up to {_LIMITS.max_concurrent - SLOTS} requests in front of the {SLOTS} slots, and their 503s come after
-the default {_LIMITS.max_wait * 1000:g} ms queue wait.
+includes a queue of up to {_LIMITS.max_concurrent - SLOTS} requests in front of the {SLOTS} slots,
+and their 503s come after the default {_LIMITS.max_wait * 1000:g} ms queue wait.
 
 ## Results
 
