@@ -299,7 +299,7 @@ def _layers(routes: int) -> tuple[Any, Any]:
     from steadyloop.web.concurrency import ConcurrencyMiddleware
     from steadyloop.web.middleware import RequestMiddleware
     from steadyloop.web.ratelimit import RateLimitMiddleware
-    from steadyloop.web.request_limits import RequestLimits, RequestLimitsMiddleware
+    from steadyloop.web.request_limits import RequestLimitsMiddleware
 
     settings = Settings(access_log=False, log_setup=False, loop_watch_enabled=False)
     rt = Runtime(settings)
@@ -314,8 +314,10 @@ def _layers(routes: int) -> tuple[Any, Any]:
 
     app: Any = ConcurrencyMiddleware(inner, limits=rt.limits)
     app = RateLimitMiddleware(app, rate_limits=rt.rate_limits)
-    app = RequestLimitsMiddleware(app, limits=RequestLimits.from_settings(settings))
-    app = RequestMiddleware(app, header=settings.request_id_header, access_log=False)
+    app = RequestLimitsMiddleware(app, limits=settings.request_limits())
+    app = RequestMiddleware(
+        app, header=settings.request_id_header, access_log=False, metrics=rt.metrics
+    )
     return inner, app
 
 

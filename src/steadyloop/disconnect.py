@@ -15,6 +15,10 @@ app every message it would have got. The watcher starts only when something need
 queue wait, or the app asking for a message after its body (Starlette's streaming responses
 do). A request that never waits costs one small object and no task.
 
+The watch is also the request's one `send` wrapper: the request middleware creates it (with
+the request id header to add) and reads the response status from it, and the concurrency
+layer uses the same watch, so a message passes through one wrapper, not one per layer.
+
 A request whose body the app has not read yet is not watched: reading it would take the
 app's body away. Once the response is complete, the watch reports nothing: background tasks
 that run after it are accepted work, not abandoned work.
@@ -95,6 +99,7 @@ class ClientWatch:
         "_arrived",
         "_body_read",
         "_disconnect",
+        "_extra_headers",
         "_gone",
         "_no_body",
         "_pending",
@@ -105,11 +110,22 @@ class ClientWatch:
         "_started",
         "_task",
         "_token",
+        "status",
     )
 
-    def __init__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    def __init__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Receive,
+        send: Send,
+        extra_headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         self._receive = receive
         self._send = send
+        #: Added to the response's headers (the request id).
+        self._extra_headers = extra_headers
+        #: The response's status once it started; 500 until then (what an escaping error gives).
+        self.status = 500
         # Without a body the server's first message is an empty `http.request`: the watcher
         # may read it and keep it for the app.
         # Judged on first need (a queue wait, a read after the body), not for every request.
@@ -194,14 +210,28 @@ class ClientWatch:
         return self._started
 
     async def send(self, message: Message) -> None:
-        """The app's `send`: notes when the response starts and ends, then passes it on."""
+        """The app's `send`: notes when the response starts (its status, plus the extra
+        headers) and ends, then passes it on."""
         if message["type"] == "http.response.start":
             self._started = True
+            self.status = message["status"]
+            if self._extra_headers:
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), *self._extra_headers],
+                }
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
             # Marked before the server learns it: its receive then returns a disconnect that
             # means "response complete", not "client gone".
             self._responded = True
         await self._send(message)
+
+    async def answer_gone(self) -> None:
+        """Answer a request that left a queue because its client had gone (`ClientGone`):
+        499 (client closed request), which only the access log and metrics see."""
+        if not self._started:
+            await self.send({"type": "http.response.start", "status": 499, "headers": []})
+            await self.send({"type": "http.response.body", "body": b""})
 
     # --- the watcher --------------------------------------------------------------------------
     def _start(self) -> None:

@@ -5,18 +5,21 @@ path) and then the global one, waits at most the limiter's max wait, and holds t
 until the app has finished answering. Health, readiness, metrics and other exempt paths, and
 non-HTTP scopes (websockets, lifespan), pass straight through.
 
-Every HTTP request also gets a `ClientWatch` (steadyloop.disconnect): a request still queued
-here or behind a bulkhead when its client disconnects leaves the queue and does no work; it
-is answered 499 (client closed request), which only the access log and metrics see.
+Every HTTP request also has a `ClientWatch` (steadyloop.disconnect), the request middleware's
+(or this layer's own when it runs without it): a request still queued here or behind a
+bulkhead when its client disconnects leaves the queue and does no work; it is answered 499
+(client closed request), which only the access log and metrics see.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from steadyloop.disconnect import ClientGone, ClientWatch
+from steadyloop.disconnect import ClientGone, ClientWatch, current_watch
 from steadyloop.limits import ConcurrencyLimiter, ConcurrencyLimits, Overloaded
 from steadyloop.web.errors import PROBLEM_TYPE_BASE, ProblemResponse, problem
 
@@ -48,36 +51,55 @@ class ConcurrencyMiddleware:
         self.app = app
         self.limits = limits
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain method returning the awaitable to await: under the request middleware, a
+        # request with no limiter to take goes on without a coroutine frame of this layer.
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        limits = self.limits
+        chain = limits.for_path(scope["path"]) if limits.active else None
+        watch = current_watch()
+        if watch is None:  # not under the request middleware: this layer watches the client
+            return self._watched(chain, scope, receive, send)
+        if not chain:
+            return self.app(scope, receive, send)
+        return self._admit(chain, scope, receive, send)
+
+    async def _watched(
+        self,
+        chain: list[ConcurrencyLimiter] | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
         watch = ClientWatch(scope, receive, send)
         watch.enter()
         try:
-            limits = self.limits
-            chain = limits.for_path(scope["path"]) if limits.active else None
-            if not chain:
-                await self.app(scope, watch.receive, watch.send)
-            elif len(chain) == 1:  # the common case (the global limit only): no list of holds
-                await self._admit_one(chain[0], scope, watch.receive, watch.send)
-            else:
+            if chain:
                 await self._admit(chain, scope, watch.receive, watch.send)
+            else:
+                await self.app(scope, watch.receive, watch.send)
         except ClientGone:
-            if not watch.response_started:
-                # Nobody reads it: the status is for the access log and the metrics.
-                await send({"type": "http.response.start", "status": 499, "headers": []})
-                await send({"type": "http.response.body", "body": b""})
+            await watch.answer_gone()
         finally:
             watch.exit()
 
     async def _admit(
-        self, chain: list[ConcurrencyLimiter], scope: Scope, receive: Receive, send: Send
+        self,
+        chain: list[ConcurrencyLimiter],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
+        # One frame for the whole admission; the common case (the global limit only) holds
+        # one slot without building a list of them.
         held: list[tuple[ConcurrencyLimiter, float]] = []
         try:
-            for limiter in chain:
-                held.append((limiter, await limiter.acquire()))
+            if len(chain) == 1:
+                admitted_at = await chain[0].acquire()
+            else:
+                for limiter in chain:
+                    held.append((limiter, await limiter.acquire()))
         except Overloaded as exc:
             _release(held, sample=False)
             await overloaded_response(exc, scope["path"])(scope, receive, send)
@@ -90,22 +112,10 @@ class ConcurrencyMiddleware:
             await self.app(scope, receive, send)
             ok = True
         finally:
-            _release(held, sample=ok)
-
-    async def _admit_one(
-        self, limiter: ConcurrencyLimiter, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        try:
-            admitted_at = await limiter.acquire()
-        except Overloaded as exc:
-            await overloaded_response(exc, scope["path"])(scope, receive, send)
-            return
-        ok = False
-        try:
-            await self.app(scope, receive, send)
-            ok = True
-        finally:
-            limiter.release(admitted_at, sample=ok)
+            if held:
+                _release(held, sample=ok)
+            else:
+                chain[0].release(admitted_at, sample=ok)
 
 
 def _release(held: list[tuple[ConcurrencyLimiter, float]], *, sample: bool) -> None:

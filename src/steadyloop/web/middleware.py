@@ -19,9 +19,10 @@ import time
 from logging import DEBUG, INFO
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from steadyloop import tracing
+from steadyloop.disconnect import ClientGone, ClientWatch
 from steadyloop.logs import ACCESS_LOGGER, log_access, request_id_var
 from steadyloop.metrics import Metrics, process_metrics
 from steadyloop.web.errors import internal_error
@@ -95,11 +96,14 @@ class RequestMiddleware:
             in_progress = self.metrics.http_requests_in_progress.labels(method)
             self._in_progress[method] = in_progress
         in_progress.inc()
-        # One small object per request rather than a closure (a function and four cells).
-        response = _Response(send, id_header)
-        send_with_id = response.send
+        # The request's one send wrapper (it adds the id header and notes the status), and its
+        # disconnect watch for the queue waits further in (the concurrency layer uses it too).
+        watch = ClientWatch(scope, receive, send, (id_header,))
+        watch.enter()
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, watch.receive, watch.send)
+        except ClientGone:
+            await watch.answer_gone()  # it waited in a queue and left: no work was done
         except Exception:
             # logging.config.fileConfig / dictConfig disable every logger that existed before
             # they ran (disable_existing_loggers): this one must still report the error.
@@ -107,14 +111,15 @@ class RequestMiddleware:
             error_logger.exception(
                 "unhandled error in %s %s", scope["method"], route_template(scope)
             )
-            if not response.started:
-                response.status = 500
+            if not watch.response_started:
+                watch.status = 500
                 if self.problem_500:
-                    await internal_error()(scope, receive, send_with_id)
+                    await internal_error()(scope, watch.receive, watch.send)
             raise
         finally:
+            watch.exit()
             duration = time.perf_counter() - started
-            status = response.status
+            status = watch.status
             route = route_template(scope)
             in_progress.dec()
             # One lookup per request for the route's histogram and its status counters.
@@ -159,23 +164,3 @@ class RequestMiddleware:
                 candidate = value.decode("latin-1")
                 return candidate if valid_request_id(candidate) else None
         return None
-
-
-class _Response:
-    """One request's response as the request middleware sees it: its status, and its start
-    message sent on with the request id header."""
-
-    __slots__ = ("_id_header", "_send", "started", "status")
-
-    def __init__(self, send: Send, id_header: tuple[bytes, bytes]) -> None:
-        self._send = send
-        self._id_header = id_header
-        self.started = False
-        self.status = 500  # until the app starts a response
-
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.started = True
-            self.status = message["status"]
-            message = {**message, "headers": [*message.get("headers", ()), self._id_header]}
-        await self._send(message)
