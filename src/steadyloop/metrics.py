@@ -30,6 +30,8 @@ from prometheus_client import (
 )
 from prometheus_client.openmetrics import exposition as openmetrics
 
+from steadyloop.http_server_metrics import HttpServerMetrics
+
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "OPENMETRICS_CONTENT_TYPE",
@@ -68,6 +70,11 @@ LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 
 #: Request duration buckets: 1 ms to 30 s.
 REQUEST_BUCKETS = tuple(b for b in LATENCY_BUCKETS if b >= 0.001)
+
+
+def multiprocess_dir() -> str | None:
+    """The shared folder of multiprocess mode (several server workers), if enabled."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
 class Metrics:
@@ -184,25 +191,10 @@ class Metrics:
             registry=registry,
         )
         # --- HTTP server (web/middleware.py) -----------------------------------------------------
-        self.http_requests_total = Counter(
-            "steadyloop_http_requests_total",
-            "HTTP requests answered, by method, route template and status code.",
-            ["method", "route", "status"],
-            registry=registry,
-        )
-        self.http_request_duration_seconds = Histogram(
-            "steadyloop_http_request_duration_seconds",
-            "Time from request start to the end of the response, by method and route template.",
-            ["method", "route"],
-            buckets=REQUEST_BUCKETS,
-            registry=registry,
-        )
-        self.http_requests_in_progress = Gauge(
-            "steadyloop_http_requests_in_progress",
-            "HTTP requests being served, by method.",
-            ["method"],
-            multiprocess_mode="livesum",
-            registry=registry,
+        # Plain tallies in one process (every request records here: see the module);
+        # prometheus_client's files with several worker processes.
+        self.http_server = HttpServerMetrics(
+            registry, REQUEST_BUCKETS, multiprocess=multiprocess_dir() is not None
         )
         # --- SQLite (db/sqlite.py) ---------------------------------------------------------------
         self.db_write_queue_depth = Gauge(
@@ -464,9 +456,6 @@ loop_stall_seconds = _PROCESS.loop_stall_seconds
 gc_pause_seconds = _PROCESS.gc_pause_seconds
 log_dropped_total = _PROCESS.log_dropped_total
 log_sink_errors_total = _PROCESS.log_sink_errors_total
-http_requests_total = _PROCESS.http_requests_total
-http_request_duration_seconds = _PROCESS.http_request_duration_seconds
-http_requests_in_progress = _PROCESS.http_requests_in_progress
 db_write_queue_depth = _PROCESS.db_write_queue_depth
 db_batch_size = _PROCESS.db_batch_size
 db_transaction_seconds = _PROCESS.db_transaction_seconds
@@ -502,11 +491,6 @@ lock_loop_waits_total = _PROCESS.lock_loop_waits_total
 
 
 # --- exposition ------------------------------------------------------------------------------
-def multiprocess_dir() -> str | None:
-    """The shared folder of multiprocess mode (several server workers), if enabled."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-
-
 #: The bulkhead domain that reads the registry (files, in multiprocess mode) off the loop.
 METRICS_DOMAIN = "metrics"
 

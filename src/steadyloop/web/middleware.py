@@ -17,12 +17,12 @@ import random
 import re
 import time
 from logging import DEBUG, INFO
-from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from steadyloop import tracing
 from steadyloop.disconnect import ClientGone, ClientWatch
+from steadyloop.http_server_metrics import Tally, UpDown
 from steadyloop.logs import ACCESS_LOGGER, log_access, request_id_var
 from steadyloop.metrics import Metrics, process_metrics
 from steadyloop.web.errors import internal_error
@@ -73,11 +73,10 @@ class RequestMiddleware:
         self.header = header.lower().encode("latin-1")
         self.access_log = access_log
         self.quiet_paths = frozenset(quiet_paths)
-        # Labelled metric children, looked up once: `.labels()` validates and locks each time.
-        # Bounded: methods x route templates x status codes.
-        self._in_progress: dict[str, Any] = {}
-        #: (method, route) -> (duration histogram, {status: requests counter}).
-        self._children: dict[tuple[str, str], tuple[Any, dict[int, Any]]] = {}
+        # What each request records on, looked up once per method and per (method, route):
+        # bounded by the methods and the route templates.
+        self._in_progress: dict[str, UpDown] = {}
+        self._tallies: dict[tuple[str, str], Tally] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,8 +92,7 @@ class RequestMiddleware:
         method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
         in_progress = self._in_progress.get(method)
         if in_progress is None:
-            in_progress = self.metrics.http_requests_in_progress.labels(method)
-            self._in_progress[method] = in_progress
+            in_progress = self._in_progress[method] = self.metrics.http_server.in_progress(method)
         in_progress.inc()
         # The request's one send wrapper (it adds the id header and notes the status), and its
         # disconnect watch for the queue waits further in (the concurrency layer uses it too).
@@ -122,21 +120,12 @@ class RequestMiddleware:
             status = watch.status
             route = route_template(scope)
             in_progress.dec()
-            # One lookup per request for the route's histogram and its status counters.
-            children = self._children.get((method, route))
-            if children is None:
-                children = self._children[(method, route)] = (
-                    self.metrics.http_request_duration_seconds.labels(method, route),
-                    {},
+            tally = self._tallies.get((method, route))
+            if tally is None:
+                tally = self._tallies[(method, route)] = self.metrics.http_server.route(
+                    method, route
                 )
-            histogram, totals = children
-            total = totals.get(status)
-            if total is None:
-                total = totals[status] = self.metrics.http_requests_total.labels(
-                    method, route, str(status)
-                )
-            total.inc()
-            histogram.observe(duration, tracing.exemplar() if span is not None else None)
+            tally.observe(status, duration, tracing.exemplar() if span is not None else None)
             if self.access_log:
                 # Inline (this runs for every request): the level, then the line's fields.
                 level = INFO if scope["path"] not in self.quiet_paths else DEBUG
