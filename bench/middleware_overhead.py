@@ -26,6 +26,7 @@ import psutil
 
 from bench import common
 from bench.revision import source_revision
+from steadyloop.limits.concurrency import ConcurrencyConfig
 
 NAME = "middleware_overhead"
 TITLE = "Middleware overhead: bare FastAPI vs steadyloop.install vs the peer stack"
@@ -77,7 +78,8 @@ SERVERS = (
         "measured commit): request id, one JSON access line per request through the "
         "non-blocking handler, Prometheus metrics (requests, duration histogram, in-progress "
         "gauge), last-resort 500, the request limits (body, headers), the default global "
-        "concurrency limit (64 requests, a slot taken and released per request, with its "
+        f"concurrency limit ({ConcurrencyConfig().max_concurrent} requests, a slot taken and "
+        "released per request, with its "
         "client watch) and the rate-limit and worker-role layers (no rate configured, unlike "
         "the peer stack's slowapi limit, which is checked on every request); "
         "`LOG_FORMAT=json`, `ACCESS_LOG=true`, `LOG_LEVEL=INFO`, every other setting at its "
