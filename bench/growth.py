@@ -2,10 +2,12 @@
 
 1. Job stores (SQLite and Redis): enqueue, claim and finish throughput with 10^4, 10^5 and
    10^6 finished jobs retained. History is seeded in bulk (SQLite `executemany` in large
-   transactions, Redis pipelines) straight into the stores' own layout, then each size is
-   measured in rounds of `ROUND_JOBS` jobs: one caller awaiting each enqueue, claims of up to
-   `CLAIM_BATCH`, one finish call per claimed batch. Target: each rate at 10^6 is at least
-   80% of its rate at 10^4 (median of rounds).
+   transactions, Redis pipelines) straight into the stores' own layout, one store per size
+   (a SQLite file each; a Redis key prefix each), then measured in rounds of `ROUND_JOBS`
+   jobs: one caller awaiting each enqueue, claims of up to `CLAIM_BATCH`, one finish call per
+   claimed batch. Every round measures every size, in a rotating order, so that a change of
+   the machine's load hits all sizes alike. Target: each rate at 10^6 is at least 80% of its
+   rate at 10^4 (median of rounds).
 2. Routes: the request middleware's cost with 10 vs 500 route templates (one metrics child
    per route). The ASGI app is called in-process, requests spread round-robin over every
    route, for bare FastAPI and for FastAPI with `install()` (access log off: it does not
@@ -37,7 +39,7 @@ from bench import common
 
 NAME = "growth"
 HISTORY = (10_000, 100_000, 1_000_000)
-ROUNDS = 3
+ROUNDS = 9
 ROUND_JOBS = 2_000
 CLAIM_BATCH = 50
 SEED_CHUNK = 20_000
@@ -52,6 +54,15 @@ PERIODIC_EVERY = 0.02
 PERIODIC_SECONDS = 3.0
 TARGET_PERIODIC = 1.25
 OPS = ("enqueue", "claim", "finish")
+_STORE_COLUMNS = [
+    "store",
+    "finished jobs",
+    "enqueue",
+    "claim",
+    "finish",
+    "enqueue rounds",
+    "claim rounds",
+]
 LAYER_COLUMNS = ["routes", "inner app alone", "under steadyloop's layers", "steadyloop adds"]
 
 
@@ -160,36 +171,43 @@ async def _round(store: Any) -> dict[str, float]:
     return {"enqueue": enqueue, "claim": claim, "finish": finish}
 
 
-async def _measure_store(backend: str, workdir: Path) -> dict[int, dict[str, list[float]]]:
+async def _open(backend: str, workdir: Path, size: int) -> Any:
     from steadyloop.jobs.store import open_store
 
     if backend == "sqlite":
-        store = open_store(f"sqlite:///{workdir / 'growth.db'}")
+        store = open_store(f"sqlite:///{workdir / f'growth-{size}.db'}")
     else:
-        store = open_store(REDIS_URL, prefix="bench-growth")
+        store = open_store(REDIS_URL, prefix=f"bench-growth-{size}")
     await store.open()
-    out: dict[int, dict[str, list[float]]] = {}
+    return store
+
+
+async def _measure_store(backend: str, workdir: Path) -> dict[int, dict[str, list[float]]]:
+    """One store per size, each seeded once, then measured in interleaved rounds: every round
+    measures every size, in an order that rotates, so a swing of the machine's load hits all
+    sizes alike (measuring one size after the other let the load of the moment decide)."""
+    stores: dict[int, Any] = {}
+    out: dict[int, dict[str, list[float]]] = {size: {op: [] for op in OPS} for size in HISTORY}
     try:
-        if backend == "redis":
-            await store._state().client.flushdb()
-        seeded = 0
-        start = time.time() - 30 * 86400
         for size in HISTORY:
+            stores[size] = store = await _open(backend, workdir, size)
+            if backend == "redis" and size == HISTORY[0]:
+                await store._state().client.flushdb()
             began = time.monotonic()
             seed = _seed_sqlite if backend == "sqlite" else _seed_redis
-            await seed(store, size - seeded, start + seeded / 1000)
-            seeded = size
+            await seed(store, size, time.time() - 30 * 86400)
             print(
                 f"[{NAME}] {backend}: {size:,} finished jobs seeded in "
                 f"{time.monotonic() - began:.0f} s",
                 flush=True,
             )
             await _round(store)  # warm-up at this size
-            out[size] = {op: [] for op in OPS}
-            for _ in range(ROUNDS):
-                rates = await _round(store)
+        for r in range(ROUNDS):
+            for size in HISTORY[r % len(HISTORY) :] + HISTORY[: r % len(HISTORY)]:
+                rates = await _round(stores[size])
                 for op in OPS:
                     out[size][op].append(rates[op])
+        for size in HISTORY:
             med = {op: statistics.median(out[size][op]) for op in OPS}
             print(
                 f"[{NAME}] {backend} @ {size:,}: "
@@ -197,9 +215,10 @@ async def _measure_store(backend: str, workdir: Path) -> dict[int, dict[str, lis
                 flush=True,
             )
     finally:
-        if backend == "redis":
-            await store._state().client.flushdb()
-        await store.close()
+        for size, store in stores.items():
+            if backend == "redis" and size == HISTORY[0]:
+                await store._state().client.flushdb()
+            await store.close()
     return out
 
 
@@ -413,6 +432,7 @@ def report(
                 [backend, f"{size:,}"]
                 + [f"{statistics.median(ops[op]):,.0f}" for op in OPS]
                 + [", ".join(f"{v:,.0f}" for v in ops["enqueue"])]
+                + [", ".join(f"{v:,.0f}" for v in ops["claim"])]
             )
         low, high = sizes[HISTORY[0]], sizes[HISTORY[-1]]
         for op in OPS:
@@ -478,9 +498,10 @@ def report(
 
 {__doc__.split(chr(10), 2)[2].strip()}
 
-Rounds: {ROUNDS} per point after one warm-up round; medians reported, each round's
-value shown for enqueue. SQLite: a file in a temporary directory, the store's defaults.
-Redis: `{REDIS_URL}`, a database of its own, flushed before and after. Routes:
+Rounds: {ROUNDS} per point after one warm-up round per store; medians reported, each
+round's value shown for enqueue and claim. SQLite: a file per size in a temporary
+directory, the store's defaults. Redis: `{REDIS_URL}`, a database of its own, flushed
+before and after. Periodic tasks: {ROUNDS} rounds too. Routes:
 {ROUTE_ROUNDS} rounds of {ROUTE_REQUESTS:,} requests per system, bare and steadyloop back
 to back in each round, timed in process CPU time; "steadyloop adds" is the median of the
 rounds' paired differences.
@@ -489,7 +510,7 @@ carry that noise; medians of rounds damp it but do not remove it.
 
 ## Job stores: throughput by finished jobs retained (jobs/s, median)
 
-{common.md_table(["store", "finished jobs", "enqueue", "claim", "finish", "enqueue rounds"], rows)}
+{common.md_table(_STORE_COLUMNS, rows)}
 
 ## Routes: CPU µs per request (in-process ASGI call, median)
 
