@@ -32,6 +32,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from steadyloop._context import InContext
+
 __all__ = [
     "ClientGone",
     "ClientWatch",
@@ -99,6 +101,7 @@ class ClientWatch:
         "_arrived",
         "_body_read",
         "_disconnect",
+        "_entry_context",
         "_extra_headers",
         "_gone",
         "_no_body",
@@ -119,8 +122,12 @@ class ClientWatch:
         receive: Receive,
         send: Send,
         extra_headers: tuple[tuple[bytes, bytes], ...] = (),
+        entry_context: contextvars.Context | None = None,
     ) -> None:
         self._receive = receive
+        #: The context the request came in with: the response's last message is sent in it
+        #: (see steadyloop._context: why).
+        self._entry_context = entry_context
         self._send = send
         #: Added to the response's headers (the request id).
         self._extra_headers = extra_headers
@@ -224,6 +231,11 @@ class ClientWatch:
             # Marked before the server learns it: its receive then returns a disconnect that
             # means "response complete", not "client gone".
             self._responded = True
+            if self._entry_context is not None:
+                # The server's keep-alive timer copies the context it is set in: nothing of
+                # this request (this watch, its scope) may stay reachable from it.
+                await InContext(self._send(message), self._entry_context)
+                return
         await self._send(message)
 
     async def answer_gone(self) -> None:
