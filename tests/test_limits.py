@@ -99,6 +99,29 @@ def test_route_limits_match_templates_prefixes_and_exempt_paths() -> None:
         limits.route("/x")
 
 
+def test_a_rule_added_after_requests_applies_to_the_paths_already_seen() -> None:
+    limits = ConcurrencyLimits(max_concurrent=10)
+    global_ = limits.get("global")
+    assert limits.for_path("/videos/1") == [global_]  # remembered for this path
+    video = limits.route("/videos/{video_id}", max_concurrent=2)
+    assert limits.for_path("/videos/1") == [video, global_]
+    limits.exempt("/videos/*")
+    assert limits.for_path("/videos/1") == [video, global_]  # first matching rule wins
+    assert limits.for_path("/videos/1/x") == []
+
+
+def test_a_slot_taken_without_waiting_is_released_and_counted() -> None:
+    limiter = ConcurrencyLimiter("t", 1, max_wait=0)
+    admitted_at = limiter.admit_now()
+    assert admitted_at is not None
+    assert limiter.admit_now() is None  # full: the caller must wait (or be refused)
+    assert limiter.statistics().in_flight == 1
+    limiter.release(admitted_at)
+    assert limiter.statistics().in_flight == 0
+    assert limiter.statistics().admitted == 1
+    assert limiter.admit_now() is not None
+
+
 # --- the adaptive limit -----------------------------------------------------------------------
 class FakeClock:
     def __init__(self) -> None:

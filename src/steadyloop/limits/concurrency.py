@@ -26,6 +26,9 @@ from steadyloop.metrics import Metrics, process_metrics
 
 logger = logging.getLogger("steadyloop.limits")
 
+#: Paths whose limiters `ConcurrencyLimits.for_path` remembers at most.
+_CHAINS_KEPT = 4096
+
 ConcurrencyMode = Literal["static", "adaptive"]
 #: The name (and metric label) of the limiter that covers every request.
 GLOBAL = "global"
@@ -124,15 +127,27 @@ class ConcurrencyLimiter(SlotQueue):
             baseline=self.adaptive.baseline if self.adaptive is not None else None,
         )
 
+    def admit_now(self) -> float | None:
+        """`acquire` without waiting and without a coroutine: the admission time when a slot
+        is free and nobody waits (the common case, on every request), else None."""
+        adaptive = self.adaptive
+        if self._waiters or self._held >= (self._static if adaptive is None else adaptive.limit):
+            return None
+        self._held += 1
+        self._admitted += 1
+        if adaptive is not None:
+            adaptive.observe_in_flight(self._held)
+        return self._clock()
+
     async def acquire(self) -> float:
         """Take a slot, waiting at most `max_wait`; return the admission time (for `release`).
 
         Raises `Overloaded` when no slot frees up in time.
         """
-        if self._held < self.limit and not self._waiters:
-            self._held += 1
-        else:
-            self._m_wait.observe(await self._wait_for_slot(self.max_wait))
+        admitted_at = self.admit_now()
+        if admitted_at is not None:
+            return admitted_at
+        self._m_wait.observe(await self._wait_for_slot(self.max_wait))
         self._admitted += 1
         if self.adaptive is not None:
             self.adaptive.observe_in_flight(self._held)
@@ -140,10 +155,14 @@ class ConcurrencyLimiter(SlotQueue):
 
     def release(self, admitted_at: float, *, sample: bool = True) -> None:
         """Give the slot back; `sample=False` keeps the request out of the latency samples."""
-        if self.adaptive is not None and sample:
-            latency = self._clock() - admitted_at
-            if self.adaptive.on_sample(admitted_at, latency) and self._count_live:
-                self._m_limit.set(self.limit)
+        if self.adaptive is not None:
+            if sample:
+                latency = self._clock() - admitted_at
+                if self.adaptive.on_sample(admitted_at, latency) and self._count_live:
+                    self._m_limit.set(self.limit)
+        elif not self._waiters:
+            self._held -= 1  # nobody to hand the slot to: the common case, inline
+            return
         self._release_slot()
 
     @contextlib.asynccontextmanager
@@ -224,6 +243,8 @@ class ConcurrencyLimits:
                 GLOBAL, max_concurrent, max_wait=max_wait, metrics=self.metrics
             )
         self._routes = _PathRules()
+        #: path -> its limiters (`for_path`), forgotten when a rule changes.
+        self._chains: dict[str, list[ConcurrencyLimiter]] = {}
         self._limiters: dict[str, ConcurrencyLimiter] = {}
         for path in exempt:
             self.exempt(path)
@@ -283,18 +304,31 @@ class ConcurrencyLimits:
         limiter = ConcurrencyLimiter(path, limit, max_wait=wait, metrics=self.metrics)
         self._limiters[path] = limiter
         self._routes.add(path, limiter)
+        self._chains.clear()
         return limiter
 
     def exempt(self, path: str) -> None:
         """Let requests to `path` (exact, template or `/prefix/*`) pass without any limit."""
         self._routes.add(path, _EXEMPT)
+        self._chains.clear()
 
     def get(self, name: str) -> ConcurrencyLimiter | None:
         """A route limiter by the path it was registered with, or the global one (`"global"`)."""
         return self.global_limiter if name == GLOBAL else self._limiters.get(name)
 
     def for_path(self, path: str) -> list[ConcurrencyLimiter]:
-        """The limiters a request to `path` takes, in order (empty: exempt or unlimited)."""
+        """The limiters a request to `path` takes, in order (empty: exempt or unlimited).
+
+        Remembered per path (the same few paths come again and again), up to
+        `_CHAINS_KEPT` of them; registering a route limit or an exemption forgets them."""
+        chain = self._chains.get(path)
+        if chain is None:
+            if len(self._chains) >= _CHAINS_KEPT:
+                self._chains.clear()  # paths with ids are unbounded: start over, cheaply
+            chain = self._chains[path] = self._chain_for(path)
+        return chain
+
+    def _chain_for(self, path: str) -> list[ConcurrencyLimiter]:
         found = self._routes.find(path)
         if found is _EXEMPT:
             return []

@@ -96,7 +96,9 @@ class ConcurrencyMiddleware:
         held: list[tuple[ConcurrencyLimiter, float]] = []
         try:
             if len(chain) == 1:
-                admitted_at = await chain[0].acquire()
+                # A free slot is taken without a coroutine; otherwise wait for one.
+                admitted = chain[0].admit_now()
+                admitted_at = await chain[0].acquire() if admitted is None else admitted
             else:
                 for limiter in chain:
                     held.append((limiter, await limiter.acquire()))
