@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 import steadyloop as sl
 from steadyloop.limits import AdaptiveLimit, ConcurrencyLimiter, ConcurrencyLimits, Overloaded
+from steadyloop.metrics import Metrics
 from steadyloop.settings import Settings
 from tests.problems import assert_problem
 
@@ -120,6 +123,30 @@ def test_a_slot_taken_without_waiting_is_released_and_counted() -> None:
     assert limiter.statistics().in_flight == 0
     assert limiter.statistics().admitted == 1
     assert limiter.admit_now() is not None
+
+
+async def test_in_flight_is_counted_per_call_with_several_workers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Several worker processes share values through files: the gauge cannot read the
+    # limiter's count when scraped, so every admission and release must count.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    registry = CollectorRegistry()
+    limiter = ConcurrencyLimiter("mp", 1, max_wait=1.0, metrics=Metrics(registry))
+
+    def in_flight() -> float | None:
+        return registry.get_sample_value("steadyloop_concurrency_in_flight", {"limiter": "mp"})
+
+    first = limiter.admit_now()
+    assert first is not None
+    assert in_flight() == 1
+    waiter = asyncio.ensure_future(limiter.acquire())  # waits: the one slot is held
+    await asyncio.sleep(0)
+    limiter.release(first)  # the slot moves to the waiter
+    second = await waiter
+    assert in_flight() == 1
+    limiter.release(second)
+    assert in_flight() == 0
 
 
 # --- the adaptive limit -----------------------------------------------------------------------

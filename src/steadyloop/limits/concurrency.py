@@ -135,6 +135,8 @@ class ConcurrencyLimiter(SlotQueue):
             return None
         self._held += 1
         self._admitted += 1
+        if self._count_live:
+            self._m_in_flight.inc()
         if adaptive is not None:
             adaptive.observe_in_flight(self._held)
         return self._clock()
@@ -149,12 +151,16 @@ class ConcurrencyLimiter(SlotQueue):
             return admitted_at
         self._m_wait.observe(await self._wait_for_slot(self.max_wait))
         self._admitted += 1
+        if self._count_live:
+            self._m_in_flight.inc()
         if self.adaptive is not None:
             self.adaptive.observe_in_flight(self._held)
         return self._clock()
 
     def release(self, admitted_at: float, *, sample: bool = True) -> None:
         """Give the slot back; `sample=False` keeps the request out of the latency samples."""
+        if self._count_live:
+            self._m_in_flight.dec()
         if self.adaptive is not None:
             if sample:
                 latency = self._clock() - admitted_at
