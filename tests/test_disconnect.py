@@ -17,10 +17,11 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 import steadyloop as sl
-from steadyloop.disconnect import ClientGone, ClientWatch, client_gone_future
-from steadyloop.limits import ConcurrencyLimiter
+from steadyloop.disconnect import ClientGone, ClientWatch, client_gone_future, current_watch
+from steadyloop.limits import ConcurrencyLimiter, ConcurrencyLimits
 from steadyloop.offload import Bulkheads
 from steadyloop.settings import BulkheadSettings, Settings
+from steadyloop.web.concurrency import ConcurrencyMiddleware
 
 #: Generous bound for waits that only a bug would exhaust (a deadlock, a lost wake-up).
 BUG_TIMEOUT = 10.0
@@ -300,6 +301,60 @@ async def test_after_the_response_a_disconnect_is_not_a_client_that_left() -> No
 
 
 # --- unit: cancelled or abandoned waiters leave the queue at once ----------------------------
+@pytest.mark.parametrize(
+    "ending",
+    [
+        [{"type": "http.response.pathsend", "path": "/srv/file"}],
+        [
+            {"type": "http.response.body", "body": b"x"},  # trailers follow: not the end
+            {"type": "http.response.trailers", "headers": [], "more_trailers": False},
+        ],
+    ],
+    ids=["pathsend", "trailers"],
+)
+async def test_the_last_message_of_any_kind_completes_the_response(
+    ending: list[dict[str, Any]],
+) -> None:
+    client = Client("/x")
+    watch = ClientWatch(client.scope, client.receive, client.send)
+    watch.enter()
+    try:
+        start = {"type": "http.response.start", "status": 200, "headers": []}
+        await watch.send({**start, "trailers": len(ending) > 1})
+        for message in ending:
+            assert watch.serving  # not complete before its last message
+            await watch.send(message)
+        assert not watch.serving
+        assert client_gone_future() is None  # a later wait is accepted work, not abandoned
+    finally:
+        watch.exit()
+
+
+async def test_a_task_of_another_request_gets_a_watch_of_its_own() -> None:
+    # A task spawned while serving request A inherits A's context (and its watch); an app
+    # it calls (an in-process ASGI call) must watch its own client, not A's.
+    outer = Client("/outer")
+    outer_watch = ClientWatch(outer.scope, outer.receive, outer.send)
+    outer_watch.enter()
+    try:
+        seen: list[Any] = []
+
+        async def inner_app(scope: Any, receive: Any, send: Any) -> None:
+            seen.append(current_watch())
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        limits = ConcurrencyLimits(max_concurrent=4)
+        app = ConcurrencyMiddleware(inner_app, limits=limits)
+        inner = Client("/inner")
+        await app(inner.scope, inner.receive, inner.send)
+        assert seen[0] is not None
+        assert seen[0] is not outer_watch
+        assert seen[0].watches(inner.scope)
+    finally:
+        outer_watch.exit()
+
+
 async def test_cancelled_limiter_waiter_leaves_the_queue_and_is_counted() -> None:
     limiter = ConcurrencyLimiter("unit-cancel", 1, max_wait=60.0)
     admitted = await limiter.acquire()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import disable_created_metrics, enable_created_metrics
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 
 from steadyloop.http_server_metrics import DURATION, IN_PROGRESS, REQUESTS, HttpServerMetrics
@@ -91,3 +92,16 @@ def test_multiprocess_mode_records_on_prometheus_client_children() -> None:
     )
     assert registry.get_sample_value(DURATION + "_count", {"method": "GET", "route": "/a"}) == 1.0
     assert registry.get_sample_value(IN_PROGRESS, {"method": "GET"}) == 1.0
+
+
+def test_created_series_follow_prometheus_clients_switch() -> None:
+    ours = CollectorRegistry()
+    _ours(ours)
+    disable_created_metrics()
+    try:
+        names = {s.name for family in ours.collect() for s in family.samples}
+    finally:
+        enable_created_metrics()
+    assert not any(name.endswith("_created") for name in names)
+    names = {s.name for family in ours.collect() for s in family.samples}
+    assert REQUESTS + "_created" in names

@@ -111,6 +111,11 @@ def test_a_rule_added_after_requests_applies_to_the_paths_already_seen() -> None
     limits.exempt("/videos/*")
     assert limits.for_path("/videos/1") == [video, global_]  # first matching rule wins
     assert limits.for_path("/videos/1/x") == []
+    limits.for_path("/videos/1").clear()  # a caller's copy: the remembered chain stays
+    assert limits.for_path("/videos/1") == [video, global_]
+    long_path = "/v/" + "x" * 10_000
+    assert limits.for_path(long_path) == [global_]
+    assert long_path not in limits._chains  # long paths are not remembered
 
 
 def test_a_slot_taken_without_waiting_is_released_and_counted() -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import _get_use_created
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
@@ -196,7 +196,9 @@ class HttpServerMetrics:
         ]
 
     def collect(self) -> Iterable[Metric]:
-        created = _get_use_created()
+        # prometheus_client's own switch (PROMETHEUS_DISABLE_CREATED_SERIES, or
+        # disable_created_metrics()), read when scraped as its families read it.
+        created = bool(prometheus_metrics._use_created)
         requests = Metric(REQUESTS, REQUESTS_HELP, "counter")
         duration = Metric(DURATION, DURATION_HELP, "histogram")
         in_progress = Metric(IN_PROGRESS, IN_PROGRESS_HELP, "gauge")

@@ -26,8 +26,10 @@ from steadyloop.metrics import Metrics, process_metrics
 
 logger = logging.getLogger("steadyloop.limits")
 
-#: Paths whose limiters `ConcurrencyLimits.for_path` remembers at most.
+#: Paths whose limiters `ConcurrencyLimits.chain` remembers at most, and their longest: a
+#: client sending long unique paths pins at most 4096 x 256 characters.
 _CHAINS_KEPT = 4096
+_CHAIN_PATH_MAX = 256
 
 ConcurrencyMode = Literal["static", "adaptive"]
 #: The name (and metric label) of the limiter that covers every request.
@@ -250,7 +252,7 @@ class ConcurrencyLimits:
             )
         self._routes = _PathRules()
         #: path -> its limiters (`for_path`), forgotten when a rule changes.
-        self._chains: dict[str, list[ConcurrencyLimiter]] = {}
+        self._chains: dict[str, tuple[ConcurrencyLimiter, ...]] = {}
         self._limiters: dict[str, ConcurrencyLimiter] = {}
         for path in exempt:
             self.exempt(path)
@@ -323,15 +325,20 @@ class ConcurrencyLimits:
         return self.global_limiter if name == GLOBAL else self._limiters.get(name)
 
     def for_path(self, path: str) -> list[ConcurrencyLimiter]:
-        """The limiters a request to `path` takes, in order (empty: exempt or unlimited).
+        """The limiters a request to `path` takes, in order (empty: exempt or unlimited)."""
+        return list(self.chain(path))
 
-        Remembered per path (the same few paths come again and again), up to
-        `_CHAINS_KEPT` of them; registering a route limit or an exemption forgets them."""
+    def chain(self, path: str) -> tuple[ConcurrencyLimiter, ...]:
+        """`for_path` as the middleware reads it on every request: remembered per path (the
+        same few paths come again and again), for paths of up to `_CHAIN_PATH_MAX`
+        characters and up to `_CHAINS_KEPT` of them; a new rule forgets them."""
         chain = self._chains.get(path)
         if chain is None:
-            if len(self._chains) >= _CHAINS_KEPT:
-                self._chains.clear()  # paths with ids are unbounded: start over, cheaply
-            chain = self._chains[path] = self._chain_for(path)
+            chain = tuple(self._chain_for(path))
+            if len(path) <= _CHAIN_PATH_MAX:
+                if len(self._chains) >= _CHAINS_KEPT:
+                    self._chains.clear()  # paths with ids are unbounded: start over, cheaply
+                self._chains[path] = chain
         return chain
 
     def _chain_for(self, path: str) -> list[ConcurrencyLimiter]:

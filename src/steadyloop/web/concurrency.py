@@ -57,9 +57,11 @@ class ConcurrencyMiddleware:
         if scope["type"] != "http":
             return self.app(scope, receive, send)
         limits = self.limits
-        chain = limits.for_path(scope["path"]) if limits.active else None
+        chain = limits.chain(scope["path"]) if limits.active else None
         watch = current_watch()
-        if watch is None:  # not under the request middleware: this layer watches the client
+        if watch is None or not watch.watches(scope):
+            # Not under the request middleware (or under another request's, in a task it
+            # spawned): this layer watches this request's client itself.
             return self._watched(chain, scope, receive, send)
         if not chain:
             return self.app(scope, receive, send)
@@ -67,7 +69,7 @@ class ConcurrencyMiddleware:
 
     async def _watched(
         self,
-        chain: list[ConcurrencyLimiter] | None,
+        chain: tuple[ConcurrencyLimiter, ...] | None,
         scope: Scope,
         receive: Receive,
         send: Send,
@@ -86,7 +88,7 @@ class ConcurrencyMiddleware:
 
     async def _admit(
         self,
-        chain: list[ConcurrencyLimiter],
+        chain: tuple[ConcurrencyLimiter, ...],
         scope: Scope,
         receive: Receive,
         send: Send,

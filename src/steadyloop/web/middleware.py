@@ -12,7 +12,6 @@ raises it in the test instead of showing only `500 != 201`. With `problem_500` (
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import random
 import re
@@ -84,7 +83,6 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        entry_context = contextvars.copy_context()  # before this request sets anything in it
         # 128 random bits from the process's generator: unique enough for a request id, and
         # ~100x cheaper than uuid4 (os.urandom is a system call, slow on some VMs).
         request_id = self._incoming_id(scope) or f"{random.getrandbits(128):032x}"
@@ -98,7 +96,7 @@ class RequestMiddleware:
         in_progress.inc()
         # The request's one send wrapper (it adds the id header and notes the status), and its
         # disconnect watch for the queue waits further in (the concurrency layer uses it too).
-        watch = ClientWatch(scope, receive, send, (id_header,), entry_context)
+        watch = ClientWatch(scope, receive, send, (id_header,))
         watch.enter()
         try:
             await self.app(scope, watch.receive, watch.send)

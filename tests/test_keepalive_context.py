@@ -1,0 +1,88 @@
+"""Nothing of a request stays reachable from the context the server's keep-alive timer keeps:
+the timer (uvicorn's `call_later`) copies the context it is set in while the response's last
+message is sent, and keeps the copy until the connection's next request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+
+import steadyloop as sl
+from steadyloop.disconnect import ClientWatch, current_watch
+from steadyloop.settings import Settings
+
+
+def _scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+async def _serve(app: FastAPI, path: str) -> tuple[list[Any], list[contextvars.Context]]:
+    """One request; what the server's send saw of the watch at the start, and the contexts a
+    keep-alive timer would copy at the last message."""
+    at_start: list[Any] = []
+    kept: list[contextvars.Context] = []
+
+    async def server_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            at_start.append(current_watch())
+        elif not message.get("more_body", False):
+            kept.append(contextvars.copy_context())
+
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+    never = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await never.wait()  # the client stays: a streaming response listens until it is done
+        raise AssertionError("unreachable")
+
+    await app(_scope(path), receive, server_send)
+    return at_start, kept
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def parts() -> Any:
+            yield b"a"
+            yield b"b"
+
+        return StreamingResponse(parts())  # sent from a task of its own
+
+    sl.install(app, Settings(log_setup=False, loop_watch_enabled=False))
+    return app
+
+
+async def test_the_copy_kept_after_the_last_message_holds_no_watch() -> None:
+    app = _app()
+    async with app.router.lifespan_context(app):
+        for path in ("/hello", "/stream"):
+            at_start, kept = await _serve(app, path)
+            watch = at_start[0]
+            assert isinstance(watch, ClientWatch)  # current while the response is sent
+            assert len(kept) == 1
+            assert all(value is not watch for value in kept[0].values()), path
