@@ -265,7 +265,7 @@ class _Guarded:
         except RequestRejected as exc:
             await self._refuse(exc, scope, receive, tracking_send)
         except BaseExceptionGroup as group:
-            # A body read inside a task group (a streaming response, a BaseHTTPMiddleware)
+            # A body read inside a task group (a streaming response, an app's BaseHTTPMiddleware)
             # arrives wrapped; only a group of nothing but refusals is ours to answer.
             ours, rest = group.split(RequestRejected)
             if ours is None or rest is not None:
