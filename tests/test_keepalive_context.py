@@ -8,12 +8,16 @@ import asyncio
 import contextvars
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import BackgroundTasks, FastAPI
 from fastapi.responses import StreamingResponse
 
 import steadyloop as sl
 from steadyloop.disconnect import ClientWatch, current_watch
+from steadyloop.logs import request_id_var
 from steadyloop.settings import Settings
+
+#: What the background task of `/later` saw of the request id.
+seen_by_background: list[str | None] = []
 
 
 def _scope(path: str) -> dict[str, Any]:
@@ -73,6 +77,11 @@ def _app() -> FastAPI:
 
         return StreamingResponse(parts())  # sent from a task of its own
 
+    @app.get("/later")
+    async def later(tasks: BackgroundTasks) -> dict[str, str]:
+        tasks.add_task(lambda: seen_by_background.append(request_id_var.get()))
+        return {"later": "yes"}
+
     sl.install(app, Settings(log_setup=False, loop_watch_enabled=False))
     return app
 
@@ -86,3 +95,19 @@ async def test_the_copy_kept_after_the_last_message_holds_no_watch() -> None:
             assert isinstance(watch, ClientWatch)  # current while the response is sent
             assert len(kept) == 1
             assert all(value is not watch for value in kept[0].values()), path
+
+
+async def test_the_copy_holds_neither_the_watch_nor_the_request_id_which_is_back_after() -> None:
+    app = _app()
+    ours = {"steadyloop_client_watch", request_id_var.name}
+    async with app.router.lifespan_context(app):
+        for path in ("/hello", "/later"):
+            seen_by_background.clear()
+            _, kept = await _serve(app, path)
+            # Not even set to None: the context is the one the request began with.
+            assert not {var.name for var in kept[0]} & ours, path
+            assert request_id_var.get() is None  # and nothing leaks out of the request
+        # The response's work after its last message (a background task) has the id again.
+        assert len(seen_by_background) == 1
+        assert seen_by_background[0] is not None
+        assert len(seen_by_background[0]) == 32

@@ -10,15 +10,14 @@ Why not `QueueHandler` + `QueueListener`: `QueueHandler.prepare` formats the mes
 caller's thread (the expensive part), and its default queue is unbounded.
 
 The access line (`log_access`, one per request) skips even the `LogRecord` when the record
-could only reach the pipeline's handler. When every sink writes JSON, the caller renders the
-line from the request's fields with a template right there (byte for byte the line
-`JsonFormatter` makes of the record, at a fifth of its cost) and queues the string; otherwise
-the fields are queued as one tuple (`AccessEntry`) and the writer thread builds the record.
-Rendering on the caller's thread looks backwards but is measured: the writer shares the GIL
-with the event loop, and every moment it holds the GIL (formatting hundreds of lines per wake-
-up) the loop waits for it to hand the GIL back, which costs the loop far more than the few
-microseconds of rendering. The writer then only joins ready strings and writes them, releasing
-the GIL in the write itself."""
+could only reach the pipeline's handler: the caller queues the request's fields as one plain
+tuple (an `AccessEntry`'s fields), and the writer thread renders them, for a JSON sink with a
+template (byte for byte the line `JsonFormatter` makes of the record, at a fifth of its cost),
+for any other sink through the record. Rendering belongs in the writer although it shares the
+GIL with the event loop: the writer renders a few hundred lines in one go, which costs less
+CPU per line than rendering each one amid a request's work on the loop (measured with
+bench/middleware_overhead, and in-process with the whole app: about 3 µs less per request),
+and the loop is not waiting for anything but the CPU either way."""
 
 from __future__ import annotations
 
@@ -237,8 +236,19 @@ def _json_access_line(
     )
 
 
-def _as_record(item: logging.LogRecord | AccessEntry, role: str | None) -> logging.LogRecord:
-    return item.record(role) if type(item) is AccessEntry else item  # type: ignore[return-value]
+#: What the handler queues: a record, or an access line's fields (an `AccessEntry`, or the
+#: same fields as a plain tuple, which is cheaper to make on the loop).
+_Queued = logging.LogRecord | tuple[Any, ...]
+
+
+def _level(item: _Queued) -> int:
+    return item[1] if isinstance(item, tuple) else item.levelno
+
+
+def _as_record(item: _Queued, role: str | None) -> logging.LogRecord:
+    if isinstance(item, logging.LogRecord):
+        return item
+    return AccessEntry._make(item).record(role)
 
 
 def _only_pipeline_handler() -> NonBlockingHandler | None:
@@ -313,11 +323,6 @@ def _batchable(sink: logging.Handler) -> bool:
     )
 
 
-def _json_stream(sink: logging.Handler) -> bool:
-    """A batchable stream writing `JsonFormatter` lines with no filter: takes ready lines."""
-    return _batchable(sink) and type(sink.formatter) is JsonFormatter and not sink.filters
-
-
 class NonBlockingHandler(logging.Handler):
     """Capture records on the caller's thread; format and write them in a background thread.
 
@@ -336,20 +341,14 @@ class NonBlockingHandler(logging.Handler):
             raise ValueError("queue_size must be at least 1")
         #: Fixed at construction: the access-line fast path is chosen from them.
         self.sinks: tuple[logging.Handler, ...] = tuple(sinks)
-        # The lowest level an access line needs to be rendered on the caller's thread (every
-        # sink then takes it as a ready JSON line); None when some sink needs a record.
-        self._json_from: int | None = None
-        if self.sinks and all(_json_stream(sink) for sink in self.sinks):
-            self._json_from = max(sink.level for sink in self.sinks)
         self.queue_size = queue_size
         self._wake_at = max(1, queue_size // 4)
         self.dropped = 0
         self.sink_errors = 0
         self._sink_error_reported = False
-        # Records and access lines, plus flush markers (Events) that the writer sets when it
-        # reaches them.
-        # Rendered JSON access lines (str) too.
-        self._queue: deque[logging.LogRecord | AccessEntry | str | threading.Event] = deque()
+        # Records and access lines (an `AccessEntry`, or its fields as a plain tuple), plus
+        # flush markers (Events) that the writer sets when it reaches them.
+        self._queue: deque[_Queued | threading.Event] = deque()
         self._wake = threading.Event()
         self._closing = False
         self._writer = threading.Thread(
@@ -378,20 +377,7 @@ class NonBlockingHandler(logging.Handler):
 
     def handle_access(self, entry: AccessEntry) -> bool:
         """Queue an access line without building its record (see `log_access`)."""
-        if entry.levelno < self.level:
-            return False
-        if len(self._queue) >= self.queue_size or self._closing:
-            self.dropped += 1
-            process_metrics().log_dropped_total.inc()
-            return False
-        json_from = self._json_from
-        if json_from is not None and entry.levelno >= json_from:
-            self._queue.append(entry.json_line(_role))  # see the module docstring: why here
-        else:
-            self._queue.append(entry)
-        if len(self._queue) >= self._wake_at and not self._wake.is_set():
-            self._wake.set()
-        return True
+        return self._queue_access(entry)
 
     def access(
         self,
@@ -403,29 +389,9 @@ class NonBlockingHandler(logging.Handler):
         duration: float,
         client: str | None,
     ) -> bool:
-        """`handle_access` from the fields: a JSON line is rendered with no entry built."""
-        json_from = self._json_from
-        if json_from is None or level < json_from or level < self.level:
-            return self.handle_access(
-                AccessEntry(
-                    time.time(),
-                    level,
-                    request_id_var.get(),
-                    method,
-                    path,
-                    route,
-                    status_code,
-                    duration,
-                    client,
-                )
-            )
-        queue = self._queue
-        if len(queue) >= self.queue_size or self._closing:
-            self.dropped += 1
-            process_metrics().log_dropped_total.inc()
-            return False
-        queue.append(
-            _json_access_line(
+        """`handle_access` from the fields, queued as a plain tuple in `AccessEntry`'s order."""
+        return self._queue_access(
+            (
                 time.time(),
                 level,
                 request_id_var.get(),
@@ -435,9 +401,18 @@ class NonBlockingHandler(logging.Handler):
                 status_code,
                 duration,
                 client,
-                _role,
             )
         )
+
+    def _queue_access(self, entry: tuple[Any, ...]) -> bool:
+        if entry[1] < self.level:
+            return False
+        queue = self._queue
+        if len(queue) >= self.queue_size or self._closing:
+            self.dropped += 1
+            process_metrics().log_dropped_total.inc()
+            return False
+        queue.append(entry)
         if len(queue) >= self._wake_at and not self._wake.is_set():
             self._wake.set()
         return True
@@ -452,7 +427,7 @@ class NonBlockingHandler(logging.Handler):
             self._wake.wait(WRITE_INTERVAL)
             self._wake.clear()
             while queue:
-                batch: list[logging.LogRecord | AccessEntry | str] = []
+                batch: list[_Queued] = []
                 while queue and len(batch) < WRITE_BATCH:
                     item = queue.popleft()
                     if isinstance(item, threading.Event):
@@ -465,7 +440,7 @@ class NonBlockingHandler(logging.Handler):
             if self._closing and not queue:
                 return
 
-    def _write(self, batch: list[logging.LogRecord | AccessEntry | str]) -> None:
+    def _write(self, batch: list[_Queued]) -> None:
         """One write (and one flush) per stream sink for the whole batch; other sinks
         (a syslog or HTTP handler) get their records one by one."""
         if not batch:
@@ -474,19 +449,18 @@ class NonBlockingHandler(logging.Handler):
         for sink in self.sinks:
             if _batchable(sink):
                 json_sink = type(sink.formatter) is JsonFormatter
+                level = sink.level
+                terminator = sink.terminator  # type: ignore[attr-defined]
                 try:
-                    # A str is an access line rendered by the caller for sinks like this one.
                     lines = [
                         (
-                            r
-                            if type(r) is str
-                            else r.json_line(role)
-                            if json_sink and type(r) is AccessEntry
-                            else sink.format(_as_record(r, role))  # type: ignore[arg-type]
+                            _json_access_line(*item, role)  # type: ignore[call-arg]
+                            if json_sink and isinstance(item, tuple)
+                            else sink.format(_as_record(item, role))
                         )
-                        + sink.terminator  # type: ignore[attr-defined]
-                        for r in batch
-                        if type(r) is str or r.levelno >= sink.level  # type: ignore[union-attr]
+                        + terminator
+                        for item in batch
+                        if _level(item) >= level
                     ]
                     if lines:
                         sink.stream.write("".join(lines))  # type: ignore[attr-defined]
@@ -494,13 +468,11 @@ class NonBlockingHandler(logging.Handler):
                 except Exception:
                     self._sink_failed(sink, len(batch))
                 continue
-            for record in batch:
-                if type(record) is str:  # only when every sink was a JSON stream: not here
-                    continue
+            for item in batch:
                 try:
-                    if record.levelno >= sink.level:  # type: ignore[union-attr]
+                    if _level(item) >= sink.level:
                         # No sink lock needed: one writer thread.
-                        sink.emit(_as_record(record, role))  # type: ignore[arg-type]
+                        sink.emit(_as_record(item, role))
                 except Exception:
                     self._sink_failed(sink, 1)
 

@@ -21,7 +21,7 @@ from steadyloop.offload import BulkheadFull
 from steadyloop.runtime import Runtime
 from steadyloop.settings import Settings
 from steadyloop.storage import StorageUnavailable
-from steadyloop.web.concurrency import ConcurrencyMiddleware, overloaded_handler
+from steadyloop.web.concurrency import overloaded_handler
 from steadyloop.web.dashboard import dashboard_endpoints
 from steadyloop.web.errors import (
     bulkhead_full_handler,
@@ -41,12 +41,8 @@ from steadyloop.web.jobs_routes import (
 )
 from steadyloop.web.metrics_endpoint import metrics_endpoint
 from steadyloop.web.middleware import RequestMiddleware
-from steadyloop.web.ratelimit import RateLimitMiddleware, rate_limited_handler
-from steadyloop.web.request_limits import (
-    RequestLimitsMiddleware,
-    RequestRejected,
-    request_rejected_handler,
-)
+from steadyloop.web.ratelimit import rate_limited_handler
+from steadyloop.web.request_limits import RequestRejected, request_rejected_handler
 from steadyloop.web.roles import WorkerRoleGate
 
 __all__ = ["RouteCollision", "SteadyloopRoute", "install"]
@@ -104,15 +100,13 @@ def install(
         s.dashboard_path + "/snapshot",
         s.dashboard_path + "/processes",
     )
-    # Added first, so they run inside the request middleware (ids, logs, metrics for 429/503):
-    # rate limit, then concurrency, so a refused request never takes a slot.
+    # The worker role's gate runs inside the request middleware (ids, logs, metrics for its
+    # 404s). The request middleware applies the limits in their order: body, header and
+    # read-time limits first (a refused request is logged and counted with its id and never
+    # reaches the other limits), then the rate limit, then concurrency (a refused request
+    # never takes a slot).
     if rt.role == "worker":  # only a worker's port is gated: no layer for the others
         app.add_middleware(WorkerRoleGate, runtime=rt)
-    app.add_middleware(ConcurrencyMiddleware, limits=rt.limits)
-    app.add_middleware(RateLimitMiddleware, rate_limits=rt.rate_limits)
-    # Body, header and read-time limits: first inside the request middleware, so a refused
-    # request is logged and counted with its id and never reaches the rate limits.
-    app.add_middleware(RequestLimitsMiddleware, limits=s.request_limits())
     app.add_middleware(
         RequestMiddleware,
         header=s.request_id_header,
@@ -120,6 +114,9 @@ def install(
         quiet_paths=quiet,
         problem_500=s.problem_details == "all",
         metrics=rt.metrics,
+        limits=s.request_limits(),
+        rate_limits=rt.rate_limits,
+        concurrency=rt.limits,
     )
     # steadyloop's own errors are problem+json; the app's keep their body unless opted in.
     app.add_exception_handler(BulkheadFull, bulkhead_full_handler)

@@ -1,7 +1,14 @@
-"""The request middleware: request id, access log, HTTP metrics and the last-resort 500.
+"""The request middleware: request id, access log, HTTP metrics, the last-resort 500, and
+the request, rate and concurrency limits.
 
-One pure-ASGI layer does all four because each layer costs a `send` wrapper per message;
-together they stay within a few microseconds of a bare app (see bench/middleware_overhead).
+One pure-ASGI layer does all of it because each layer costs the request its own calls: its
+`__call__`, its checks, often a coroutine frame and a `send` wrapper. The limits keep their
+own ASGI layers (`RequestLimitsMiddleware`, `RateLimitMiddleware`, `ConcurrencyMiddleware`),
+stacked in that order over the app; this layer asks each of them whether it has work for the
+request, and a request none of them has work for (no body to count, no rate rule, a free
+slot of a single limiter, the common case) runs the app directly, its slot taken and given
+back here. Any other request goes through the stack, which does what the layers always do.
+bench/middleware_overhead measures what the whole of it costs against a bare app.
 
 An exception that escapes the app is logged with its request id and raised again, as
 Starlette's own server-error layer does: that layer answers the 500 (the app's own handler
@@ -23,9 +30,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from steadyloop import tracing
 from steadyloop.disconnect import ClientGone, ClientWatch
 from steadyloop.http_server_metrics import Tally, UpDown
+from steadyloop.limits import ConcurrencyLimiter, ConcurrencyLimits, RateLimits
 from steadyloop.logs import ACCESS_LOGGER, log_access, request_id_var
 from steadyloop.metrics import Metrics, process_metrics
+from steadyloop.web.concurrency import ConcurrencyMiddleware
 from steadyloop.web.errors import internal_error
+from steadyloop.web.ratelimit import RateLimitMiddleware
+from steadyloop.web.request_limits import RequestLimits, RequestLimitsMiddleware
 
 __all__ = ["UNMATCHED_ROUTE", "RequestMiddleware", "route_template", "valid_request_id"]
 
@@ -36,6 +47,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: The route label of requests that matched no route: one value, not one per raw path.
 UNMATCHED_ROUTE = "<unmatched>"
+_perf_counter = time.perf_counter
+_random_bits = random.getrandbits
 
 
 def valid_request_id(value: str | None) -> bool:
@@ -51,9 +64,12 @@ def route_template(scope: Scope) -> str:
 
 
 class RequestMiddleware:
-    """Per HTTP request: take or make a request id, echo it, measure, log one access line.
+    """Per HTTP request: take or make a request id, echo it, apply the limits, measure, log
+    one access line.
 
-    `quiet_paths` (health, metrics) are logged at DEBUG so probes do not flood the log.
+    `limits`, `rate_limits` and `concurrency` are the limits to apply (none by default;
+    `install(app)` passes the runtime's). `quiet_paths` (health, metrics) are logged at DEBUG
+    so probes do not flood the log.
     """
 
     def __init__(
@@ -65,6 +81,9 @@ class RequestMiddleware:
         quiet_paths: tuple[str, ...] = (),
         problem_500: bool = False,
         metrics: Metrics | None = None,
+        limits: RequestLimits | None = None,
+        rate_limits: RateLimits | None = None,
+        concurrency: ConcurrencyLimits | None = None,
     ) -> None:
         self.app = app
         #: Where requests are counted: the app's runtime's metrics (the process's by default).
@@ -77,17 +96,27 @@ class RequestMiddleware:
         # bounded by the methods and the route templates.
         self._in_progress: dict[str, UpDown] = {}
         self._tallies: dict[tuple[str, str], Tally] = {}
+        # The limit layers over the app, innermost first: concurrency, rate, request limits.
+        self._concurrency = concurrency
+        self._rate_limits = rate_limits
+        stack = app
+        if concurrency is not None:
+            stack = ConcurrencyMiddleware(stack, limits=concurrency)
+        if rate_limits is not None:
+            stack = RateLimitMiddleware(stack, rate_limits=rate_limits)
+        self._request_limits = (
+            RequestLimitsMiddleware(stack, limits) if limits is not None else None
+        )
+        self._stack: ASGIApp = self._request_limits or stack
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self._stack(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = _perf_counter()
         # 128 random bits from the process's generator: unique enough for a request id, and
         # ~100x cheaper than uuid4 (os.urandom is a system call, slow on some VMs).
-        request_id = self._incoming_id(scope) or f"{random.getrandbits(128):032x}"
-        id_header = (self.header, request_id.encode("latin-1"))
-        token = request_id_var.set(request_id)
+        request_id = self._incoming_id(scope) or f"{_random_bits(128):032x}"
         span = tracing.server_span(scope) if tracing.enabled else None
         method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
         in_progress = self._in_progress.get(method)
@@ -96,10 +125,36 @@ class RequestMiddleware:
         in_progress.inc()
         # The request's one send wrapper (it adds the id header and notes the status), and its
         # disconnect watch for the queue waits further in (the concurrency layer uses it too).
-        watch = ClientWatch(scope, receive, send, (id_header,))
-        watch.enter()
+        watch = ClientWatch(scope, receive, send, ((self.header, request_id.encode("latin-1")),))
+        watch.enter(request_id_var, request_id)
+        slot: ConcurrencyLimiter | None = None
+        admitted_at = 0.0
+        ok = False
         try:
-            await self.app(scope, watch.receive, watch.send)
+            # Whether a limit layer has work for this request (see the module docstring).
+            app = self._stack
+            request_limits = self._request_limits
+            if request_limits is None or request_limits.passes_through(scope):
+                rate_limits = self._rate_limits
+                if (
+                    rate_limits is None
+                    or not rate_limits.active
+                    or rate_limits.rule_for(scope["path"]) is None
+                ):
+                    concurrency = self._concurrency
+                    chain = (
+                        concurrency.chain(scope["path"])
+                        if concurrency is not None and concurrency.active
+                        else ()
+                    )
+                    if not chain:
+                        app = self.app
+                    elif len(chain) == 1:
+                        taken = chain[0].admit_now()  # a free slot, taken without waiting
+                        if taken is not None:
+                            slot, admitted_at, app = chain[0], taken, self.app
+            await app(scope, watch.receive, watch.send)
+            ok = True
         except ClientGone:
             await watch.answer_gone()  # it waited in a queue and left: no work was done
         except Exception:
@@ -115,8 +170,9 @@ class RequestMiddleware:
                     await internal_error()(scope, watch.receive, watch.send)
             raise
         finally:
-            watch.exit()
-            duration = time.perf_counter() - started
+            if slot is not None:
+                slot.release(admitted_at, sample=ok)
+            duration = _perf_counter() - started
             status = watch.status
             route = route_template(scope)
             in_progress.dec()
@@ -126,26 +182,28 @@ class RequestMiddleware:
                     method, route
                 )
             tally.observe(status, duration, tracing.exemplar() if span is not None else None)
-            if self.access_log:
-                # Inline (this runs for every request): the level, then the line's fields.
-                level = INFO if scope["path"] not in self.quiet_paths else DEBUG
-                if access_logger.isEnabledFor(level):
-                    # raw_path keeps percent-encoding: a decoded %0A cannot forge a log line.
-                    raw = scope.get("raw_path")
-                    client = scope.get("client")
-                    # Captured here, written by the log writer thread.
-                    log_access(
-                        level,
-                        scope["method"],
-                        raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"],
-                        route,
-                        status,
-                        duration,
-                        f"{client[0]}:{client[1]}" if client else None,
-                    )
-            if span is not None:
-                span.end(status, None if route == UNMATCHED_ROUTE else route)
-            request_id_var.reset(token)
+            try:
+                if self.access_log:
+                    # Inline (this runs for every request): the level, then the line's fields.
+                    level = INFO if scope["path"] not in self.quiet_paths else DEBUG
+                    if access_logger.isEnabledFor(level):
+                        # raw_path keeps percent-encoding: a decoded %0A cannot forge a line.
+                        raw = scope.get("raw_path")
+                        client = scope.get("client")
+                        # Captured here, written by the log writer thread.
+                        log_access(
+                            level,
+                            scope["method"],
+                            raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"],
+                            route,
+                            status,
+                            duration,
+                            f"{client[0]}:{client[1]}" if client else None,
+                        )
+                if span is not None:
+                    span.end(status, None if route == UNMATCHED_ROUTE else route)
+            finally:
+                watch.exit()
 
     def _incoming_id(self, scope: Scope) -> str | None:
         for name, value in scope["headers"]:

@@ -196,6 +196,18 @@ class RequestLimitsMiddleware:
             return headers_too_large(limit=limits.header_max_bytes)
         return None
 
+    def passes_through(self, scope: Scope) -> bool:
+        """Whether this layer has no work for the HTTP request with `scope`: its head is within
+        the limits and it has no body to count or time (the request middleware then calls
+        the app without this layer)."""
+        limits = self.limits
+        count = len(scope["headers"])
+        if limits.header_max_count and count > limits.header_max_count:
+            return False
+        if limits.header_max_bytes and head_size(scope) > limits.header_max_bytes:
+            return False
+        return has_no_body(scope)
+
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # A plain method returning the awaitable to await: a request within the head limits
         # and without a body goes on to the app without a coroutine frame of this layer.
