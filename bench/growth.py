@@ -308,17 +308,14 @@ async def _measure_routes() -> dict[int, dict[str, list[float]]]:
 
 def _layers(routes: int) -> tuple[Any, Any]:
     """An inner ASGI app that plays the router (sets `scope["route"]` to the path's template
-    without a linear search) and answers 200, alone and under steadyloop's layers as
-    `install()` stacks them: steadyloop's own per-route cost, with routing out of the
+    without a linear search) and answers 200, alone and under steadyloop's request middleware
+    as `install()` sets it up: steadyloop's own per-route cost, with routing out of the
     picture."""
     from types import SimpleNamespace
 
     from steadyloop.runtime import Runtime
     from steadyloop.settings import Settings
-    from steadyloop.web.concurrency import ConcurrencyMiddleware
     from steadyloop.web.middleware import RequestMiddleware
-    from steadyloop.web.ratelimit import RateLimitMiddleware
-    from steadyloop.web.request_limits import RequestLimitsMiddleware
 
     settings = Settings(access_log=False, log_setup=False, loop_watch_enabled=False)
     rt = Runtime(settings)
@@ -331,11 +328,14 @@ def _layers(routes: int) -> tuple[Any, Any]:
         await send(start)
         await send(body)
 
-    app: Any = ConcurrencyMiddleware(inner, limits=rt.limits)
-    app = RateLimitMiddleware(app, rate_limits=rt.rate_limits)
-    app = RequestLimitsMiddleware(app, limits=settings.request_limits())
     app = RequestMiddleware(
-        app, header=settings.request_id_header, access_log=False, metrics=rt.metrics
+        inner,
+        header=settings.request_id_header,
+        access_log=False,
+        metrics=rt.metrics,
+        limits=settings.request_limits(),
+        rate_limits=rt.rate_limits,
+        concurrency=rt.limits,
     )
     return inner, app
 

@@ -80,8 +80,9 @@ SERVERS = (
         "gauge), last-resort 500, the request limits (body, headers), the default global "
         f"concurrency limit ({ConcurrencyConfig().max_concurrent} requests, a slot taken and "
         "released per request, with its "
-        "client watch) and the rate-limit and worker-role layers (no rate configured, unlike "
-        "the peer stack's slowapi limit, which is checked on every request); "
+        "client watch) and the rate limits (no rate configured, unlike the peer stack's "
+        "slowapi limit, which is checked on every request), all in steadyloop's one request "
+        "middleware; "
         "`LOG_FORMAT=json`, `ACCESS_LOG=true`, `LOG_LEVEL=INFO`, every other setting at its "
         "default (the loop watch on)",
         access_marker='steadyloop.access"',  # the logger field, whatever the spacing

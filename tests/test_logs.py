@@ -5,7 +5,6 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -14,10 +13,12 @@ from prometheus_client import REGISTRY
 
 import steadyloop as sl
 from steadyloop.logs import (
+    ACCESS_LOGGER,
     AccessEntry,
     JsonFormatter,
     NonBlockingHandler,
     TextFormatter,
+    access_line,
     log_access,
     request_id_var,
     setup_logging,
@@ -253,16 +254,16 @@ def test_access_line_from_the_writer_matches_the_record_format() -> None:
         Settings(log_format="json").logging_config(), stream=stream, role="api"
     )
     try:
-        _only_pipeline = logging_setup.handler.access
-        calls: list[tuple[Any, ...]] = []
-
-        def counted(*fields: Any) -> bool:
-            calls.append(fields)
-            return _only_pipeline(*fields)
-
-        logging_setup.handler.access = counted  # type: ignore[method-assign]
-        _log_one_access()
-        assert len(calls) == 1  # the fast path: no record built on the caller's thread
+        records: list[logging.LogRecord] = []
+        access_logger = logging.getLogger(ACCESS_LOGGER)
+        access_logger.handle = records.append  # type: ignore[assignment, method-assign]
+        try:
+            _log_one_access()
+            # The raw path (bytes) and the client's (host, port), as the middleware passes them.
+            access_line(logging.INFO, "GET", b"/w", "/w", 201, 0.5, ("10.0.0.2", 81), "req-2")
+        finally:
+            del access_logger.handle
+        assert records == []  # the fast path: no record built on the caller's thread
         # The same line rendered the slow way: a real record through the formatter.
         for entry in (
             AccessEntry(1.5, logging.INFO, "req-1", "GET", '/v"\n\u00e9', "/v", 200, 0.001, None),
@@ -278,11 +279,13 @@ def test_access_line_from_the_writer_matches_the_record_format() -> None:
                 assert entry.json_line(role) == via_record  # byte for byte
     finally:
         logging_setup.restore()
-    [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
+    line, raw = [json.loads(text) for text in stream.getvalue().splitlines()]
     assert list(line) == ACCESS_KEYS
     assert line["message"] == "GET /v/%C3%A9 200 12.3ms"
     assert (line["request_id"], line["role"], line["duration_ms"]) == ("req-1", "api", 12.34)
     assert line["logger"] == "steadyloop.access"
+    assert list(raw) == ACCESS_KEYS
+    assert (raw["path"], raw["client"], raw["request_id"]) == ("/w", "10.0.0.2:81", "req-2")
 
 
 def test_access_line_in_text_format() -> None:

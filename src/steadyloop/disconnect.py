@@ -111,28 +111,35 @@ def _is_last_message(kind: str, message: Message, trailers: bool) -> bool:
     return kind == "http.response.pathsend"
 
 
+class _Watcher:
+    """The watcher task and what it has read; made only once something needs it."""
+
+    __slots__ = ("arrived", "disconnect", "gone", "pending", "task")
+
+    def __init__(self, gone: asyncio.Future[None]) -> None:
+        self.arrived = asyncio.Event()
+        self.pending: deque[Message] = deque()  # at most the empty body of a bodiless request
+        self.disconnect: Message | None = None
+        self.gone = gone
+        self.task: asyncio.Task[None] | None = None
+
+
 class ClientWatch:
     """One HTTP request's disconnect signal; `receive` and `send` replace the server's."""
 
     __slots__ = (
-        "_arrived",
         "_body_read",
-        "_disconnect",
         "_extra_headers",
-        "_gone",
         "_held_token",
         "_held_value",
-        "_held_var",
-        "_no_body",
-        "_pending",
         "_receive",
         "_responded",
         "_scope",
         "_send",
         "_started",
-        "_task",
         "_token",
         "_trailers",
+        "_watcher",
         "status",
     )
 
@@ -143,29 +150,19 @@ class ClientWatch:
         send: Send,
         extra_headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
+        self._scope = scope
         self._receive = receive
-        self._trailers = False  # the response announced trailers: they end it, not the body
         self._send = send
         #: Added to the response's headers (the request id).
         self._extra_headers = extra_headers
         #: The response's status once it started; 500 until then (what an escaping error gives).
         self.status = 500
-        # Without a body the server's first message is an empty `http.request`: the watcher
-        # may read it and keep it for the app.
-        # Judged on first need (a queue wait, a read after the body), not for every request.
-        self._no_body: bool | None = None
-        self._scope = scope
-        self._body_read = False  # the last body message has been read (by the app or watcher)
-        self._responded = False
         self._started = False
-        self._pending: deque[Message] | None = None  # made with the watcher
-        self._disconnect: Message | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._arrived: asyncio.Event | None = None
-        self._gone: asyncio.Future[None] | None = None
+        self._trailers = False  # the response announced trailers: they end it, not the body
+        self._responded = False
+        self._body_read = False  # the last body message has been read (by the app or watcher)
+        self._watcher: _Watcher | None = None
         self._token: contextvars.Token[ClientWatch | None] | None = None
-        self._held_var: contextvars.ContextVar[Any] | None = None
-        self._held_value: Any = None
         self._held_token: contextvars.Token[Any] | None = None
 
     # --- the request's lifetime -------------------------------------------------------------
@@ -174,7 +171,6 @@ class ClientWatch:
         setting `var` to `value` for the request (the request id): both are withdrawn while
         the response's last message goes out, and `var` is set again right after."""
         if var is not None:
-            self._held_var = var
             self._held_value = value
             self._held_token = var.set(value)
         self._token = _current.set(self)
@@ -186,10 +182,11 @@ class ClientWatch:
             _current.reset(self._token)
             self._token = None
         if self._held_token is not None:
-            self._held_var.reset(self._held_token)  # type: ignore[union-attr]
+            self._held_token.var.reset(self._held_token)
             self._held_token = None
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        watcher = self._watcher
+        if watcher is not None and watcher.task is not None and not watcher.task.done():
+            watcher.task.cancel()
 
     def watches(self, scope: MutableMapping[str, Any]) -> bool:
         """Whether this is the watch of the request with `scope` (not of an outer request whose
@@ -204,29 +201,32 @@ class ClientWatch:
     @property
     def watching(self) -> bool:
         """Whether the watcher task runs (only once something needed it)."""
-        return self._task is not None
+        return self._watcher is not None
 
     @property
     def gone(self) -> bool:
         """Whether the client disconnected before the response was complete."""
-        return self._gone is not None and self._gone.done()
+        return self._watcher is not None and self._watcher.gone.done()
 
     def gone_future(self) -> asyncio.Future[None] | None:
         """Start watching if possible; a future done once the client has gone."""
         if self._responded:
             return None
-        if self._gone is None:
-            if self._no_body is None:
-                self._no_body = _has_no_body(self._scope.get("headers", ()))
-            if not (self._body_read or self._no_body):
+        watcher = self._watcher
+        if watcher is None:
+            # Without a body the server's first message is an empty `http.request`: the
+            # watcher may read it and keep it for the app. Judged here, on first need (a
+            # queue wait), not for every request.
+            if not (self._body_read or _has_no_body(self._scope.get("headers", ()))):
                 return None
-            self._start()
-        return self._gone
+            watcher = self._start()
+        return watcher.gone
 
     # --- the app's receive and send ---------------------------------------------------------
     async def receive(self) -> Message:
         """What the server's `receive` would return, read through the watcher once it runs."""
-        if self._task is None:
+        watcher = self._watcher
+        if watcher is None:
             if not self._body_read:
                 message = await self._receive()
                 if message["type"] == "http.disconnect" or not message.get("more_body", False):
@@ -234,25 +234,24 @@ class ClientWatch:
                 return message
             # After the body, the next message is a disconnect: let the watcher be its reader
             # so a queue wait and the app never read the server's receive at the same time.
-            self._start()
-        assert self._arrived is not None
-        assert self._pending is not None
+            watcher = self._start()
         while True:
-            if self._pending:
-                return self._pending.popleft()
-            if self._disconnect is not None:
-                return self._disconnect
-            self._arrived.clear()
-            await self._arrived.wait()
+            if watcher.pending:
+                return watcher.pending.popleft()
+            if watcher.disconnect is not None:
+                return watcher.disconnect
+            watcher.arrived.clear()
+            await watcher.arrived.wait()
 
     @property
     def response_started(self) -> bool:
         """Whether the app has started its response (a refusal can no longer be sent)."""
         return self._started
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
         """The app's `send`: notes when the response starts (its status, plus the extra
-        headers) and ends, then passes it on."""
+        headers) and ends, and passes it on. A plain method returning the server's awaitable:
+        no coroutine of its own, except around a last message with a variable to set again."""
         kind = message["type"]
         if kind == "http.response.start":
             self._started = True
@@ -272,28 +271,30 @@ class ClientWatch:
             # means "response complete", not "client gone".
             self._responded = True
             if self._token is not None:
-                await self._send_last(message)
-                return
-        await self._send(message)
+                var = self._withdraw()
+                if var is not None:
+                    return self._send_then_restore(var, message)
+        return self._send(message)
 
-    async def _send_last(self, message: Message) -> None:
-        """Send the response's last message with the request's values withdrawn from the
-        context (see the module docstring), and set the held variable again after it."""
+    def _withdraw(self) -> contextvars.ContextVar[Any] | None:
+        """Take the watch and the held variable out of the context for the last message (see
+        the module docstring); the variable, when it is to be set again after it."""
         try:
             _current.reset(self._token)  # type: ignore[arg-type]
         except ValueError:
             # Sent from another task (a streaming response's), whose context is a copy the
             # tokens do not belong to: the watch is taken out of that copy instead.
             _current.set(None)
-            await self._send(message)
-            return
+            return None
         self._token = None
-        var = self._held_var
-        if var is None or self._held_token is None:
-            await self._send(message)
-            return
-        var.reset(self._held_token)
+        token = self._held_token
+        if token is None:
+            return None
         self._held_token = None
+        token.var.reset(token)
+        return token.var
+
+    async def _send_then_restore(self, var: contextvars.ContextVar[Any], message: Message) -> None:
         try:
             await self._send(message)
         finally:
@@ -307,28 +308,24 @@ class ClientWatch:
             await self.send({"type": "http.response.body", "body": b""})
 
     # --- the watcher --------------------------------------------------------------------------
-    def _start(self) -> None:
+    def _start(self) -> _Watcher:
         loop = asyncio.get_running_loop()
-        self._arrived = asyncio.Event()
-        self._pending = deque()
-        self._gone = loop.create_future()
+        watcher = self._watcher = _Watcher(loop.create_future())
         # The watcher must not carry this request's watch into its own context.
-        self._task = loop.create_task(self._watch(), context=contextvars.Context())
+        watcher.task = loop.create_task(self._watch(watcher), context=contextvars.Context())
+        return watcher
 
-    async def _watch(self) -> None:
-        assert self._arrived is not None
-        assert self._gone is not None
-        assert self._pending is not None
+    async def _watch(self, watcher: _Watcher) -> None:
         while True:
             try:
                 message = await self._receive()
             except Exception:  # a broken connection: the app's next receive learns it
                 message = {"type": "http.disconnect"}
             if message["type"] == "http.disconnect":
-                self._disconnect = message
-                if not self._responded and not self._gone.done():
-                    self._gone.set_result(None)
-                self._arrived.set()
+                watcher.disconnect = message
+                if not self._responded and not watcher.gone.done():
+                    watcher.gone.set_result(None)
+                watcher.arrived.set()
                 return
-            self._pending.append(message)  # at most the empty body of a bodiless request
-            self._arrived.set()
+            watcher.pending.append(message)
+            watcher.arrived.set()

@@ -182,6 +182,8 @@ class AccessEntry(NamedTuple):
 
 #: Quoted route templates and methods (few distinct values, one per request): bounded.
 _QUOTED: dict[str, str] = {}
+_REQUEST_ID_KEY = '"request_id": '
+_ROLE_KEY = '"role": '
 
 
 def _quoted(value: str) -> str:
@@ -193,19 +195,25 @@ def _quoted(value: str) -> str:
     return quoted
 
 
+#: The milliseconds and zone of a timestamp, by millisecond (1000: a float rounding up).
+_MILLIS = tuple(f".{ms:03d}+00:00" for ms in range(1001))
+
+
 def _json_access_line(
     created: float,
     levelno: int,
     request_id: str | None,
     method: str,
-    path: str,
+    path: str | bytes,
     route: str,
     status_code: int,
     duration: float,
-    client: str | None,
+    client: str | tuple[str, int] | None,
     role: str | None,
 ) -> str:
-    """The access line `JsonFormatter` makes of the access record, byte for byte."""
+    """The access line `JsonFormatter` makes of the access record, byte for byte. `path` may
+    be the raw path (bytes, read as Latin-1) and `client` the scope's (host, port)."""
+    text_path = path.decode("latin-1") if isinstance(path, bytes) else path
     ms = duration * 1000
     head = _ACCESS_HEADS.get(levelno)
     if head is None:
@@ -213,26 +221,34 @@ def _json_access_line(
             f'", "level": "{logging.getLevelName(levelno)}", '
             f'"logger": "{ACCESS_LOGGER}", "message": '
         )
-    # The message is quoted whole: the same escaping as quoting its parts one by one.
-    message = _quote(f"{method} {path} {status_code} {ms:.1f}ms")
-    request_id_field = "" if request_id is None else f', "request_id": {_quote(request_id)}'
-    role_field = "" if role is None else f', "role": {_quoted(role)}'
+    second = int(created)
+    last = _last_second
+    if last[0] != second:
+        _timestamp(created)  # formats the new second once
+        last = _last_second
     # repr(round(ms, 2)), as json.dumps writes the record's field, at a third of the cost:
     # both are the exact value correctly rounded to 2 decimals; repr drops trailing zeros.
     rounded = f"{ms:.2f}".rstrip("0")
     if rounded[-1] == ".":
         rounded += "0"
-    second = int(created)
-    if _last_second[0] == second:
-        ts = f"{_last_second[1]}.{int((created - second) * 1000):03d}+00:00"
+    # The few distinct methods, routes and roles are quoted once (see `_quoted`).
+    quoted_method = _QUOTED.get(method) or _quoted(method)
+    quoted_route = _QUOTED.get(route) or _quoted(route)
+    if client is None:
+        quoted_client = "null"
+    elif type(client) is str:
+        quoted_client = _quote(client)
     else:
-        ts = _timestamp(created)
+        quoted_client = _quote(f"{client[0]}:{client[1]}")
+    # The message is quoted whole: the same escaping as quoting its parts one by one.
     return (
-        f'{{"ts": "{ts}{head}{message}{request_id_field}{role_field}, '
-        f'"method": {_quoted(method)}, "path": {_quote(path)}, '
-        f'"route": {_quoted(route)}, "status_code": {status_code}, '
-        f'"duration_ms": {rounded}, '
-        f'"client": {"null" if client is None else _quote(client)}}}'
+        f'{{"ts": "{last[1]}{_MILLIS[int((created - second) * 1000)]}{head}'
+        f"{_quote(f'{method} {text_path} {status_code} {ms:.1f}ms')}"
+        f"{'' if request_id is None else f', {_REQUEST_ID_KEY}{_quote(request_id)}'}"
+        f"{'' if role is None else f', {_ROLE_KEY}{_QUOTED.get(role) or _quoted(role)}'}, "
+        f'"method": {quoted_method}, "path": {_quote(text_path)}, '
+        f'"route": {quoted_route}, "status_code": {status_code}, '
+        f'"duration_ms": {rounded}, "client": {quoted_client}}}'
     )
 
 
@@ -248,7 +264,7 @@ def _level(item: _Queued) -> int:
 def _as_record(item: _Queued, role: str | None) -> logging.LogRecord:
     if isinstance(item, logging.LogRecord):
         return item
-    return AccessEntry._make(item).record(role)
+    return AccessEntry._make(_access_strings(item)).record(role)
 
 
 def _only_pipeline_handler() -> NonBlockingHandler | None:
@@ -259,9 +275,17 @@ def _only_pipeline_handler() -> NonBlockingHandler | None:
     handler = handlers[0]
     if type(handler) is not NonBlockingHandler:
         return None
-    for logger in (_access_logger, _package_logger):
-        if logger.handlers or logger.filters or not logger.propagate:
-            return None
+    access = _access_logger
+    package = _package_logger
+    if (
+        access.handlers
+        or access.filters
+        or not access.propagate
+        or package.handlers
+        or package.filters
+        or not package.propagate
+    ):
+        return None
     return handler
 
 
@@ -275,18 +299,55 @@ def log_access(
     client: str | None,
 ) -> None:
     """Log one request's access line on `steadyloop.access` (message and fields as documented)."""
-    if not _access_logger.isEnabledFor(level):
-        return
+    if _access_logger.isEnabledFor(level):
+        access_line(level, method, path, route, status_code, duration, client, request_id_var.get())
+
+
+def access_line(
+    level: int,
+    method: str,
+    path: str | bytes,
+    route: str,
+    status_code: int,
+    duration: float,
+    client: str | tuple[str, int] | None,
+    request_id: str | None,
+) -> None:
+    """`log_access` once the level is known to be enabled, as the request middleware calls it
+    for every request: `path` may be the raw path (bytes, decoded as Latin-1) and `client`
+    the scope's (host, port); the writer thread turns them into the line's strings."""
     # With tracing on, the access line takes the record path, where the trace ids are added.
     handler = None if tracing.enabled else _only_pipeline_handler()
     if handler is not None:
-        handler.access(level, method, path, route, status_code, duration, client)
+        item = (time.time(), level, request_id, method, path, route, status_code, duration, client)
+        queue = handler._queue
+        # Below the wake-up mark and open (see `_append_below`), the queue only takes it.
+        if len(queue) < handler._append_below and level >= handler.level:
+            queue.append(item)
+        else:
+            handler._queue_access(item)
         return
-    entry = AccessEntry(
-        time.time(), level, request_id_var.get(), method, path, route, status_code, duration, client
+    entry = AccessEntry._make(
+        _access_strings(
+            (time.time(), level, request_id, method, path, route, status_code, duration, client)
+        )
     )
     # Another handler or filter may be listening: give it a real record.
     _access_logger.handle(entry.plain_record())
+
+
+def _access_strings(item: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A queued access line's fields with the path and the client as strings."""
+    path = item[4]
+    client = item[8]
+    if type(path) is str and (client is None or type(client) is str):
+        return item
+    return (
+        *item[:4],
+        path.decode("latin-1") if type(path) is bytes else path,
+        *item[5:8],
+        f"{client[0]}:{client[1]}" if type(client) is tuple else client,
+    )
 
 
 class TextFormatter(logging.Formatter):
@@ -343,6 +404,9 @@ class NonBlockingHandler(logging.Handler):
         self.sinks: tuple[logging.Handler, ...] = tuple(sinks)
         self.queue_size = queue_size
         self._wake_at = max(1, queue_size // 4)
+        #: Below this many queued items, an access line is appended with no other check: the
+        #: next one reaches the wake-up mark, where `_queue_access` decides. 0 once closing.
+        self._append_below = self._wake_at - 1
         self.dropped = 0
         self.sink_errors = 0
         self._sink_error_reported = False
@@ -351,6 +415,9 @@ class NonBlockingHandler(logging.Handler):
         self._queue: deque[_Queued | threading.Event] = deque()
         self._wake = threading.Event()
         self._closing = False
+        #: Flush markers queued and not reached yet (`drain`).
+        self._markers = 0
+        self._markers_lock = threading.Lock()
         self._writer = threading.Thread(
             target=self._write_loop, name="steadyloop-log-writer", daemon=True
         )
@@ -423,22 +490,36 @@ class NonBlockingHandler(logging.Handler):
     # The writer's side.
     def _write_loop(self) -> None:
         queue = self._queue
+        take = queue.popleft
         while True:
             self._wake.wait(WRITE_INTERVAL)
             self._wake.clear()
             while queue:
-                batch: list[_Queued] = []
-                while queue and len(batch) < WRITE_BATCH:
-                    item = queue.popleft()
-                    if isinstance(item, threading.Event):
-                        self._write(batch)
-                        batch = []
-                        item.set()  # everything queued before this marker is written
-                        continue
-                    batch.append(item)
-                self._write(batch)
+                if self._markers:
+                    self._write_to_marker()
+                    continue
+                # Only this thread takes from the queue: what it holds now can be taken.
+                self._write([take() for _ in range(min(len(queue), WRITE_BATCH))])  # type: ignore[misc]
             if self._closing and not queue:
                 return
+
+    def _write_to_marker(self) -> None:
+        """Write what was queued before the first flush marker, then set the marker."""
+        queue = self._queue
+        batch: list[_Queued] = []
+        while queue:
+            item = queue.popleft()
+            if isinstance(item, threading.Event):
+                self._write(batch)
+                with self._markers_lock:
+                    self._markers -= 1
+                item.set()  # everything queued before this marker is written
+                return
+            batch.append(item)
+            if len(batch) >= WRITE_BATCH:
+                self._write(batch)
+                batch = []
+        self._write(batch)
 
     def _write(self, batch: list[_Queued]) -> None:
         """One write (and one flush) per stream sink for the whole batch; other sinks
@@ -448,22 +529,28 @@ class NonBlockingHandler(logging.Handler):
         role = _role
         for sink in self.sinks:
             if _batchable(sink):
-                json_sink = type(sink.formatter) is JsonFormatter
                 level = sink.level
-                terminator = sink.terminator  # type: ignore[attr-defined]
+                terminator: str = sink.terminator  # type: ignore[attr-defined]
                 try:
-                    lines = [
-                        (
+                    if type(sink.formatter) is JsonFormatter:
+                        # Access lines (plain tuples) rendered with the template; anything
+                        # else (records, an `AccessEntry`) through the formatter.
+                        lines = [
                             _json_access_line(*item, role)  # type: ignore[call-arg]
-                            if json_sink and isinstance(item, tuple)
+                            if type(item) is tuple
                             else sink.format(_as_record(item, role))
-                        )
-                        + terminator
-                        for item in batch
-                        if _level(item) >= level
-                    ]
+                            for item in batch
+                            if (item[1] if type(item) is tuple else item.levelno) >= level  # type: ignore[union-attr]
+                        ]
+                    else:
+                        lines = [
+                            sink.format(_as_record(item, role))
+                            for item in batch
+                            if _level(item) >= level
+                        ]
                     if lines:
-                        sink.stream.write("".join(lines))  # type: ignore[attr-defined]
+                        lines.append("")  # the last line's terminator
+                        sink.stream.write(terminator.join(lines))  # type: ignore[attr-defined]
                         sink.flush()
                 except Exception:
                     self._sink_failed(sink, len(batch))
@@ -502,6 +589,8 @@ class NonBlockingHandler(logging.Handler):
         if threading.current_thread() is self._writer or not self._writer.is_alive():
             return not self._queue
         marker = threading.Event()
+        with self._markers_lock:
+            self._markers += 1  # before the marker is queued: the writer looks for it then
         self._queue.append(marker)
         self._wake.set()
         return marker.wait(timeout)
@@ -510,6 +599,7 @@ class NonBlockingHandler(logging.Handler):
         """Write every queued record, stop the writer, close the sinks. Works with a full queue."""
         if not self._closing:
             self._closing = True
+            self._append_below = 0
             self._wake.set()
             if self._writer is not threading.current_thread():
                 self._writer.join(timeout)

@@ -31,7 +31,7 @@ from steadyloop import tracing
 from steadyloop.disconnect import ClientGone, ClientWatch
 from steadyloop.http_server_metrics import Tally, UpDown
 from steadyloop.limits import ConcurrencyLimiter, ConcurrencyLimits, RateLimits
-from steadyloop.logs import ACCESS_LOGGER, log_access, request_id_var
+from steadyloop.logs import ACCESS_LOGGER, access_line, request_id_var
 from steadyloop.metrics import Metrics, process_metrics
 from steadyloop.web.concurrency import ConcurrencyMiddleware
 from steadyloop.web.errors import internal_error
@@ -116,7 +116,16 @@ class RequestMiddleware:
         started = _perf_counter()
         # 128 random bits from the process's generator: unique enough for a request id, and
         # ~100x cheaper than uuid4 (os.urandom is a system call, slow on some VMs).
-        request_id = self._incoming_id(scope) or f"{_random_bits(128):032x}"
+        request_id = None
+        id_header = self.header
+        for name, value in scope["headers"]:
+            if name == id_header:
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID.match(candidate) is not None:
+                    request_id = candidate
+                break
+        if request_id is None:
+            request_id = f"{_random_bits(128):032x}"
         span = tracing.server_span(scope) if tracing.enabled else None
         method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
         in_progress = self._in_progress.get(method)
@@ -125,7 +134,7 @@ class RequestMiddleware:
         in_progress.inc()
         # The request's one send wrapper (it adds the id header and notes the status), and its
         # disconnect watch for the queue waits further in (the concurrency layer uses it too).
-        watch = ClientWatch(scope, receive, send, ((self.header, request_id.encode("latin-1")),))
+        watch = ClientWatch(scope, receive, send, ((id_header, request_id.encode("latin-1")),))
         watch.enter(request_id_var, request_id)
         slot: ConcurrencyLimiter | None = None
         admitted_at = 0.0
@@ -174,7 +183,9 @@ class RequestMiddleware:
                 slot.release(admitted_at, sample=ok)
             duration = _perf_counter() - started
             status = watch.status
-            route = route_template(scope)
+            route = getattr(scope.get("route"), "path", None)  # route_template, inline
+            if not isinstance(route, str) or not route:
+                route = UNMATCHED_ROUTE
             in_progress.dec()
             tally = self._tallies.get((method, route))
             if tally is None:
@@ -187,27 +198,19 @@ class RequestMiddleware:
                     # Inline (this runs for every request): the level, then the line's fields.
                     level = INFO if scope["path"] not in self.quiet_paths else DEBUG
                     if access_logger.isEnabledFor(level):
-                        # raw_path keeps percent-encoding: a decoded %0A cannot forge a line.
-                        raw = scope.get("raw_path")
-                        client = scope.get("client")
-                        # Captured here, written by the log writer thread.
-                        log_access(
+                        # The raw path keeps percent-encoding: a decoded %0A cannot forge a
+                        # line. It and the client's address become strings in the writer.
+                        access_line(
                             level,
                             scope["method"],
-                            raw.decode("latin-1") if isinstance(raw, bytes) else scope["path"],
+                            scope.get("raw_path") or scope["path"],
                             route,
                             status,
                             duration,
-                            f"{client[0]}:{client[1]}" if client else None,
+                            scope.get("client"),
+                            request_id,
                         )
                 if span is not None:
                     span.end(status, None if route == UNMATCHED_ROUTE else route)
             finally:
                 watch.exit()
-
-    def _incoming_id(self, scope: Scope) -> str | None:
-        for name, value in scope["headers"]:
-            if name == self.header:
-                candidate = value.decode("latin-1")
-                return candidate if valid_request_id(candidate) else None
-        return None
