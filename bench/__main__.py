@@ -12,6 +12,7 @@ SCENARIOS = {
     "responsiveness": "bench.responsiveness",
     "offload_overhead": "bench.offload_overhead",
     "logging_hot_path": "bench.logging_hot_path",
+    "access_line": "bench.access_line",
     "middleware_overhead": "bench.middleware_overhead",
     "sqlite_writers": "bench.sqlite_writers",
     "overload": "bench.overload",

@@ -12,12 +12,13 @@ caller's thread (the expensive part), and its default queue is unbounded.
 The access line (`log_access`, one per request) skips even the `LogRecord` when the record
 could only reach the pipeline's handler: the caller queues the request's fields as one plain
 tuple (an `AccessEntry`'s fields), and the writer thread renders them, for a JSON sink with a
-template (byte for byte the line `JsonFormatter` makes of the record, at a fifth of its cost),
+template (byte for byte the line `JsonFormatter` makes of the record, at a sixth of its cost:
+bench/results/access_line.md, which also measures orjson and msgspec against it),
 for any other sink through the record. Rendering belongs in the writer although it shares the
 GIL with the event loop: the writer renders a few hundred lines in one go, which costs less
-CPU per line than rendering each one amid a request's work on the loop (measured with
-bench/middleware_overhead, and in-process with the whole app: about 3 µs less per request),
-and the loop is not waiting for anything but the CPU either way."""
+CPU per line than rendering each one amid a request's work on the loop (the code and data
+it runs on stay in the CPU's caches), and the loop is not waiting for anything but the CPU
+either way."""
 
 from __future__ import annotations
 

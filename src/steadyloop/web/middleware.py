@@ -114,8 +114,6 @@ class RequestMiddleware:
             await self._stack(scope, receive, send)
             return
         started = _perf_counter()
-        # 128 random bits from the process's generator: unique enough for a request id, and
-        # ~100x cheaper than uuid4 (os.urandom is a system call, slow on some VMs).
         request_id = None
         id_header = self.header
         for name, value in scope["headers"]:
@@ -125,6 +123,8 @@ class RequestMiddleware:
                     request_id = candidate
                 break
         if request_id is None:
+            # 128 random bits from the process's generator: unique enough for a request id,
+            # and ~100x cheaper than uuid4 (os.urandom is a system call, slow on some VMs).
             request_id = f"{_random_bits(128):032x}"
         span = tracing.server_span(scope) if tracing.enabled else None
         method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
