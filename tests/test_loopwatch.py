@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from steadyloop.loopwatch import LoopWatch, Stall, find_blocking_frame
+from steadyloop.metrics import Metrics
 
 BUG_TIMEOUT = 10.0
 
@@ -136,3 +138,35 @@ def test_watchdog_works_under_uvloop() -> None:
     assert stall.frame is not None
     assert stall.frame.function == "camera_capture"
     assert "time.sleep(0.01)" in stall.frame.line
+
+
+def test_a_collection_inside_a_metrics_lock_is_noted_without_waiting_on_it() -> None:
+    """A collection runs inside whatever code allocated, prometheus_client's locked sections
+    included (with several processes it allocates under one process-wide lock): the GC
+    callback must not take a metrics lock, or that thread waits on itself forever."""
+    metrics = Metrics(CollectorRegistry())
+    watch = LoopWatch(threshold=0.5, interval=0.01, metrics=metrics)
+    child = metrics.gc_pause_seconds.labels("2")
+    held = child._sum._lock  # what observing a pause of a full collection takes
+    finished = threading.Event()
+
+    def collect_while_holding_it() -> None:
+        with held:
+            gc.collect()
+        finished.set()
+
+    gc.callbacks.append(watch._on_gc)  # as start() does
+    try:
+        threading.Thread(target=collect_while_holding_it, daemon=True).start()
+        assert finished.wait(BUG_TIMEOUT)
+    finally:
+        gc.callbacks.remove(watch._on_gc)
+    assert metrics.registry.get_sample_value(
+        "steadyloop_gc_pause_seconds_count", {"generation": "2"}
+    ) in (None, 0.0)
+    watch._record_gc_pauses()  # what the heartbeat does on the loop
+    count = metrics.registry.get_sample_value(
+        "steadyloop_gc_pause_seconds_count", {"generation": "2"}
+    )
+    assert count is not None
+    assert count >= 1

@@ -496,11 +496,14 @@ class NonBlockingHandler(logging.Handler):
             self._wake.wait(WRITE_INTERVAL)
             self._wake.clear()
             while queue:
+                # Counted before the markers are looked at: `drain` counts its marker before
+                # it queues it, so with no marker counted now, none is among these items.
+                ready = min(len(queue), WRITE_BATCH)
                 if self._markers:
                     self._write_to_marker()
                     continue
-                # Only this thread takes from the queue: what it holds now can be taken.
-                self._write([take() for _ in range(min(len(queue), WRITE_BATCH))])  # type: ignore[misc]
+                # Only this thread takes from the queue: what it held a moment ago is there.
+                self._write([take() for _ in range(ready)])  # type: ignore[misc]
             if self._closing and not queue:
                 return
 

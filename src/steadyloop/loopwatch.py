@@ -243,6 +243,8 @@ class LoopWatch:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._gc_started: dict[int, float] = {}
+        # (generation, seconds) of collections not yet in the histogram (see `_on_gc`).
+        self._gc_pauses: deque[tuple[int, float]] = deque(maxlen=4096)
         self._recent: deque[Stall] = deque(maxlen=50)
         self._lags: deque[float] = deque(maxlen=512)  # ~13 s at the default 25 ms interval
 
@@ -313,6 +315,7 @@ class LoopWatch:
         self._thread = None
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
+        self._record_gc_pauses()
 
     # --- on the loop ---------------------------------------------------------------------
     def _heartbeat(self, state: _LoopState) -> None:
@@ -320,6 +323,8 @@ class LoopWatch:
         lag = max(0.0, now - state.next_due)
         self.metrics.loop_lag_seconds.observe(lag)
         self._lags.append(lag)
+        if self._gc_pauses:
+            self._record_gc_pauses()
         with self._lock:
             stall = state.current
             if stall is not None:
@@ -390,12 +395,22 @@ class LoopWatch:
 
     # --- garbage collector ---------------------------------------------------------------
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        # A collection runs inside whatever code allocated, prometheus_client's own locked
+        # sections included (with several worker processes it holds one process-wide lock
+        # around code that allocates): observing a metric here could wait on a lock this
+        # very thread holds. The pause is only noted; the heartbeat records it.
         thread = threading.get_ident()
         if phase == "start":
             self._gc_started[thread] = time.perf_counter()
         elif phase == "stop":
             started = self._gc_started.pop(thread, None)
             if started is not None:
-                self.metrics.gc_pause_seconds.labels(str(info.get("generation", "?"))).observe(
-                    time.perf_counter() - started
-                )
+                self._gc_pauses.append((info.get("generation", -1), time.perf_counter() - started))
+
+    def _record_gc_pauses(self) -> None:
+        """Put the collections noted since the last call into the pause histogram."""
+        pauses = self._gc_pauses
+        histogram = self.metrics.gc_pause_seconds
+        while pauses:
+            generation, seconds = pauses.popleft()
+            histogram.labels(str(generation) if generation >= 0 else "?").observe(seconds)
