@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -82,6 +83,17 @@ class Client:
         assert self.task is not None
         await asyncio.wait_for(self.task, BUG_TIMEOUT)
         return int(self.sent[0]["status"])
+
+
+@contextmanager
+def _watching(client: Client) -> Iterator[ClientWatch]:
+    """The client's request watch, current for the block (as the request middleware does)."""
+    watch = ClientWatch(client.scope, client.receive, client.send)
+    watch.enter()
+    try:
+        yield watch
+    finally:
+        watch.exit()
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -234,9 +246,7 @@ async def test_admitted_work_is_never_cut_off_when_the_client_leaves() -> None:
 async def test_the_app_still_receives_every_message_while_a_watcher_runs() -> None:
     """The watcher reads the server's receive; the app gets the same messages from it."""
     client = Client("/x")
-    watch = ClientWatch(client.scope, client.receive, client.send)
-    watch.enter()
-    try:
+    with _watching(client) as watch:
         gone = client_gone_future()  # a bodiless request: watchable before the app reads
         assert gone is not None
         assert not gone.done()
@@ -249,40 +259,28 @@ async def test_the_app_still_receives_every_message_while_a_watcher_runs() -> No
         assert watch.gone
         # Once gone, a disconnect is what every later receive returns (as servers do).
         assert await watch.receive() == {"type": "http.disconnect"}
-    finally:
-        watch.exit()
 
 
 async def test_a_request_that_never_waits_starts_no_watcher() -> None:
     client = Client("/x")
-    watch = ClientWatch(client.scope, client.receive, client.send)
-    watch.enter()
-    try:
+    with _watching(client) as watch:
         assert await watch.receive() == {"type": "http.request", "body": b"", "more_body": False}
         await watch.send({"type": "http.response.start", "status": 200, "headers": []})
         await watch.send({"type": "http.response.body", "body": b"ok"})
         assert not watch.watching
-    finally:
-        watch.exit()
 
 
 async def test_a_request_with_an_unread_body_is_not_watched() -> None:
     client = Client("/x", method="POST", body=b"data")
-    watch = ClientWatch(client.scope, client.receive, client.send)
-    watch.enter()
-    try:
+    with _watching(client) as watch:
         assert client_gone_future() is None  # reading would take the app's body
         assert (await watch.receive())["body"] == b"data"
         assert client_gone_future() is not None
-    finally:
-        watch.exit()
 
 
 async def test_after_the_response_a_disconnect_is_not_a_client_that_left() -> None:
     client = Client("/x")
-    watch = ClientWatch(client.scope, client.receive, client.send)
-    watch.enter()
-    try:
+    with _watching(client) as watch:
         gone = client_gone_future()
         assert gone is not None
         await watch.send({"type": "http.response.start", "status": 200, "headers": []})
@@ -296,8 +294,6 @@ async def test_after_the_response_a_disconnect_is_not_a_client_that_left() -> No
         }
         assert await asyncio.wait_for(watch.receive(), BUG_TIMEOUT) == {"type": "http.disconnect"}
         assert not gone.done()
-    finally:
-        watch.exit()
 
 
 # --- unit: cancelled or abandoned waiters leave the queue at once ----------------------------
@@ -316,9 +312,7 @@ async def test_the_last_message_of_any_kind_completes_the_response(
     ending: list[dict[str, Any]],
 ) -> None:
     client = Client("/x")
-    watch = ClientWatch(client.scope, client.receive, client.send)
-    watch.enter()
-    try:
+    with _watching(client) as watch:
         start = {"type": "http.response.start", "status": 200, "headers": []}
         await watch.send({**start, "trailers": len(ending) > 1})
         for message in ending:
@@ -326,17 +320,13 @@ async def test_the_last_message_of_any_kind_completes_the_response(
             await watch.send(message)
         assert not watch.serving
         assert client_gone_future() is None  # a later wait is accepted work, not abandoned
-    finally:
-        watch.exit()
 
 
 async def test_a_task_of_another_request_gets_a_watch_of_its_own() -> None:
     # A task spawned while serving request A inherits A's context (and its watch); an app
     # it calls (an in-process ASGI call) must watch its own client, not A's.
     outer = Client("/outer")
-    outer_watch = ClientWatch(outer.scope, outer.receive, outer.send)
-    outer_watch.enter()
-    try:
+    with _watching(outer) as outer_watch:
         seen: list[Any] = []
 
         async def inner_app(scope: Any, receive: Any, send: Any) -> None:
@@ -351,8 +341,6 @@ async def test_a_task_of_another_request_gets_a_watch_of_its_own() -> None:
         assert seen[0] is not None
         assert seen[0] is not outer_watch
         assert seen[0].watches(inner.scope)
-    finally:
-        outer_watch.exit()
 
 
 async def test_cancelled_limiter_waiter_leaves_the_queue_and_is_counted() -> None:
@@ -401,12 +389,8 @@ async def test_a_freed_slot_skips_the_waiter_whose_client_left() -> None:
     limiter = ConcurrencyLimiter("unit-race", 1, max_wait=60.0)
 
     async def acquire_for(client: Client) -> float:
-        watch = ClientWatch(client.scope, client.receive, client.send)
-        watch.enter()
-        try:
+        with _watching(client):
             return await limiter.acquire()
-        finally:
-            watch.exit()
 
     admitted = await acquire_for(holder_client)
     b = asyncio.create_task(acquire_for(leaving))
