@@ -149,7 +149,10 @@ class ClientWatch:
         receive: Receive,
         send: Send,
         extra_headers: tuple[tuple[bytes, bytes], ...] = (),
+        hold: contextvars.ContextVar[Any] | None = None,
+        value: Any = None,
     ) -> None:
+        """With `hold`, the watch is entered at once, as `enter(hold, value)` would."""
         self._scope = scope
         self._receive = receive
         self._send = send
@@ -162,8 +165,13 @@ class ClientWatch:
         self._responded = False
         self._body_read = False  # the last body message has been read (by the app or watcher)
         self._watcher: _Watcher | None = None
-        self._token: contextvars.Token[ClientWatch | None] | None = None
-        self._held_token: contextvars.Token[Any] | None = None
+        if hold is None:
+            self._held_token: contextvars.Token[Any] | None = None
+            self._token: contextvars.Token[ClientWatch | None] | None = None
+        else:
+            self._held_value = value
+            self._held_token = hold.set(value)
+            self._token = _current.set(self)
 
     # --- the request's lifetime -------------------------------------------------------------
     def enter(self, var: contextvars.ContextVar[Any] | None = None, value: Any = None) -> None:
@@ -256,7 +264,8 @@ class ClientWatch:
         if kind == "http.response.start":
             self._started = True
             self.status = message["status"]
-            self._trailers = bool(message.get("trailers", False))
+            if message.get("trailers"):
+                self._trailers = True
             if self._extra_headers:
                 message = {
                     **message,
@@ -270,29 +279,24 @@ class ClientWatch:
             # Marked before the server learns it: its receive then returns a disconnect that
             # means "response complete", not "client gone".
             self._responded = True
-            if self._token is not None:
-                var = self._withdraw()
-                if var is not None:
-                    return self._send_then_restore(var, message)
+            token = self._token
+            if token is not None:
+                # The watch and the held variable leave the context for the last message
+                # (see the module docstring); the variable is set again after it.
+                try:
+                    _current.reset(token)
+                except ValueError:
+                    # Sent from another task (a streaming response's), whose context is a
+                    # copy the tokens do not belong to: the watch leaves that copy instead.
+                    _current.set(None)
+                    return self._send(message)
+                self._token = None
+                held = self._held_token
+                if held is not None:
+                    self._held_token = None
+                    held.var.reset(held)
+                    return self._send_then_restore(held.var, message)
         return self._send(message)
-
-    def _withdraw(self) -> contextvars.ContextVar[Any] | None:
-        """Take the watch and the held variable out of the context for the last message (see
-        the module docstring); the variable, when it is to be set again after it."""
-        try:
-            _current.reset(self._token)  # type: ignore[arg-type]
-        except ValueError:
-            # Sent from another task (a streaming response's), whose context is a copy the
-            # tokens do not belong to: the watch is taken out of that copy instead.
-            _current.set(None)
-            return None
-        self._token = None
-        token = self._held_token
-        if token is None:
-            return None
-        self._held_token = None
-        token.var.reset(token)
-        return token.var
 
     async def _send_then_restore(self, var: contextvars.ContextVar[Any], message: Message) -> None:
         try:

@@ -93,13 +93,11 @@ class RouteTally:
 
     def observe(self, status: int, duration: float, exemplar: dict[str, str] | None) -> None:
         """Count one answered request: its status and its duration (seconds)."""
-        by_status = self.by_status
-        count = by_status.get(status)
-        if count is None:
+        try:
+            self.by_status[status] += 1
+        except KeyError:  # the first of this status
             self.status_created[status] = time.time()
-            by_status[status] = 1
-        else:
-            by_status[status] = count + 1
+            self.by_status[status] = 1
         # bisect_left: the first bound >= duration, as `le` (less or equal) means.
         index = bisect_left(self._bounds, duration)
         self.buckets[index] += 1

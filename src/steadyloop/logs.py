@@ -214,7 +214,6 @@ def _json_access_line(
 ) -> str:
     """The access line `JsonFormatter` makes of the access record, byte for byte. `path` may
     be the raw path (bytes, read as Latin-1) and `client` the scope's (host, port)."""
-    text_path = path.decode("latin-1") if isinstance(path, bytes) else path
     ms = duration * 1000
     head = _ACCESS_HEADS.get(levelno)
     if head is None:
@@ -232,25 +231,57 @@ def _json_access_line(
     rounded = f"{ms:.2f}".rstrip("0")
     if rounded[-1] == ".":
         rounded += "0"
-    # The few distinct methods, routes and roles are quoted once (see `_quoted`).
-    quoted_method = _QUOTED.get(method) or _quoted(method)
+    parts = _REQUEST_PARTS.get((method, path, status_code))
+    if parts is None:
+        parts = _request_parts(method, path, status_code)
     quoted_route = _QUOTED.get(route) or _quoted(route)
     if client is None:
         quoted_client = "null"
     elif type(client) is str:
         quoted_client = _quote(client)
     else:
-        quoted_client = _quote(f"{client[0]}:{client[1]}")
-    # The message is quoted whole: the same escaping as quoting its parts one by one.
+        quoted_client = _CLIENTS.get(client) or _quoted_client(client)  # type: ignore[arg-type]
     return (
         f'{{"ts": "{last[1]}{_MILLIS[int((created - second) * 1000)]}{head}'
-        f"{_quote(f'{method} {text_path} {status_code} {ms:.1f}ms')}"
+        f'{parts[0]}{ms:.1f}ms"'
         f"{'' if request_id is None else f', {_REQUEST_ID_KEY}{_quote(request_id)}'}"
         f"{'' if role is None else f', {_ROLE_KEY}{_QUOTED.get(role) or _quoted(role)}'}, "
-        f'"method": {quoted_method}, "path": {_quote(text_path)}, '
+        f'"method": {parts[1]}, "path": {parts[2]}, '
         f'"route": {quoted_route}, "status_code": {status_code}, '
         f'"duration_ms": {rounded}, "client": {quoted_client}}}'
     )
+
+
+#: Per (method, path, status): the quoted message up to its duration (without the closing
+#: quote), the quoted method and the quoted path. The same few requests come again and again;
+#: paths with ids are unbounded, so the map starts over when full.
+_REQUEST_PARTS: dict[tuple[str, str | bytes, int], tuple[str, str, str]] = {}
+#: Quoted "host:port" per client address (a keep-alive connection sends many requests).
+_CLIENTS: dict[tuple[str, int], str] = {}
+_PARTS_KEPT = 4096
+
+
+def _request_parts(method: str, path: str | bytes, status_code: int) -> tuple[str, str, str]:
+    text_path = path.decode("latin-1") if isinstance(path, bytes) else path
+    # JSON escaping is per character: the quoted message is its quoted start, then the
+    # duration (digits and "ms", nothing to escape) and the closing quote.
+    parts = (
+        _quote(f"{method} {text_path} {status_code} ")[:-1],
+        _QUOTED.get(method) or _quoted(method),
+        _quote(text_path),
+    )
+    if len(_REQUEST_PARTS) >= _PARTS_KEPT:
+        _REQUEST_PARTS.clear()
+    _REQUEST_PARTS[(method, path, status_code)] = parts
+    return parts
+
+
+def _quoted_client(client: tuple[str, int]) -> str:
+    quoted = _quote(f"{client[0]}:{client[1]}")
+    if len(_CLIENTS) >= _PARTS_KEPT:
+        _CLIENTS.clear()
+    _CLIENTS[client] = quoted
+    return quoted
 
 
 #: What the handler queues: a record, or an access line's fields (an `AccessEntry`, or the
@@ -266,28 +297,6 @@ def _as_record(item: _Queued, role: str | None) -> logging.LogRecord:
     if isinstance(item, logging.LogRecord):
         return item
     return AccessEntry._make(_access_strings(item)).record(role)
-
-
-def _only_pipeline_handler() -> NonBlockingHandler | None:
-    """The pipeline's handler when an access record could reach no other handler or filter."""
-    handlers = logging.root.handlers
-    if len(handlers) != 1 or logging.root.filters:
-        return None
-    handler = handlers[0]
-    if type(handler) is not NonBlockingHandler:
-        return None
-    access = _access_logger
-    package = _package_logger
-    if (
-        access.handlers
-        or access.filters
-        or not access.propagate
-        or package.handlers
-        or package.filters
-        or not package.propagate
-    ):
-        return None
-    return handler
 
 
 def log_access(
@@ -317,9 +326,21 @@ def access_line(
     """`log_access` once the level is known to be enabled, as the request middleware calls it
     for every request: `path` may be the raw path (bytes, decoded as Latin-1) and `client`
     the scope's (host, port); the writer thread turns them into the line's strings."""
-    # With tracing on, the access line takes the record path, where the trace ids are added.
-    handler = None if tracing.enabled else _only_pipeline_handler()
-    if handler is not None:
+    # Queued as plain fields when the record could reach no handler or filter but the
+    # pipeline's (one condition, inline: this runs for every request). With tracing on, the
+    # access line takes the record path, where the trace ids are added.
+    root = logging.root
+    handlers = root.handlers
+    if (
+        len(handlers) == 1
+        and type(handlers[0]) is NonBlockingHandler
+        and not (root.filters or tracing.enabled)
+        and not (_access_logger.handlers or _access_logger.filters)
+        and not (_package_logger.handlers or _package_logger.filters)
+        and _access_logger.propagate
+        and _package_logger.propagate
+    ):
+        handler: NonBlockingHandler = handlers[0]
         item = (time.time(), level, request_id, method, path, route, status_code, duration, client)
         queue = handler._queue
         # Below the wake-up mark and open (see `_append_below`), the queue only takes it.
