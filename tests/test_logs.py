@@ -288,6 +288,31 @@ def test_access_line_from_the_writer_matches_the_record_format() -> None:
     assert (raw["path"], raw["client"], raw["request_id"]) == ("/w", "10.0.0.2:81", "req-2")
 
 
+def test_access_lines_from_raw_fields_render_the_record_format() -> None:
+    # What the middleware queues (the raw path as bytes, the client as (host, port)), rendered
+    # by the writer's template: the formatter's bytes for the decoded fields, for paths that
+    # need escaping and for the same request again with other durations, ids and clients.
+    from steadyloop import logs
+
+    cases = [
+        ("GET", b"/v/%C3%A9", 200, ("10.0.0.1", 80)),
+        ("POST", b'/q"\\x\x7f\xe9', 201, ("::1", 5000)),
+        ("GET", b"/v/%C3%A9", 404, "1.2.3.4:5"),
+        ("DELETE", "/already/text", 204, None),
+    ]
+    for round_no, duration in enumerate((0.0123, 0.5, 0.000125, 3.0)):
+        for method, path, status, client in cases:
+            request_id = None if round_no == 1 else f"id-{round_no}"
+            line = logs._json_access_line(
+                7.5, logging.INFO, request_id, method, path, "/r", status, duration, client, "api"
+            )
+            text_path = path.decode("latin-1") if isinstance(path, bytes) else path
+            text_client = f"{client[0]}:{client[1]}" if isinstance(client, tuple) else client
+            fields = (request_id, method, text_path, "/r", status, duration, text_client)
+            entry = AccessEntry(7.5, logging.INFO, *fields)
+            assert line == JsonFormatter().format(entry.record("api"))  # byte for byte
+
+
 def test_access_line_in_text_format() -> None:
     stream = io.StringIO()
     logging_setup = setup_logging(

@@ -18,6 +18,7 @@ from steadyloop.settings import Settings, SettingsError
 from steadyloop.web.request_limits import (
     RequestLimits,
     RequestLimitsMiddleware,
+    has_no_body,
     parse_body_caps,
     parse_size,
 )
@@ -159,6 +160,41 @@ async def test_a_head_larger_than_the_limit_gets_431() -> None:
         answer = await client.post("/echo", headers={"x-big": "a" * (5 * KIB)})
     assert answer.status_code == 431
     assert answer.json()["setting"] == "REQUEST_HEADER_MAX_BYTES"
+
+
+@pytest.mark.parametrize(
+    ("headers", "extra"),
+    [
+        ([(b"host", b"h")], {}),
+        ([(b"host", b"h"), (b"content-length", b"0")], {}),
+        ([(b"host", b"h"), (b"content-length", b" 0 ")], {}),
+        ([(b"content-length", b"12")], {}),
+        ([(b"transfer-encoding", b"chunked")], {}),
+        ([(b"host", b"h")], {"http_version": "2"}),
+        ([(b"x-h%d" % i, b"v") for i in range(20)], {}),  # at the count limit
+        ([(b"x-h%d" % i, b"v") for i in range(21)], {}),  # one over it
+        # Heads exactly at and one byte over the size limit: "x-big" (5) + ": " and CRLF (4)
+        # + "GET" (3) + "/x" (2) + the request line's other bytes (14) + the value.
+        ([(b"x-big", b"a" * (512 - 28))], {}),
+        ([(b"x-big", b"a" * (512 - 27))], {}),
+        ([(b"x-big", b"a" * 400)], {"query_string": b"q=" + b"b" * 100}),
+        ([(b"host", b"h")], {"raw_path": None, "path": "/" + "p" * 600}),
+    ],
+)
+def test_passes_through_is_the_head_check_and_no_body(
+    headers: list[tuple[bytes, bytes]], extra: dict[str, Any]
+) -> None:
+    # The request middleware's per-request question, answered in one loop, must agree with
+    # the layer's own checks for every head: within the limits, or not, with a body or not.
+    layer = RequestLimitsMiddleware(
+        None,  # type: ignore[arg-type]
+        RequestLimits(header_max_count=20, header_max_bytes=512),
+    )
+    scope = {**http_scope(headers), "method": "GET", **extra}
+    if scope.get("raw_path") is None:
+        scope["raw_path"] = None
+    expected = layer.check_head(scope) is None and has_no_body(scope)
+    assert layer.passes_through(scope) is expected
 
 
 def http_scope(headers: list[tuple[bytes, bytes]] | None = None) -> Scope:

@@ -214,6 +214,7 @@ def _json_access_line(
 ) -> str:
     """The access line `JsonFormatter` makes of the access record, byte for byte. `path` may
     be the raw path (bytes, read as Latin-1) and `client` the scope's (host, port)."""
+    text_path = path.decode("latin-1") if isinstance(path, bytes) else path
     ms = duration * 1000
     head = _ACCESS_HEADS.get(levelno)
     if head is None:
@@ -231,57 +232,25 @@ def _json_access_line(
     rounded = f"{ms:.2f}".rstrip("0")
     if rounded[-1] == ".":
         rounded += "0"
-    parts = _REQUEST_PARTS.get((method, path, status_code))
-    if parts is None:
-        parts = _request_parts(method, path, status_code)
+    # The few distinct methods, routes and roles are quoted once (see `_quoted`).
+    quoted_method = _QUOTED.get(method) or _quoted(method)
     quoted_route = _QUOTED.get(route) or _quoted(route)
     if client is None:
         quoted_client = "null"
     elif type(client) is str:
         quoted_client = _quote(client)
     else:
-        quoted_client = _CLIENTS.get(client) or _quoted_client(client)  # type: ignore[arg-type]
+        quoted_client = _quote(f"{client[0]}:{client[1]}")
+    # The message is quoted whole: the same escaping as quoting its parts one by one.
     return (
         f'{{"ts": "{last[1]}{_MILLIS[int((created - second) * 1000)]}{head}'
-        f'{parts[0]}{ms:.1f}ms"'
+        f"{_quote(f'{method} {text_path} {status_code} {ms:.1f}ms')}"
         f"{'' if request_id is None else f', {_REQUEST_ID_KEY}{_quote(request_id)}'}"
         f"{'' if role is None else f', {_ROLE_KEY}{_QUOTED.get(role) or _quoted(role)}'}, "
-        f'"method": {parts[1]}, "path": {parts[2]}, '
+        f'"method": {quoted_method}, "path": {_quote(text_path)}, '
         f'"route": {quoted_route}, "status_code": {status_code}, '
         f'"duration_ms": {rounded}, "client": {quoted_client}}}'
     )
-
-
-#: Per (method, path, status): the quoted message up to its duration (without the closing
-#: quote), the quoted method and the quoted path. The same few requests come again and again;
-#: paths with ids are unbounded, so the map starts over when full.
-_REQUEST_PARTS: dict[tuple[str, str | bytes, int], tuple[str, str, str]] = {}
-#: Quoted "host:port" per client address (a keep-alive connection sends many requests).
-_CLIENTS: dict[tuple[str, int], str] = {}
-_PARTS_KEPT = 4096
-
-
-def _request_parts(method: str, path: str | bytes, status_code: int) -> tuple[str, str, str]:
-    text_path = path.decode("latin-1") if isinstance(path, bytes) else path
-    # JSON escaping is per character: the quoted message is its quoted start, then the
-    # duration (digits and "ms", nothing to escape) and the closing quote.
-    parts = (
-        _quote(f"{method} {text_path} {status_code} ")[:-1],
-        _QUOTED.get(method) or _quoted(method),
-        _quote(text_path),
-    )
-    if len(_REQUEST_PARTS) >= _PARTS_KEPT:
-        _REQUEST_PARTS.clear()
-    _REQUEST_PARTS[(method, path, status_code)] = parts
-    return parts
-
-
-def _quoted_client(client: tuple[str, int]) -> str:
-    quoted = _quote(f"{client[0]}:{client[1]}")
-    if len(_CLIENTS) >= _PARTS_KEPT:
-        _CLIENTS.clear()
-    _CLIENTS[client] = quoted
-    return quoted
 
 
 #: What the handler queues: a record, or an access line's fields (an `AccessEntry`, or the
