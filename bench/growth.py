@@ -46,7 +46,10 @@ SEED_CHUNK = 20_000
 REDIS_URL = os.environ.get("BENCH_GROWTH_REDIS_URL", "redis://127.0.0.1:6379/13")
 ROUTES = (10, 500)
 ROUTE_REQUESTS = 4_000
-ROUTE_ROUNDS = 15
+#: Fresh processes for the routes measurement, and rounds in each: one process's memory
+#: layout can make its caches favour one side for all of its rounds.
+ROUTE_PROCESSES = 5
+ROUTE_ROUNDS = 6
 TARGET_HISTORY = 0.80
 TARGET_ROUTES = 1.25
 PERIODICS = (1, 1_000)
@@ -292,7 +295,7 @@ def _added(systems: dict[str, list[float]]) -> float:
     )
 
 
-async def _measure_routes() -> dict[int, dict[str, list[float]]]:
+async def _measure_routes_here() -> dict[int, dict[str, list[float]]]:
     out: dict[int, dict[str, list[float]]] = {}
     for routes in ROUTES:
         bare, full = _app(routes, False), _app(routes, True)
@@ -301,9 +304,40 @@ async def _measure_routes() -> dict[int, dict[str, list[float]]]:
             for _ in range(ROUTE_ROUNDS):  # interleaved, so drift hits both alike
                 out[routes]["bare"].append(await _drive(bare, routes, ROUTE_REQUESTS))
                 out[routes]["steadyloop"].append(await _drive(full, routes, ROUTE_REQUESTS))
-        added = _added(out[routes])
-        print(f"[{NAME}] {routes} routes: steadyloop adds {added * 1e6:.1f} µs", flush=True)
     return out
+
+
+def _routes_child(results: Any) -> None:
+    results.put(asyncio.run(_measure_routes_here()))
+
+
+def _measure_routes() -> tuple[dict[int, dict[str, list[float]]], list[float]]:
+    """Every process's rounds pooled, and each process's own 500-vs-10 ratio."""
+    pooled: dict[int, dict[str, list[float]]] = {
+        routes: {"bare": [], "steadyloop": []} for routes in ROUTES
+    }
+    ratios: list[float] = []
+    ctx = common.spawn_context()
+    for n in range(ROUTE_PROCESSES):
+        results = ctx.Queue()
+        child = ctx.Process(target=_routes_child, args=(results,))
+        child.start()
+        try:
+            out: dict[int, dict[str, list[float]]] = results.get(timeout=600)
+        finally:
+            child.join(timeout=30)
+            common.stop_child(child)
+        for routes, systems in out.items():
+            for system, values in systems.items():
+                pooled[routes][system].extend(values)
+        ratios.append(common.ratio(_added(out[ROUTES[-1]]), _added(out[ROUTES[0]])))
+        print(
+            f"[{NAME}] routes, process {n + 1}: steadyloop adds "
+            + ", ".join(f"{_added(out[r]) * 1e6:.1f} µs at {r}" for r in ROUTES)
+            + f" ({ratios[-1]:.2f}x)",
+            flush=True,
+        )
+    return pooled, ratios
 
 
 def _layers(routes: int) -> tuple[Any, Any]:
@@ -422,6 +456,7 @@ def report(
     periodic: dict[int, list[float]],
     info: dict[str, str],
     layers: dict[int, dict[str, list[float]]] | None = None,
+    route_ratios: list[float] | None = None,
 ) -> tuple[str, bool]:
     verdicts: list[str] = []
     met = True
@@ -492,6 +527,13 @@ def report(
         f"tasks: {common.fmt_ratio(per_fire)} (target ≤ {TARGET_PERIODIC:.2f}x): "
         f"**{'met' if ok else 'NOT met'}**"
     )
+    per_process = (
+        f"\nEach process's own ratio ({ROUTES[-1]} vs {ROUTES[0]} routes): "
+        + ", ".join(common.fmt_ratio(r) for r in route_ratios)
+        + ".\n"
+        if route_ratios
+        else ""
+    )
     text = f"""{common.md_header("Growth: costs as the stores and the app grow", info)}
 
 ## Method
@@ -502,9 +544,10 @@ Rounds: {ROUNDS} per point after one warm-up round per store; medians reported, 
 round's value shown for enqueue and claim. SQLite: a file per size in a temporary
 directory, the store's defaults. Redis: `{REDIS_URL}`, a database of its own, flushed
 before and after. Periodic tasks: {ROUNDS} rounds too. Routes:
-{ROUTE_ROUNDS} rounds of {ROUTE_REQUESTS:,} requests per system, bare and steadyloop back
-to back in each round, timed in process CPU time; "steadyloop adds" is the median of the
-rounds' paired differences.
+{ROUTE_PROCESSES} fresh processes, {ROUTE_ROUNDS} rounds each, of {ROUTE_REQUESTS:,} requests
+per system, bare and steadyloop back to back in each round, timed in process CPU time;
+"steadyloop adds" is the median of all rounds' paired differences. Each process's own ratio
+is shown too: one process's memory layout can favour one side in all of its rounds.
 The machine's 2 cores are shared with other test runs (load at start above): the rates
 carry that noise; medians of rounds damp it but do not remove it.
 
@@ -515,7 +558,7 @@ carry that noise; medians of rounds damp it but do not remove it.
 ## Routes: CPU µs per request (in-process ASGI call, median)
 
 {common.md_table(["routes", "bare FastAPI", "with install()", "steadyloop adds"], route_rows)}
-
+{per_process}
 ### Diagnostic: steadyloop's layers alone
 
 The same requests through steadyloop's layers as `install()` stacks them (request id,
@@ -563,11 +606,11 @@ def run() -> bool:
     with tempfile.TemporaryDirectory(prefix=f"bench-{NAME}-") as workdir:
         for backend in ("sqlite", "redis"):
             stores[backend] = asyncio.run(_measure_store(backend, Path(workdir)))
-    routes = asyncio.run(_measure_routes())
+    routes, route_ratios = _measure_routes()
     layers = asyncio.run(_measure_layers())
     periodic = asyncio.run(_measure_periodic())
     info["duration"] = f"{time.monotonic() - started:.0f} s"
-    text, met = report(stores, routes, periodic, info, layers)
+    text, met = report(stores, routes, periodic, info, layers, route_ratios)
     path = common.write_result(NAME, text)
     chart(stores)
     print(f"[{NAME}] wrote {path} and {common.chart_path(NAME)}", flush=True)
