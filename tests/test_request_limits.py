@@ -191,8 +191,6 @@ def test_passes_through_is_the_head_check_and_no_body(
         RequestLimits(header_max_count=20, header_max_bytes=512),
     )
     scope = {**http_scope(headers), "method": "GET", **extra}
-    if scope.get("raw_path") is None:
-        scope["raw_path"] = None
     expected = layer.check_head(scope) is None and has_no_body(scope)
     assert layer.passes_through(scope) is expected
 
