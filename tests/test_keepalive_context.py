@@ -8,6 +8,7 @@ import asyncio
 import contextvars
 from typing import Any
 
+import pytest
 from fastapi import BackgroundTasks, FastAPI
 from fastapi.responses import StreamingResponse
 
@@ -111,3 +112,58 @@ async def test_the_copy_holds_neither_the_watch_nor_the_request_id_which_is_back
         assert len(seen_by_background) == 1
         assert seen_by_background[0] is not None
         assert len(seen_by_background[0]) == 32
+
+
+def _drain_then(
+    sent: list[dict[str, Any]], kept: list[contextvars.Context], drained: asyncio.Event
+) -> Any:
+    """A server's send that waits for its socket to drain before a last message (flow
+    control), then keeps the context a keep-alive timer would copy."""
+
+    async def server_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            await drained.wait()
+            kept.append(contextvars.copy_context())
+        sent.append(message)
+
+    return server_send
+
+
+async def test_a_last_message_the_server_suspends_is_finished_in_the_first_context() -> None:
+    sent: list[dict[str, Any]] = []
+    kept: list[contextvars.Context] = []
+    drained = asyncio.Event()
+    server_send = _drain_then(sent, kept, drained)
+    watch = ClientWatch(_scope("/x"), _never_called, server_send, (), request_id_var, "r1")
+    await watch.send({"type": "http.response.start", "status": 200, "headers": []})
+    sending = asyncio.ensure_future(watch.send({"type": "http.response.body", "body": b"ok"}))
+    await asyncio.sleep(0)  # the send is suspended, waiting for the drain
+    assert not sending.done()
+    assert len(sent) == 1
+    drained.set()
+    await sending
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert not {var.name for var in kept[0]} & {"steadyloop_client_watch", request_id_var.name}
+    assert request_id_var.get() == "r1"  # the request's own context was never changed
+    watch.exit()
+    assert request_id_var.get() is None
+
+
+async def test_cancelling_a_suspended_last_message_cancels_the_servers_send() -> None:
+    sent: list[dict[str, Any]] = []
+    kept: list[contextvars.Context] = []
+    server_send = _drain_then(sent, kept, asyncio.Event())
+    watch = ClientWatch(_scope("/x"), _never_called, server_send, (), request_id_var, "r2")
+    await watch.send({"type": "http.response.start", "status": 200, "headers": []})
+    sending = asyncio.ensure_future(watch.send({"type": "http.response.body", "body": b"ok"}))
+    await asyncio.sleep(0)
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+    assert len(sent) == 1  # the server's send stopped where it waited
+    assert not kept
+    watch.exit()
+
+
+async def _never_called() -> dict[str, Any]:
+    raise AssertionError("the app reads no body here")
