@@ -16,6 +16,7 @@ import re
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ import httpx
 import psutil
 
 from bench import common
+from bench.instructions import REQUESTS as instructions_requests
+from bench.instructions import WARMUP as instructions_warmup
 from bench.revision import source_revision
 from steadyloop.limits.concurrency import ConcurrencyConfig
 
@@ -317,8 +320,58 @@ class Summary:
         )
 
 
+def instruction_counts() -> dict[str, dict[str, float]]:
+    """Bytecode instructions per request by source, for bare and steadyloop
+    (bench/instructions.py, in a process of its own with each server's settings)."""
+    counts = {}
+    for spec in SERVERS:
+        if spec.name not in (BARE, STEADYLOOP):
+            continue
+        # The loop watch is not on the request path; under tracing it would report stalls.
+        env = {**os.environ, **spec.env, "LOOP_WATCH_ENABLED": "false"}
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.instructions", spec.factory],
+            cwd=common.ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        counts[spec.name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return counts
+
+
+def instruction_table(counts: dict[str, dict[str, float]]) -> str:
+    bare, sl = counts[BARE], counts[STEADYLOOP]
+    sources = sorted(set(bare) | set(sl), key=lambda k: (-(sl.get(k, 0) - bare.get(k, 0)), k))
+    rows = [
+        [
+            f"`{source}`",
+            f"{bare.get(source, 0):,.0f}",
+            f"{sl.get(source, 0):,.0f}",
+            f"{sl.get(source, 0) - bare.get(source, 0):+,.0f}",
+        ]
+        for source in sources
+        if sl.get(source, 0) != bare.get(source, 0)
+    ]
+    total_bare, total_sl = sum(bare.values()), sum(sl.values())
+    rows.append(
+        [
+            "**total**",
+            f"{total_bare:,.0f}",
+            f"{total_sl:,.0f}",
+            f"{total_sl - total_bare:+,.0f} ({common.ratio(total_sl, total_bare):.2f}x)",
+        ]
+    )
+    return common.md_table(["source", "bare", "steadyloop", "steadyloop adds"], rows)
+
+
 def report(
-    runs: list[RunResult], summaries: dict[str, Summary], info: dict[str, str], seconds: int
+    runs: list[RunResult],
+    summaries: dict[str, Summary],
+    info: dict[str, str],
+    seconds: int,
+    instructions: dict[str, dict[str, float]],
 ) -> tuple[str, bool]:
     bare = summaries[BARE]
     rows = []
@@ -481,6 +534,17 @@ CPU cores divided by its requests/s): steadyloop {sl.cpu_per_request * 1e6:.0f} 
 the server gets less than a core (see its CPU column), requests/s follows the CPU share it
 got as much as its cost per request, and this figure is the steadier of the two.
 
+## Diagnostic: bytecode instructions per request
+
+Deterministic, unlike the timings: `bench/instructions.py` calls the bare and the steadyloop
+app (same factories and settings as above, the loop watch off) in-process through raw ASGI
+with wrk's request, and counts the Python bytecode instructions each request runs on the
+event loop (`sys.settrace` opcode events, mean of {instructions_requests} requests after
+{instructions_warmup} of warm-up), by source. The log writer thread, which renders the access
+line, is not counted. Sources whose count differs:
+
+{instruction_table(instructions)}
+
 Chart: `{NAME}.png` (requests/s and p50/p99 latency per server).
 """
     return markdown, met
@@ -581,7 +645,7 @@ def run(rounds: int = ROUNDS, seconds: int = SECONDS) -> bool:
     summaries = {
         spec.name: Summary.of([r for r in runs if r.spec.name == spec.name]) for spec in SERVERS
     }
-    markdown, met = report(runs, summaries, info, seconds)
+    markdown, met = report(runs, summaries, info, seconds, instruction_counts())
     path = common.write_result(NAME, markdown)
     chart(summaries, runs)
     bare = summaries[BARE]

@@ -1,0 +1,138 @@
+"""How many Python bytecode instructions one request runs on the event loop, by package.
+
+A deterministic diagnostic next to the timed benchmarks: the same app factory and the same
+`GET /hello` as bench/middleware_overhead, called in-process through raw ASGI (lifespan
+started first), each instruction counted with `sys.settrace` opcode events after a warm-up.
+Time per request moves with the machine's load; this count does not, so a change to the
+request path shows its effect here exactly. It covers the event-loop thread only: the log
+writer thread, which renders the access lines, is not traced.
+
+Run as `python -m bench.instructions MODULE:FACTORY`: prints one JSON object, the mean
+instructions per request by source (a package or module name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+import sysconfig
+from collections import Counter
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+_STDLIB = Path(sysconfig.get_paths()["stdlib"])
+WARMUP = 50
+REQUESTS = 100
+PATH = "/hello"
+
+
+def source_of(filename: str) -> str:
+    """The package (`fastapi`, `starlette`, ...) or standard module a file belongs to; for
+    steadyloop, its module or subpackage (`steadyloop.logs`, `steadyloop.web`)."""
+    parts = Path(filename).parts
+    for marker in ("site-packages", "src"):
+        if marker in parts:
+            inside = parts[parts.index(marker) + 1 :]
+            if len(inside) > 1 and inside[0] == "steadyloop":
+                # steadyloop's own modules and subpackages apart: steadyloop.web, .logs, ...
+                return f"steadyloop.{inside[1].removesuffix('.py')}"
+            return inside[0].removesuffix(".py") if inside else filename
+    if filename.startswith("<frozen "):
+        return filename.removeprefix("<frozen ").removesuffix(">")
+    path = Path(filename)
+    if path.is_relative_to(_STDLIB):  # json/encoder.py -> json.encoder
+        return ".".join(path.relative_to(_STDLIB).with_suffix("").parts).removesuffix(".__init__")
+    return path.stem
+
+
+def _scope() -> dict[str, Any]:
+    # What wrk sends: a GET with a Host header, on a keep-alive connection.
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": PATH,
+        "raw_path": PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+
+async def _count(app: Callable[..., Any]) -> dict[str, float]:
+    startup: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    shutdown = asyncio.Event()
+    started = asyncio.Event()
+
+    async def lifespan_receive() -> dict[str, Any]:
+        if not startup.empty():
+            return await startup.get()
+        await shutdown.wait()
+        return {"type": "lifespan.shutdown"}
+
+    async def lifespan_send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+        elif message["type"] == "lifespan.startup.failed":
+            raise RuntimeError(f"the app did not start: {message.get('message')}")
+
+    await startup.put({"type": "lifespan.startup"})
+    lifespan = asyncio.create_task(
+        app(
+            {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+            lifespan_receive,
+            lifespan_send,
+        )
+    )
+    await started.wait()
+
+    async def one() -> None:
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            pass
+
+        await app(_scope(), receive, send)
+
+    counts: Counter[str] = Counter()
+    harness = {one.__code__.co_filename}
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        if event == "opcode" and frame.f_code.co_filename not in harness:
+            counts[source_of(frame.f_code.co_filename)] += 1
+        return trace
+
+    for _ in range(WARMUP):
+        await one()
+    sys.settrace(trace)
+    try:
+        for _ in range(REQUESTS):
+            await one()
+    finally:
+        sys.settrace(None)
+    shutdown.set()
+    await lifespan
+    return {source: n / REQUESTS for source, n in counts.most_common()}
+
+
+def main(target: str) -> dict[str, float]:
+    module, _, factory = target.partition(":")
+    app = getattr(importlib.import_module(module), factory)()
+    return asyncio.run(_count(app))
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1])))
