@@ -61,6 +61,9 @@ PEER = "peer stack"
 STEADYLOOP_QUIET = "steadyloop, access log off"
 #: Diagnostic: steadyloop with TRACING_ENABLED=true (the other steadyloop rows: tracing off).
 STEADYLOOP_TRACED = "steadyloop, tracing on"
+#: Diagnostic: a lower bound, the least middleware that writes the same access line.
+MINIMAL = "minimal middleware, access log on"
+DIAGNOSTICS = (STEADYLOOP_QUIET, STEADYLOOP_TRACED, MINIMAL)
 
 SERVERS = (
     ServerSpec(
@@ -126,6 +129,19 @@ SERVERS = (
         "steadyloop installs and makes the server span (plus its dependency, endpoint and "
         "serialization spans); steadyloop joins it, adds the trace ids to the access line "
         "and the exemplar to the latency histogram",
+        access_marker='steadyloop.access"',
+    ),
+    ServerSpec(
+        MINIMAL,
+        "bench.apps.middleware_apps:minimal_app",
+        env={"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"},
+        description="diagnostic, a lower bound: the same app + `MinimalMiddleware`, the least "
+        "hand-written pure-ASGI code that gives each request what steadyloop's access line "
+        "and request metrics need (a request id made and echoed, held in steadyloop's "
+        "`request_id_var` until the last message, one count in steadyloop's `RouteTally`, the "
+        "same JSON access line through steadyloop's log handler), without the limits, the "
+        "disconnect watch, the in-progress gauge or error logging: what the steadyloop row "
+        "costs beyond it is theirs",
         access_marker='steadyloop.access"',
     ),
 )
@@ -234,6 +250,7 @@ def _sanity_checks(spec: ServerSpec, base_url: str) -> list[str]:
             if "x-request-id" not in response.headers:
                 raise RuntimeError(f"{spec.name}: no X-Request-ID in the response")
             notes.append("X-Request-ID echoed")
+        if spec.name not in (BARE, MINIMAL):
             metrics = client.get("/metrics")
             if metrics.status_code != 200:
                 raise RuntimeError(f"{spec.name}: /metrics answered {metrics.status_code}")
@@ -325,7 +342,7 @@ def instruction_counts() -> dict[str, dict[str, float]]:
     (bench/instructions.py, in a process of its own with each server's settings)."""
     counts = {}
     for spec in SERVERS:
-        if spec.name not in (BARE, STEADYLOOP):
+        if spec.name not in (BARE, MINIMAL, STEADYLOOP):
             continue
         # The loop watch is not on the request path; under tracing it would report stalls.
         env = {**os.environ, **spec.env, "LOOP_WATCH_ENABLED": "false"}
@@ -342,28 +359,31 @@ def instruction_counts() -> dict[str, dict[str, float]]:
 
 
 def instruction_table(counts: dict[str, dict[str, float]]) -> str:
-    bare, sl = counts[BARE], counts[STEADYLOOP]
-    sources = sorted(set(bare) | set(sl), key=lambda k: (-(sl.get(k, 0) - bare.get(k, 0)), k))
+    bare, minimal, sl = counts[BARE], counts[MINIMAL], counts[STEADYLOOP]
+    sources = sorted(
+        set(bare) | set(minimal) | set(sl), key=lambda k: (-(sl.get(k, 0) - bare.get(k, 0)), k)
+    )
     rows = [
         [
             f"`{source}`",
             f"{bare.get(source, 0):,.0f}",
+            f"{minimal.get(source, 0):,.0f}",
             f"{sl.get(source, 0):,.0f}",
             f"{sl.get(source, 0) - bare.get(source, 0):+,.0f}",
         ]
         for source in sources
-        if sl.get(source, 0) != bare.get(source, 0)
+        if not bare.get(source, 0) == minimal.get(source, 0) == sl.get(source, 0)
     ]
-    total_bare, total_sl = sum(bare.values()), sum(sl.values())
+    totals = [sum(bare.values()), sum(minimal.values()), sum(sl.values())]
     rows.append(
         [
             "**total**",
-            f"{total_bare:,.0f}",
-            f"{total_sl:,.0f}",
-            f"{total_sl - total_bare:+,.0f} ({common.ratio(total_sl, total_bare):.2f}x)",
+            *(f"{total:,.0f}" for total in totals),
+            f"{totals[2] - totals[0]:+,.0f} ({common.ratio(totals[2], totals[0]):.2f}x)",
         ]
     )
-    return common.md_table(["source", "bare", "steadyloop", "steadyloop adds"], rows)
+    headers = ["source", "bare", "minimal middleware", "steadyloop", "steadyloop adds"]
+    return common.md_table(headers, rows)
 
 
 def report(
@@ -379,8 +399,7 @@ def report(
         s = summaries[spec.name]
         rows.append(
             [
-                spec.name
-                + (" (diagnostic)" if spec.name in (STEADYLOOP_QUIET, STEADYLOOP_TRACED) else ""),
+                spec.name + (" (diagnostic)" if spec.name in DIAGNOSTICS else ""),
                 f"{s.rps:,.0f}",
                 common.fmt_ms(s.p50),
                 common.fmt_ms(s.p99),
@@ -467,9 +486,9 @@ def report(
 
 ## Method
 
-End-to-end over HTTP on the loopback interface, compared side by side in one run. Four
-versions of one FastAPI app (`bench/apps/middleware_apps.py`), three compared and one
-diagnostic:
+End-to-end over HTTP on the loopback interface, compared side by side in one run. Versions
+of one FastAPI app (`bench/apps/middleware_apps.py`), three compared and the others
+diagnostics:
 
 {servers}
 
@@ -522,7 +541,12 @@ access log off (diagnostic row, not the target), steadyloop serves
 {common.ratio(quiet.rps, bare.rps):.0%} of bare: the access line accounts for
 {_share_of_gap(bare, sl, quiet)} of steadyloop's gap to bare (in time per request).
 With tracing on (diagnostic row: every request traced and exported), steadyloop serves
-{common.ratio(summaries[STEADYLOOP_TRACED].rps, bare.rps):.0%} of bare. The other steadyloop
+{common.ratio(summaries[STEADYLOOP_TRACED].rps, bare.rps):.0%} of bare. The minimal
+middleware (diagnostic row, a lower bound: the request id, the tally and the same access
+line, nothing else) serves {common.ratio(summaries[MINIMAL].rps, bare.rps):.0%} of bare, and
+steadyloop {common.ratio(sl.rps, summaries[MINIMAL].rps):.0%} of the minimal row: the
+rest of steadyloop's gap is its limits, disconnect watch, in-progress gauge and error
+handling. The other steadyloop
 rows run with tracing off: its hooks cost one module-attribute read each on the request path
 and import no OpenTelemetry code (tests/test_tracing.py checks the import).
 
@@ -536,12 +560,12 @@ got as much as its cost per request, and this figure is the steadier of the two.
 
 ## Diagnostic: bytecode instructions per request
 
-Deterministic, unlike the timings: `bench/instructions.py` calls the bare and the steadyloop
-app (same factories and settings as above, the loop watch off) in-process through raw ASGI
-with wrk's request, and counts the Python bytecode instructions each request runs on the
-event loop (`sys.settrace` opcode events, mean of {instructions_requests} requests after
-{instructions_warmup} of warm-up), by source. The log writer thread, which renders the access
-line, is not counted. Sources whose count differs:
+Deterministic, unlike the timings: `bench/instructions.py` calls the bare app, the minimal
+middleware's and steadyloop's (same factories and settings as above, the loop watch off)
+in-process through raw ASGI with wrk's request, and counts the Python bytecode instructions
+each request runs on the event loop (`sys.settrace` opcode events, mean of
+{instructions_requests} requests after {instructions_warmup} of warm-up), by source. The log
+writer thread, which renders the access line, is not counted. Sources whose count differs:
 
 {instruction_table(instructions)}
 
@@ -551,7 +575,7 @@ Chart: `{NAME}.png` (requests/s and p50/p99 latency per server).
 
 
 def _label(name: str) -> str:
-    if name in (STEADYLOOP_QUIET, STEADYLOOP_TRACED):
+    if name in DIAGNOSTICS:
         return name.replace(", ", ",\n") + "\n(diagnostic)"
     return name
 
@@ -577,6 +601,7 @@ def chart(summaries: dict[str, Summary], runs: list[RunResult]) -> None:
     bars = ax.bar(xs, values, 0.6, color=[colors.get(n, "tab:olive") for n in names])
     bars[names.index(STEADYLOOP_QUIET)].set_hatch("//")
     bars[names.index(STEADYLOOP_TRACED)].set_hatch("..")
+    bars[names.index(MINIMAL)].set_hatch("xx")
     bare = summaries[BARE].rps
     for bar, value, name in zip(bars, values, names, strict=True):
         top = max([value] + [r.wrk.rps for r in runs if r.spec.name == name])

@@ -25,6 +25,7 @@ import gc
 import json
 import logging
 import os
+import random
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -158,4 +159,76 @@ def peer_stack_app() -> FastAPI:
     app.add_middleware(SlowAPIMiddleware)
     app.add_middleware(AccessLogMiddleware, logger=access)
     app.add_middleware(CorrelationIdMiddleware)
+    return app
+
+
+class MinimalMiddleware:
+    """A lower bound for the steadyloop row, not a product: the least pure-ASGI code that
+    gives every request what steadyloop's access line and request metrics need. A request id
+    made and echoed in `X-Request-ID`, held in steadyloop's `request_id_var` until the last
+    message, one `RouteTally` count per request and the same JSON access line through
+    steadyloop's log handler. No limits, no disconnect watch, no in-progress gauge, no
+    error logging: what steadyloop adds beyond this row is their cost."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        # Imported here: the bare server never imports steadyloop.
+        from steadyloop.http_server_metrics import RouteTally
+        from steadyloop.logs import access_line, request_id_var
+        from steadyloop.metrics import REQUEST_BUCKETS
+
+        self.app = app
+        self.tallies = {route: RouteTally(REQUEST_BUCKETS) for route in ("/hello", "<unmatched>")}
+        self.access_line = access_line
+        self.request_id_var = request_id_var
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = random.getrandbits(128).to_bytes(16, "big").hex()
+        request_id_var = self.request_id_var
+        token: Any = request_id_var.set(request_id)
+        header = (b"x-request-id", request_id.encode("latin-1"))
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, token
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), header]}
+            elif token is not None and not message.get("more_body", False):
+                # Out of the context before the last message: the server's keep-alive timer
+                # copies the context there (see steadyloop/disconnect.py).
+                request_id_var.reset(token)
+                token = None
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if token is not None:
+                request_id_var.reset(token)
+            duration = time.perf_counter() - started
+            route = scope["route"].path if "route" in scope else "<unmatched>"
+            self.tallies[route].observe(status, duration, None)  # the app's two routes
+            self.access_line(
+                logging.INFO,
+                scope["method"],
+                scope.get("raw_path") or scope["path"],
+                route,
+                status,
+                duration,
+                scope.get("client"),
+                request_id,
+            )
+
+
+def minimal_app() -> FastAPI:
+    from steadyloop.logs import setup_logging
+    from steadyloop.settings import Settings
+
+    setup_logging(Settings().logging_config())
+    app = _hello_app("minimal")
+    app.add_middleware(MinimalMiddleware)
     return app
