@@ -12,7 +12,8 @@
    per route). The ASGI app is called in-process, requests spread round-robin over every
    route, for bare FastAPI and for FastAPI with `install()` (access log off: it does not
    depend on routes). Starlette's own routing is linear in the number of routes, so the
-   measure is steadyloop's added µs per request. Target: within 1.25x.
+   measure is steadyloop's added µs per request. Target: within 1.25x. The same requests are
+   also counted in bytecode instructions (a deterministic diagnostic, not timed).
 3. Periodic tasks: the scheduler's cost with 1 vs 1,000 periodic tasks declared. One task
    fires every `PERIODIC_EVERY` s; the others are daily (half `every=86400`, half a daily
    cron) and not due during the run, as most periodic tasks of a large app are at any given
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from bench.instructions import count_per_request
 
 NAME = "growth"
 HISTORY = (10_000, 100_000, 1_000_000)
@@ -67,6 +69,8 @@ _STORE_COLUMNS = [
     "claim rounds",
 ]
 LAYER_COLUMNS = ["routes", "inner app alone", "under steadyloop's layers", "steadyloop adds"]
+OWN = "steadyloop's own"
+INSTRUCTION_COLUMNS = ["routes", "bare FastAPI", "with install()", "steadyloop adds", OWN]
 
 
 # --- job stores -------------------------------------------------------------------------------
@@ -247,21 +251,9 @@ def _app(routes: int, steadyloop: bool) -> Any:
     return app
 
 
-async def _drive(app: Any, routes: int, requests: int) -> float:
-    """CPU seconds per request, calling the ASGI app directly (no server, no client).
-
-    CPU time of the process (nothing else runs in it: no log writer, no loop watch), not
-    wall time: on a shared machine, time spent waiting for a core is not the app's cost."""
-    sent = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal sent
-        sent += 1
-
-    scopes = [
+def _route_scopes(routes: int) -> list[dict[str, Any]]:
+    """One GET per route template (`/r{i}/x`)."""
+    return [
         {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -278,6 +270,44 @@ async def _drive(app: Any, routes: int, requests: int) -> float:
         }
         for i in range(routes)
     ]
+
+
+async def _route_instructions() -> dict[int, dict[str, float]]:
+    """Bytecode instructions per request (bench/instructions.py), requests spread over every
+    route: FastAPI's in total, and steadyloop's own. Deterministic, unlike the timings."""
+    out: dict[int, dict[str, float]] = {}
+    for routes in ROUTES:
+        bare, full = _app(routes, False), _app(routes, True)
+        scopes = _route_scopes(routes)
+        # Every route once to warm up, then as many requests as the most routes: each
+        # route of the largest app once, each of the smallest many times.
+        sized = {"requests": ROUTES[-1], "warmup": routes}
+        async with full.router.lifespan_context(full):
+            alone = await count_per_request(bare, scopes, **sized)
+            under = await count_per_request(full, scopes, **sized)
+        out[routes] = {
+            "bare": sum(alone.values()),
+            "steadyloop": sum(under.values()),
+            OWN: sum(n for source, n in under.items() if source.startswith("steadyloop")),
+        }
+    return out
+
+
+async def _drive(app: Any, routes: int, requests: int) -> float:
+    """CPU seconds per request, calling the ASGI app directly (no server, no client).
+
+    CPU time of the process (nothing else runs in it: no log writer, no loop watch), not
+    wall time: on a shared machine, time spent waiting for a core is not the app's cost."""
+    sent = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal sent
+        sent += 1
+
+    scopes = _route_scopes(routes)
     for scope in scopes:  # warm: every route's metrics children exist
         await app(dict(scope), receive, send)
     started = time.process_time()
@@ -457,6 +487,7 @@ def report(
     info: dict[str, str],
     layers: dict[int, dict[str, list[float]]] | None = None,
     route_ratios: list[float] | None = None,
+    route_instructions: dict[int, dict[str, float]] | None = None,
 ) -> tuple[str, bool]:
     verdicts: list[str] = []
     met = True
@@ -534,6 +565,30 @@ def report(
         if route_ratios
         else ""
     )
+    instruction_rows = [
+        [
+            str(routes),
+            f"{counts['bare']:,.0f}",
+            f"{counts['steadyloop']:,.0f}",
+            f"{counts['steadyloop'] - counts['bare']:+,.0f}",
+            f"{counts[OWN]:,.0f}",
+        ]
+        for routes, counts in (route_instructions or {}).items()
+    ]
+    instructions = (
+        f"""
+### Diagnostic: bytecode instructions per request
+
+The same requests counted instead of timed (`bench/instructions.py`: Python bytecode
+instructions per request, `sys.settrace` opcode events, every route once to warm up, then
+{ROUTES[-1]} requests round-robin): deterministic, so it separates steadyloop's work from
+the machine's noise. "steadyloop's own" counts the instructions of steadyloop's modules.
+
+{common.md_table(INSTRUCTION_COLUMNS, instruction_rows)}
+"""
+        if instruction_rows
+        else ""
+    )
     text = f"""{common.md_header("Growth: costs as the stores and the app grow", info)}
 
 ## Method
@@ -568,7 +623,7 @@ routing is out of the picture, so any growth here is steadyloop's own (a metrics
 template is the only per-route state on the request path).
 
 {common.md_table(LAYER_COLUMNS, layer_rows)}
-
+{instructions}
 ## Periodic tasks: the scheduler's CPU µs per slot fired (median)
 
 {common.md_table(["periodic tasks declared", "µs per slot fired", "rounds"], periodic_rows)}
@@ -608,9 +663,10 @@ def run() -> bool:
             stores[backend] = asyncio.run(_measure_store(backend, Path(workdir)))
     routes, route_ratios = _measure_routes()
     layers = asyncio.run(_measure_layers())
+    route_instructions = asyncio.run(_route_instructions())
     periodic = asyncio.run(_measure_periodic())
     info["duration"] = f"{time.monotonic() - started:.0f} s"
-    text, met = report(stores, routes, periodic, info, layers, route_ratios)
+    text, met = report(stores, routes, periodic, info, layers, route_ratios, route_instructions)
     path = common.write_result(NAME, text)
     chart(stores)
     print(f"[{NAME}] wrote {path} and {common.chart_path(NAME)}", flush=True)

@@ -95,7 +95,24 @@ async def _count(app: Callable[..., Any]) -> dict[str, float]:
     )
     await started.wait()
 
-    async def one() -> None:
+    try:
+        return await count_per_request(app, [_scope()])
+    finally:
+        shutdown.set()
+        await lifespan
+
+
+async def count_per_request(
+    app: Callable[..., Any],
+    scopes: list[dict[str, Any]],
+    *,
+    requests: int = REQUESTS,
+    warmup: int = WARMUP,
+) -> dict[str, float]:
+    """Mean instructions per request by source, the requests spread round-robin over
+    `scopes` (each a GET without a body); `app` is started already."""
+
+    async def one(scope: dict[str, Any]) -> None:
         messages = [{"type": "http.request", "body": b"", "more_body": False}]
 
         async def receive() -> dict[str, Any]:
@@ -104,7 +121,7 @@ async def _count(app: Callable[..., Any]) -> dict[str, float]:
         async def send(message: MutableMapping[str, Any]) -> None:
             pass
 
-        await app(_scope(), receive, send)
+        await app(dict(scope), receive, send)
 
     counts: Counter[str] = Counter()
     harness = {one.__code__.co_filename}
@@ -115,17 +132,15 @@ async def _count(app: Callable[..., Any]) -> dict[str, float]:
             counts[source_of(frame.f_code.co_filename)] += 1
         return trace
 
-    for _ in range(WARMUP):
-        await one()
+    for n in range(warmup):
+        await one(scopes[n % len(scopes)])
     sys.settrace(trace)
     try:
-        for _ in range(REQUESTS):
-            await one()
+        for n in range(requests):
+            await one(scopes[n % len(scopes)])
     finally:
         sys.settrace(None)
-    shutdown.set()
-    await lifespan
-    return {source: n / REQUESTS for source, n in counts.most_common()}
+    return {source: n / requests for source, n in counts.most_common()}
 
 
 def main(target: str) -> dict[str, float]:
