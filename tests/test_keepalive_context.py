@@ -129,41 +129,111 @@ def _drain_then(
     return server_send
 
 
-async def test_a_last_message_the_server_suspends_is_finished_in_the_first_context() -> None:
+async def _respond(watch: ClientWatch) -> str | None:
+    """A response sent through the watch, as a request's task sends it; the request id it
+    has afterwards."""
+    await watch.send({"type": "http.response.start", "status": 200, "headers": []})
+    await watch.send({"type": "http.response.body", "body": b"ok"})
+    return request_id_var.get()
+
+
+async def test_a_last_message_the_server_suspends_is_finished_then_the_id_is_back() -> None:
     sent: list[dict[str, Any]] = []
     kept: list[contextvars.Context] = []
     drained = asyncio.Event()
-    server_send = _drain_then(sent, kept, drained)
-    watch = ClientWatch(_scope("/x"), _never_called, server_send, (), request_id_var, "r1")
-    await watch.send({"type": "http.response.start", "status": 200, "headers": []})
-    sending = asyncio.ensure_future(watch.send({"type": "http.response.body", "body": b"ok"}))
-    await asyncio.sleep(0)  # the send is suspended, waiting for the drain
-    assert not sending.done()
-    assert len(sent) == 1
+
+    async def request() -> str | None:
+        server_send = _drain_then(sent, kept, drained)
+        watch = ClientWatch(_scope("/x"), _never_called, server_send, (), request_id_var, "r1")
+        try:
+            return await _respond(watch)
+        finally:
+            watch.exit()
+
+    task = asyncio.create_task(request())
+    while not sent:  # the start goes out; then the body waits for the drain
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not task.done()
     drained.set()
-    await sending
+    assert await task == "r1"  # set again once the last message is out
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
     assert not {var.name for var in kept[0]} & {"steadyloop_client_watch", request_id_var.name}
-    assert request_id_var.get() == "r1"  # the request's own context was never changed
-    watch.exit()
-    assert request_id_var.get() is None
 
 
 async def test_cancelling_a_suspended_last_message_cancels_the_servers_send() -> None:
     sent: list[dict[str, Any]] = []
     kept: list[contextvars.Context] = []
-    server_send = _drain_then(sent, kept, asyncio.Event())
-    watch = ClientWatch(_scope("/x"), _never_called, server_send, (), request_id_var, "r2")
-    await watch.send({"type": "http.response.start", "status": 200, "headers": []})
-    sending = asyncio.ensure_future(watch.send({"type": "http.response.body", "body": b"ok"}))
+    after: list[str | None] = []
+
+    async def request() -> None:
+        server_send = _drain_then(sent, kept, asyncio.Event())
+        watch = ClientWatch(_scope("/x"), _never_called, server_send, (), request_id_var, "r2")
+        try:
+            await _respond(watch)
+        finally:
+            after.append(request_id_var.get())
+            watch.exit()
+
+    task = asyncio.create_task(request())
+    while not sent:
+        await asyncio.sleep(0)
     await asyncio.sleep(0)
-    sending.cancel()
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await sending
+        await task
     assert len(sent) == 1  # the server's send stopped where it waited
     assert not kept
-    watch.exit()
+    assert after == ["r2"]  # the id is set again even so
 
 
 async def _never_called() -> dict[str, Any]:
     raise AssertionError("the app reads no body here")
+
+
+#: A variable the app's endpoint sets for its request.
+endpoint_value: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "endpoint_value", default=None
+)
+
+
+class LastMessageReader:
+    """A middleware the app adds after `install(app)`, so outside steadyloop's: what it sees
+    of the endpoint's variable when the response's last message passes."""
+
+    def __init__(self, app: Any, seen: list[str | None]) -> None:
+        self.app = app
+        self.seen = seen
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def reading_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self.seen.append(endpoint_value.get())
+            await send(message)
+
+        await self.app(scope, receive, reading_send)
+
+
+def _app_setting_a_variable(*, steadyloop: bool, seen: list[str | None]) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/set")
+    async def set_it() -> dict[str, str]:
+        endpoint_value.set("set by the endpoint")
+        return {"set": "yes"}
+
+    if steadyloop:
+        sl.install(app, Settings(log_setup=False, loop_watch_enabled=False))
+    app.add_middleware(LastMessageReader, seen=seen)
+    return app
+
+
+@pytest.mark.parametrize("steadyloop", [False, True], ids=["bare", "installed"])
+async def test_an_outer_middleware_sees_the_endpoints_variables_at_the_last_message(
+    steadyloop: bool,
+) -> None:
+    seen: list[str | None] = []
+    app = _app_setting_a_variable(steadyloop=steadyloop, seen=seen)
+    async with app.router.lifespan_context(app):
+        await asyncio.create_task(_serve(app, "/set"))  # a task of its own, as a server's
+    assert seen == ["set by the endpoint"]  # as without steadyloop: only its values leave

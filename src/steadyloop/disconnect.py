@@ -19,14 +19,14 @@ The watch is also the request's one `send` wrapper: the request middleware creat
 the request id header to add) and reads the response status from it, and the concurrency
 layer uses the same watch, so a message passes through one wrapper, not one per layer.
 
-The response's last message goes out in the context the request began with (a copy taken
-before the watch and the request id were set): the server's keep-alive timer, set during
-that message, copies the context and keeps the copy until the connection's next request,
-and a copy that held the request's values kept a small map per idle connection alive; with
-many keep-alive connections those maps alone made the garbage collector run about 40 times
-as often as for the bare app (bench/middleware_overhead's GC column). The server's send is
-stepped in that context (`Context.run`), so the request's own context is never changed for
-it: work after the last message (a background task) still has the request id.
+While the response's last message goes out, the context holds none of the request's own
+values: the watch, and the variable `enter` set for the request (the request id), are
+withdrawn with their tokens, which gives the context the very map it had at the request's
+start, and the request id is set again right after. The server's keep-alive timer, set
+during that message, copies the context and keeps the copy until the connection's next
+request; a copy that held the request's values kept a small map per idle connection alive,
+and with many keep-alive connections those maps alone made the garbage collector run about
+40 times as often as for the bare app (bench/middleware_overhead's GC column).
 
 A request whose body the app has not read yet is not watched: reading it would take the
 app's body away. Once the response is complete, the watch reports nothing: background tasks
@@ -37,9 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 __all__ = [
@@ -112,38 +111,6 @@ def _is_last_message(kind: str, message: Message, trailers: bool) -> bool:
     return kind == "http.response.pathsend"
 
 
-class _Sent:
-    """An awaitable that is already complete: the last message, once the server's send has
-    finished it in the request's first context. Awaiting it runs no Python code."""
-
-    __slots__ = ()
-    __await__ = ().__iter__
-
-
-_SENT: Awaitable[None] = _Sent()  # type: ignore[assignment]
-
-
-@types.coroutine
-def _finish_in(
-    context: contextvars.Context, step: Generator[Any, Any, Any], waiting: Any
-) -> Generator[Any, Any, None]:
-    """The rest of a send the server suspended (flow control: it waits for the socket to
-    drain), each step run in `context` like its first one."""
-    while True:
-        try:
-            value = yield waiting
-        except BaseException as exc:  # cancellation too: the server's send sees it
-            try:
-                waiting = context.run(step.throw, exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting = context.run(step.send, value)
-            except StopIteration:
-                return
-
-
 class _Watcher:
     """The watcher task and what it has read; made only once something needs it."""
 
@@ -163,8 +130,8 @@ class ClientWatch:
     __slots__ = (
         "_body_read",
         "_extra_headers",
-        "_first_context",
         "_held_token",
+        "_held_value",
         "_receive",
         "_responded",
         "_scope",
@@ -199,21 +166,20 @@ class ClientWatch:
         self._body_read = False  # the last body message has been read (by the app or watcher)
         self._watcher: _Watcher | None = None
         if hold is None:
-            self._first_context: contextvars.Context | None = None
             self._held_token: contextvars.Token[Any] | None = None
             self._token: contextvars.Token[ClientWatch | None] | None = None
         else:
-            self._first_context = contextvars.copy_context()
+            self._held_value = value
             self._held_token = hold.set(value)
             self._token = _current.set(self)
 
     # --- the request's lifetime -------------------------------------------------------------
     def enter(self, var: contextvars.ContextVar[Any] | None = None, value: Any = None) -> None:
         """Make this the current request's watch (for the queue waits the app runs), after
-        setting `var` to `value` for the request (the request id); the response's last
-        message goes out in the context from before both (see the module docstring)."""
-        self._first_context = contextvars.copy_context()
+        setting `var` to `value` for the request (the request id): both are withdrawn while
+        the response's last message goes out, and `var` is set again right after."""
         if var is not None:
+            self._held_value = value
             self._held_token = var.set(value)
         self._token = _current.set(self)
 
@@ -292,8 +258,8 @@ class ClientWatch:
 
     def send(self, message: Message) -> Awaitable[None]:
         """The app's `send`: notes when the response starts (its status, plus the extra
-        headers) and ends, and passes it on. A plain method returning the server's awaitable,
-        no coroutine of its own; the last message is sent at once (see the module docstring)."""
+        headers) and ends, and passes it on. A plain method returning the server's awaitable:
+        no coroutine of its own, except around a last message with a variable to set again."""
         kind = message["type"]
         if kind == "http.response.start":
             self._started = True
@@ -313,17 +279,30 @@ class ClientWatch:
             # Marked before the server learns it: its receive then returns a disconnect that
             # means "response complete", not "client gone".
             self._responded = True
-            context = self._first_context
-            if context is not None:
-                # Stepped in the request's first context (see the module docstring); it
-                # almost always completes at once, with nothing left to await.
-                step = self._send(message).__await__()
+            token = self._token
+            if token is not None:
+                # The watch and the held variable leave the context for the last message
+                # (see the module docstring); the variable is set again after it.
                 try:
-                    waiting = context.run(step.send, None)
-                except StopIteration:
-                    return _SENT
-                return _finish_in(context, step, waiting)
+                    _current.reset(token)
+                except ValueError:
+                    # Sent from another task (a streaming response's), whose context is a
+                    # copy the tokens do not belong to: the watch leaves that copy instead.
+                    _current.set(None)
+                    return self._send(message)
+                self._token = None
+                held = self._held_token
+                if held is not None:
+                    self._held_token = None
+                    held.var.reset(held)
+                    return self._send_then_restore(held.var, message)
         return self._send(message)
+
+    async def _send_then_restore(self, var: contextvars.ContextVar[Any], message: Message) -> None:
+        try:
+            await self._send(message)
+        finally:
+            self._held_token = var.set(self._held_value)
 
     async def answer_gone(self) -> None:
         """Answer a request that left a queue because its client had gone (`ClientGone`):
