@@ -13,6 +13,9 @@ each with `GET /hello` returning `{"message": "hello"}`:
   (`Limiter` with a default limit far above the load, `SlowAPIMiddleware`) and a pure-ASGI
   access-log middleware that logs one line per request through stdlib logging
   (`StreamHandler` on stderr, synchronous).
+- `minimal_app`: a diagnostic lower bound, `MinimalMiddleware`: the request id, one metrics
+  count and the same JSON access line as steadyloop's, through steadyloop's log handler, and
+  nothing else.
 
 When `BENCH_GC_STATS` names a file, each factory also counts the garbage collector's runs and
 pauses per generation (a `gc.callbacks` hook, idle between collections) and writes them there
