@@ -36,7 +36,8 @@ def source_of(filename: str) -> str:
     parts = Path(filename).parts
     for marker in ("site-packages", "src"):
         if marker in parts:
-            inside = parts[parts.index(marker) + 1 :]
+            # The last one: a checkout may itself sit under a folder named `src`.
+            inside = parts[len(parts) - parts[::-1].index(marker) :]
             if len(inside) > 1 and inside[0] == "steadyloop":
                 # steadyloop's own modules and subpackages apart: steadyloop.web, .logs, ...
                 return f"steadyloop.{inside[1].removesuffix('.py')}"
