@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
-from bench.instructions import count_per_request
+from bench.instructions import count_per_request, request_scope
 
 NAME = "growth"
 HISTORY = (10_000, 100_000, 1_000_000)
@@ -253,23 +253,7 @@ def _app(routes: int, steadyloop: bool) -> Any:
 
 def _route_scopes(routes: int) -> list[dict[str, Any]]:
     """One GET per route template (`/r{i}/x`)."""
-    return [
-        {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": f"/r{i}/x",
-            "raw_path": f"/r{i}/x".encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"bench")],
-            "client": ("127.0.0.1", 5000),
-            "server": ("127.0.0.1", 80),
-        }
-        for i in range(routes)
-    ]
+    return [request_scope(f"/r{i}/x") for i in range(routes)]
 
 
 async def _route_instructions() -> dict[int, dict[str, float]]:

@@ -50,16 +50,16 @@ def source_of(filename: str) -> str:
     return path.stem
 
 
-def _scope() -> dict[str, Any]:
-    # What wrk sends: a GET with a Host header, on a keep-alive connection.
+def request_scope(path: str = PATH) -> dict[str, Any]:
+    """The scope of what wrk sends: a GET of `path` with a Host header, no body."""
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
-        "path": PATH,
-        "raw_path": PATH.encode(),
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [(b"host", b"127.0.0.1:8000")],
@@ -97,7 +97,7 @@ async def _count(app: Callable[..., Any]) -> dict[str, float]:
     await started.wait()
 
     try:
-        return await count_per_request(app, [_scope()])
+        return await count_per_request(app, [request_scope()])
     finally:
         shutdown.set()
         await lifespan
