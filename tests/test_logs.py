@@ -224,6 +224,32 @@ def test_setup_logging_routes_library_loggers_and_restores(tmp_path: object) -> 
     uvicorn_error.handlers = []
 
 
+def test_the_servers_access_logger_has_no_handler_to_reach_while_ours_writes() -> None:
+    # uvicorn builds its access line's arguments for every response whenever its access
+    # logger `hasHandlers()` (asked once per connection): with steadyloop's line replacing
+    # it, there must be none, not only a disabled logger.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    own = logging.NullHandler()
+    uvicorn_access.addHandler(own)  # what uvicorn's own logging config gives it
+    assert uvicorn_access.hasHandlers()
+    stream = io.StringIO()
+    setup = setup_logging(Settings(log_format="json").logging_config(), stream=stream)
+    try:
+        assert not uvicorn_access.hasHandlers()
+        assert not logging.getLogger("hypercorn.access").hasHandlers()
+        uvicorn_access.info("server access line")
+        logging.getLogger("app").info("app line")
+        assert setup.handler.drain(BUG_TIMEOUT)
+    finally:
+        setup.restore()
+    assert "app line" in stream.getvalue()
+    assert "server access line" not in stream.getvalue()
+    assert uvicorn_access.handlers == [own]
+    assert uvicorn_access.propagate
+    assert not uvicorn_access.disabled
+    uvicorn_access.handlers = []
+
+
 ACCESS_KEYS = [
     "ts",
     "level",

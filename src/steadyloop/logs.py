@@ -634,6 +634,10 @@ _LIBRARY_LOGGERS = (
 )
 
 
+#: The servers' own access loggers, replaced by steadyloop's access line.
+_SERVER_ACCESS_LOGGERS = ("uvicorn.access", "hypercorn.access")
+
+
 class LoggingSetup:
     """What `setup_logging` changed, so that `restore()` can put it back."""
 
@@ -696,10 +700,14 @@ def setup_logging(
         saved["loggers"][name] = (list(logger.handlers), logger.propagate, logger.disabled)
         logger.handlers = []
         logger.propagate = True
-    # steadyloop's own access line replaces uvicorn's (it has the route, duration and id).
-    access = logging.getLogger("uvicorn.access")
-    access.disabled = True
-    logging.getLogger("hypercorn.access").disabled = True
+    # steadyloop's own access line replaces the server's (it has the route, duration and id).
+    # The server's access logger is left with no handler to reach, not only disabled: uvicorn
+    # asks `hasHandlers()` once per connection and, when it has any, builds its line's
+    # arguments (client address, quoted path) for every response before the logger drops it.
+    for name in _SERVER_ACCESS_LOGGERS:
+        access = logging.getLogger(name)
+        access.disabled = True
+        access.propagate = False
     # Our formatters never print thread or process names: do not look them up per record.
     saved["record_flags"] = {flag: getattr(logging, flag) for flag in _RECORD_FLAGS}
     for flag in _RECORD_FLAGS:
