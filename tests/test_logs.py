@@ -250,6 +250,23 @@ def test_the_servers_access_logger_has_no_handler_to_reach_while_ours_writes() -
     uvicorn_access.handlers = []
 
 
+def test_with_access_log_off_the_servers_access_lines_go_through_the_pipeline() -> None:
+    # ACCESS_LOG=false: steadyloop writes no access line, so the server's stays on, in the
+    # pipeline's format.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    stream = io.StringIO()
+    config = Settings(log_format="json", access_log=False).logging_config()
+    setup = setup_logging(config, stream=stream)
+    try:
+        uvicorn_access.info('%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", "/x", "1.1", 200)
+        assert setup.handler.drain(BUG_TIMEOUT)
+    finally:
+        setup.restore()
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["logger"] == "uvicorn.access"
+    assert line["message"] == '10.0.0.1:5000 - "GET /x HTTP/1.1" 200'
+
+
 ACCESS_KEYS = [
     "ts",
     "level",

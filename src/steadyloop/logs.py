@@ -671,6 +671,10 @@ class LoggingConfig:
     level: LogLevelName = "INFO"
     #: Records queued for the writer thread before new ones are dropped (and counted).
     queue_size: int = 10_000
+    #: Whether steadyloop's access line replaces the server's (ACCESS_LOG): uvicorn's and
+    #: hypercorn's access loggers are then switched off; otherwise they are routed like the
+    #: other library loggers.
+    replace_server_access_log: bool = True
 
 
 def setup_logging(
@@ -700,14 +704,16 @@ def setup_logging(
         saved["loggers"][name] = (list(logger.handlers), logger.propagate, logger.disabled)
         logger.handlers = []
         logger.propagate = True
-    # steadyloop's own access line replaces the server's (it has the route, duration and id).
-    # The server's access logger is left with no handler to reach, not only disabled: uvicorn
-    # asks `hasHandlers()` once per connection and, when it has any, builds its line's
-    # arguments (client address, quoted path) for every response before the logger drops it.
-    for name in _SERVER_ACCESS_LOGGERS:
-        access = logging.getLogger(name)
-        access.disabled = True
-        access.propagate = False
+    if config.replace_server_access_log:
+        # steadyloop's own access line replaces the server's (it has the route, duration and
+        # id). The server's access logger is left with no handler to reach, not only
+        # disabled: uvicorn asks `hasHandlers()` once per connection and, when it has any,
+        # builds its line's arguments (client address, path) for every response before the
+        # logger drops it.
+        for name in _SERVER_ACCESS_LOGGERS:
+            access = logging.getLogger(name)
+            access.disabled = True
+            access.propagate = False
     # Our formatters never print thread or process names: do not look them up per record.
     saved["record_flags"] = {flag: getattr(logging, flag) for flag in _RECORD_FLAGS}
     for flag in _RECORD_FLAGS:

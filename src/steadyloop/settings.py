@@ -370,7 +370,7 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=True,
         description="One line per request (method, route, status, duration_ms, client); "
-        "replaces uvicorn's access log.",
+        "replaces uvicorn's access log (false: uvicorn's stays on, in the same format).",
     )
 
     # --- web ---------------------------------------------------------------------------------
@@ -1135,9 +1135,12 @@ class Settings(BaseSettings):
         )
 
     def logging_config(self) -> LoggingConfig:
-        """LOG_FORMAT, LOG_LEVEL, LOG_QUEUE_SIZE -> `setup_logging`."""
+        """LOG_FORMAT, LOG_LEVEL, LOG_QUEUE_SIZE, ACCESS_LOG -> `setup_logging`."""
         return LoggingConfig(
-            format=self.log_format, level=self.log_level, queue_size=self.log_queue_size
+            format=self.log_format,
+            level=self.log_level,
+            queue_size=self.log_queue_size,
+            replace_server_access_log=self.access_log,
         )
 
     def loop_watch_config(self) -> LoopWatchConfig:
