@@ -267,6 +267,23 @@ def test_with_access_log_off_the_servers_access_lines_go_through_the_pipeline() 
     assert line["message"] == '10.0.0.1:5000 - "GET /x HTTP/1.1" 200'
 
 
+def test_with_access_log_off_a_server_access_log_switched_off_stays_off() -> None:
+    # What `uvicorn --no-access-log` does to its logger: no handler, not propagating.
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.propagate = False
+    stream = io.StringIO()
+    config = Settings(log_format="json", access_log=False).logging_config()
+    setup = setup_logging(config, stream=stream)
+    try:
+        assert not uvicorn_access.hasHandlers()
+        uvicorn_access.info("server access line")
+        assert setup.handler.drain(BUG_TIMEOUT)
+    finally:
+        setup.restore()
+        uvicorn_access.propagate = True
+    assert stream.getvalue() == ""
+
+
 ACCESS_KEYS = [
     "ts",
     "level",

@@ -690,6 +690,11 @@ def setup_logging(
     handler.setLevel(config.level)  # library loggers set their own levels: filter here
 
     root = logging.getLogger()
+    # Whether each server access log writes anywhere now: off stays off (`--no-access-log`
+    # leaves uvicorn's logger with no handler and not propagating).
+    server_access_on = {
+        name: logging.getLogger(name).hasHandlers() for name in _SERVER_ACCESS_LOGGERS
+    }
     saved: dict[str, Any] = {
         "root_level": root.level,
         "root_handlers": list(root.handlers),
@@ -704,15 +709,17 @@ def setup_logging(
         saved["loggers"][name] = (list(logger.handlers), logger.propagate, logger.disabled)
         logger.handlers = []
         logger.propagate = True
-    if config.replace_server_access_log:
-        # steadyloop's own access line replaces the server's (it has the route, duration and
-        # id). The server's access logger is left with no handler to reach, not only
-        # disabled: uvicorn asks `hasHandlers()` once per connection and, when it has any,
-        # builds its line's arguments (client address, path) for every response before the
-        # logger drops it.
-        for name in _SERVER_ACCESS_LOGGERS:
-            access = logging.getLogger(name)
+    for name in _SERVER_ACCESS_LOGGERS:
+        access = logging.getLogger(name)
+        if config.replace_server_access_log:
+            # steadyloop's own access line replaces the server's (it has the route, duration
+            # and id). The server's access logger is left with no handler to reach, not only
+            # disabled: uvicorn asks `hasHandlers()` once per connection and, when it has any,
+            # builds its line's arguments (client address, path) for every response before
+            # the logger drops it.
             access.disabled = True
+            access.propagate = False
+        elif not server_access_on[name]:
             access.propagate = False
     # Our formatters never print thread or process names: do not look them up per record.
     saved["record_flags"] = {flag: getattr(logging, flag) for flag in _RECORD_FLAGS}
