@@ -5,7 +5,9 @@ A deterministic diagnostic next to the timed benchmarks: the same app factory an
 started first), each instruction counted with `sys.settrace` opcode events after a warm-up.
 Time per request moves with the machine's load; this count does not, so a change to the
 request path shows its effect here exactly. It covers the event-loop thread only: the log
-writer thread, which renders the access lines, is not traced.
+writer thread, which renders the access lines, is not traced. It covers the app only: the
+server's own code for each request (uvicorn's parsing, its response writing, its access
+logger) is not run, so a cost the app causes there shows only in the timed benchmarks.
 
 Run as `python -m bench.instructions MODULE:FACTORY`: prints one JSON object, the mean
 instructions per request by source (a package or module name).
