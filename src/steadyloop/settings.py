@@ -370,7 +370,8 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=True,
         description="One line per request (method, route, status, duration_ms, client); "
-        "replaces uvicorn's access log (false: uvicorn's stays on, in the same format).",
+        "replaces uvicorn's access log (false: the server's own stays as the server set it, "
+        "in the same format).",
     )
 
     # --- web ---------------------------------------------------------------------------------
