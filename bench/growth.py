@@ -10,8 +10,8 @@
    rate at 10^4 (median of rounds).
 2. Routes: the request middleware's cost with 10 vs 500 route templates (one metrics child
    per route). The ASGI app is called in-process, requests spread round-robin over every
-   route, for bare FastAPI and for FastAPI with `install()` (access log off: it does not
-   depend on routes). Starlette's own routing is linear in the number of routes, so the
+   route, for one FastAPI app with `install()` (access log off: it does not depend on
+   routes), entered with and without steadyloop's layers. Starlette's own routing is linear in the number of routes, so the
    measure is steadyloop's added µs per request. Target: within 1.25x. The same requests are
    also counted in bytecode instructions (a deterministic diagnostic, not timed).
 3. Periodic tasks: the scheduler's cost with 1 vs 1,000 periodic tasks declared. One task
@@ -48,10 +48,16 @@ SEED_CHUNK = 20_000
 REDIS_URL = os.environ.get("BENCH_GROWTH_REDIS_URL", "redis://127.0.0.1:6379/13")
 ROUTES = (10, 500)
 ROUTE_REQUESTS = 4_000
-#: Fresh processes for the routes measurement, and rounds in each: one process's memory
-#: layout can make its caches favour one side for all of its rounds.
-ROUTE_PROCESSES = 5
-ROUTE_ROUNDS = 6
+#: The two sides of a routes round take turns every this many requests.
+ROUTE_CHUNK = 50
+#: Fresh processes for the routes measurement, and rounds in each: where a process's objects
+#: land in memory favours one side for all of its rounds, by more than the rounds differ
+#: within it, so the estimate needs many processes more than many rounds.
+ROUTE_PROCESSES = 15
+ROUTE_ROUNDS = 3
+#: Bytes copied inside the inner app of the cache diagnostic: more than this machine's
+#: per-core L2 cache, as FastAPI's scan over 500 routes reads more than it.
+EVICT_BYTES = 4 * 1024 * 1024
 TARGET_HISTORY = 0.80
 TARGET_ROUTES = 1.25
 PERIODICS = (1, 1_000)
@@ -277,33 +283,67 @@ async def _route_instructions() -> dict[int, dict[str, float]]:
     return out
 
 
-async def _drive(app: Any, routes: int, requests: int) -> float:
-    """CPU seconds per request, calling the ASGI app directly (no server, no client).
+def _paired(routes: int) -> tuple[Any, Any, Any]:
+    """One FastAPI app with `install()`, and two ASGI entry points into it: its whole
+    middleware stack, and the same stack built without steadyloop's layers. Both route
+    through the very same route objects, so neither side gets a luckier memory layout for
+    the routing both do; they differ only by steadyloop's layers."""
+    app = _app(routes, True)
+    with_layers = app.build_middleware_stack()
+    installed = app.user_middleware
+    app.user_middleware = [m for m in installed if not m.cls.__module__.startswith("steadyloop")]
+    try:
+        without = app.build_middleware_stack()
+    finally:
+        app.user_middleware = installed
 
-    CPU time of the process (nothing else runs in it: no log writer, no loop watch), not
-    wall time: on a shared machine, time spent waiting for a core is not the app's cost."""
-    sent = 0
+    def entry(stack: Any) -> Any:
+        async def call(scope: Any, receive: Any, send: Any) -> None:
+            scope["app"] = app  # as `Starlette.__call__` does
+            await stack(scope, receive, send)
+
+        return call
+
+    return app, entry(without), entry(with_layers)
+
+
+async def _drive_pair(
+    bare: Any, full: Any, scopes: list[dict[str, Any]], requests: int
+) -> tuple[float, float]:
+    """CPU seconds per request of each side, calling the ASGI apps directly (no server, no
+    client), requests spread round-robin over `scopes`.
+
+    The two sides take turns every `ROUTE_CHUNK` requests (A B B A ...), so a change of the
+    machine's pace hits both alike. CPU time of the process (nothing else runs in it: no log
+    writer, no loop watch), not wall time: on a shared machine, time spent waiting for a core
+    is not the app's cost."""
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
-        nonlocal sent
-        sent += 1
+        pass
 
-    scopes = _route_scopes(routes)
-    for scope in scopes:  # warm: every route's metrics children exist
-        await app(dict(scope), receive, send)
-    started = time.process_time()
-    for n in range(requests):
-        await app(dict(scopes[n % routes]), receive, send)
-    return (time.process_time() - started) / requests
+    for app in (bare, full):
+        for scope in scopes:  # warm: every route's metrics children exist
+            await app(dict(scope), receive, send)
+    spent = [0.0, 0.0]
+    sides = ((0, bare), (1, full))
+    clock = time.process_time
+    count = len(scopes)
+    for first in range(0, requests, ROUTE_CHUNK):
+        for side, app in sides if first // ROUTE_CHUNK % 2 == 0 else sides[::-1]:
+            started = clock()
+            for n in range(first, first + ROUTE_CHUNK):
+                await app(dict(scopes[n % count]), receive, send)
+            spent[side] += clock() - started
+    done = -(-requests // ROUTE_CHUNK) * ROUTE_CHUNK
+    return spent[0] / done, spent[1] / done
 
 
 def _added(systems: dict[str, list[float]]) -> float:
     """steadyloop's added seconds per request: the median of the rounds' paired differences
-    (each round times bare FastAPI and then steadyloop back to back, so a swing of the
-    machine's load hits both sides of one difference alike)."""
+    (each round times both sides in turns, see `_drive_pair`)."""
     return statistics.median(
         full - bare for bare, full in zip(systems["bare"], systems["steadyloop"], strict=True)
     )
@@ -312,12 +352,14 @@ def _added(systems: dict[str, list[float]]) -> float:
 async def _measure_routes_here() -> dict[int, dict[str, list[float]]]:
     out: dict[int, dict[str, list[float]]] = {}
     for routes in ROUTES:
-        bare, full = _app(routes, False), _app(routes, True)
+        app, bare, full = _paired(routes)
+        scopes = _route_scopes(routes)
         out[routes] = {"bare": [], "steadyloop": []}
-        async with full.router.lifespan_context(full):
-            for _ in range(ROUTE_ROUNDS):  # interleaved, so drift hits both alike
-                out[routes]["bare"].append(await _drive(bare, routes, ROUTE_REQUESTS))
-                out[routes]["steadyloop"].append(await _drive(full, routes, ROUTE_REQUESTS))
+        async with app.router.lifespan_context(app):
+            for _ in range(ROUTE_ROUNDS):
+                alone, under = await _drive_pair(bare, full, scopes, ROUTE_REQUESTS)
+                out[routes]["bare"].append(alone)
+                out[routes]["steadyloop"].append(under)
     return out
 
 
@@ -354,11 +396,13 @@ def _measure_routes() -> tuple[dict[int, dict[str, list[float]]], list[float]]:
     return pooled, ratios
 
 
-def _layers(routes: int) -> tuple[Any, Any]:
+def _layers(routes: int, evict: bool = False) -> tuple[Any, Any]:
     """An inner ASGI app that plays the router (sets `scope["route"]` to the path's template
     without a linear search) and answers 200, alone and under steadyloop's request middleware
     as `install()` sets it up: steadyloop's own per-route cost, with routing out of the
-    picture."""
+    picture. With `evict`, the inner app also copies `EVICT_BYTES` before it answers, which
+    leaves the CPU's caches as a long route scan does: the same work of steadyloop's, on
+    cold caches."""
     from types import SimpleNamespace
 
     from steadyloop.runtime import Runtime
@@ -370,9 +414,12 @@ def _layers(routes: int) -> tuple[Any, Any]:
     templates = {f"/r{i}/x": SimpleNamespace(path=f"/r{i}/{{item}}") for i in range(routes)}
     start = {"type": "http.response.start", "status": 200, "headers": []}
     body = {"type": "http.response.body", "body": b"{}"}
+    scratch = bytearray(EVICT_BYTES if evict else 0)
 
     async def inner(scope: Any, receive: Any, send: Any) -> None:
         scope["route"] = templates[scope["path"]]
+        if evict:
+            bytes(scratch)  # reads and writes EVICT_BYTES
         await send(start)
         await send(body)
 
@@ -388,16 +435,25 @@ def _layers(routes: int) -> tuple[Any, Any]:
     return inner, app
 
 
-async def _measure_layers() -> dict[int, dict[str, list[float]]]:
-    out: dict[int, dict[str, list[float]]] = {}
-    for routes in ROUTES:
-        bare, full = _layers(routes)
-        out[routes] = {"bare": [], "steadyloop": []}
-        for _ in range(ROUTE_ROUNDS):
-            out[routes]["bare"].append(await _drive(bare, routes, ROUTE_REQUESTS))
-            out[routes]["steadyloop"].append(await _drive(full, routes, ROUTE_REQUESTS))
-        added = _added(out[routes])
-        print(f"[{NAME}] {routes} routes, layers alone: {added * 1e6:.1f} µs", flush=True)
+#: The layers diagnostic's cases: (label, route templates, caches evicted by the inner app).
+LAYER_CASES = (
+    *((str(routes), routes, False) for routes in ROUTES),
+    (f"{ROUTES[0]}, caches evicted", ROUTES[0], True),
+)
+
+
+async def _measure_layers() -> dict[str, dict[str, list[float]]]:
+    out: dict[str, dict[str, list[float]]] = {}
+    for label, routes, evict in LAYER_CASES:
+        bare, full = _layers(routes, evict)
+        scopes = _route_scopes(routes)
+        out[label] = {"bare": [], "steadyloop": []}
+        for _ in range(ROUTE_ROUNDS * 2):
+            alone, under = await _drive_pair(bare, full, scopes, ROUTE_REQUESTS)
+            out[label]["bare"].append(alone)
+            out[label]["steadyloop"].append(under)
+        added = _added(out[label])
+        print(f"[{NAME}] layers alone, {label} routes: {added * 1e6:.1f} µs", flush=True)
     return out
 
 
@@ -469,7 +525,7 @@ def report(
     routes: dict[int, dict[str, list[float]]],
     periodic: dict[int, list[float]],
     info: dict[str, str],
-    layers: dict[int, dict[str, list[float]]] | None = None,
+    layers: dict[str, dict[str, list[float]]] | None = None,
     route_ratios: list[float] | None = None,
     route_instructions: dict[int, dict[str, float]] | None = None,
 ) -> tuple[str, bool]:
@@ -511,22 +567,30 @@ def report(
         f"**{'met' if ok else 'NOT met'}**"
     )
     layer_rows = []
-    layer_added: dict[int, float] = {}
-    for count, systems in (layers or {}).items():
-        layer_added[count] = _added(systems)
+    layer_added: dict[str, float] = {}
+    for label, systems in (layers or {}).items():
+        layer_added[label] = _added(systems)
         layer_rows.append(
             [
-                str(count),
+                label,
                 f"{statistics.median(systems['bare']) * 1e6:.1f}",
                 f"{statistics.median(systems['steadyloop']) * 1e6:.1f}",
-                f"{layer_added[count] * 1e6:.1f}",
+                f"{layer_added[label] * 1e6:.1f}",
             ]
         )
-    if len(layer_added) == len(ROUTES):
+    few, many = str(ROUTES[0]), str(ROUTES[-1])
+    if few in layer_added and many in layer_added:
         verdicts.append(
-            f"- diagnostic (not a target): steadyloop's layers alone, {ROUTES[-1]} vs "
-            f"{ROUTES[0]} route templates: "
-            f"{common.fmt_ratio(common.ratio(layer_added[ROUTES[-1]], layer_added[ROUTES[0]]))}"
+            f"- diagnostic (not a target): steadyloop's layers alone, {many} vs "
+            f"{few} route templates: "
+            f"{common.fmt_ratio(common.ratio(layer_added[many], layer_added[few]))}"
+        )
+    cold = LAYER_CASES[-1][0]
+    if few in layer_added and cold in layer_added:
+        verdicts.append(
+            f"- diagnostic (not a target): steadyloop's layers alone, the same {few} route "
+            f"templates with the caches evicted vs not: "
+            f"{common.fmt_ratio(common.ratio(layer_added[cold], layer_added[few]))}"
         )
     periodic_rows = [
         [f"{count:,}", f"{statistics.median(v) * 1e6:.1f}", ", ".join(f"{x * 1e6:.1f}" for x in v)]
@@ -584,9 +648,12 @@ round's value shown for enqueue and claim. SQLite: a file per size in a temporar
 directory, the store's defaults. Redis: `{REDIS_URL}`, a database of its own, flushed
 before and after. Periodic tasks: {ROUNDS} rounds too. Routes:
 {ROUTE_PROCESSES} fresh processes, {ROUTE_ROUNDS} rounds each, of {ROUTE_REQUESTS:,} requests
-per system, bare and steadyloop back to back in each round, timed in process CPU time;
-"steadyloop adds" is the median of all rounds' paired differences. Each process's own ratio
-is shown too: one process's memory layout can favour one side in all of its rounds.
+per side. Both sides are one FastAPI app with `install()`, entered through two middleware
+stacks built over its one router: its own, and the same without steadyloop's layers, so
+both route through the very same route objects. In each round the two sides take turns every
+{ROUTE_CHUNK} requests (A B B A ...), each side's time summed in process CPU time; "steadyloop
+adds" is the median of all rounds' paired differences. Each process's own ratio is shown
+too: where a process's objects land in memory favours one side in all of its rounds.
 The machine's 2 cores are shared with other test runs (load at start above): the rates
 carry that noise; medians of rounds damp it but do not remove it.
 
@@ -604,7 +671,11 @@ The same requests through steadyloop's layers as `install()` stacks them (reques
 metrics, request limits, rate and concurrency limits; access log off) around an inner app
 that sets the route template from a dict and answers 200, against that inner app alone:
 routing is out of the picture, so any growth here is steadyloop's own (a metrics child per
-template is the only per-route state on the request path).
+template is the only per-route state on the request path). In the last row the inner app
+also copies {EVICT_BYTES // 2**20} MiB before it answers (more than a core's L2 cache here,
+as FastAPI's scan over {ROUTES[-1]} routes reads more than it): the same work of
+steadyloop's as in the first row, done on caches the inner app has emptied.
+{ROUTE_ROUNDS * 2} rounds, the sides taking turns as above.
 
 {common.md_table(LAYER_COLUMNS, layer_rows)}
 {instructions}
