@@ -11,9 +11,10 @@
 2. Routes: the request middleware's cost with 10 vs 500 route templates (one metrics child
    per route). The ASGI app is called in-process, requests spread round-robin over every
    route, for one FastAPI app with `install()` (access log off: it does not depend on
-   routes), entered with and without steadyloop's layers. Starlette's own routing is linear in the number of routes, so the
-   measure is steadyloop's added µs per request. Target: within 1.25x. The same requests are
-   also counted in bytecode instructions (a deterministic diagnostic, not timed).
+   routes), entered with and without steadyloop's layers. Starlette's own routing is linear
+   in the number of routes, so the measure is steadyloop's added µs per request. Target:
+   within 1.25x. The same requests are also counted in bytecode instructions (a
+   deterministic diagnostic, not timed).
 3. Periodic tasks: the scheduler's cost with 1 vs 1,000 periodic tasks declared. One task
    fires every `PERIODIC_EVERY` s; the others are daily (half `every=86400`, half a daily
    cron) and not due during the run, as most periodic tasks of a large app are at any given
