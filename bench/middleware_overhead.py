@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -168,6 +169,8 @@ class WrkResult:
     socket_errors: int
     wrk_cpu: float  # CPU seconds used by wrk per wall second (1.0 = one core)
     server_cpu: float  # the same for the server process
+    #: CPU seconds each of the server's threads used during the run, by system thread id.
+    thread_cpu: dict[int, float] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, output: str, wrk_cpu: float, server_cpu: float) -> WrkResult:
@@ -205,6 +208,7 @@ def run_wrk(url: str, seconds: int, server_pid: int) -> tuple[WrkResult, str]:
         url,
     ]
     server = psutil.Process(server_pid)
+    threads_before = _thread_times(server)
     server_before = server.cpu_times()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -212,6 +216,7 @@ def run_wrk(url: str, seconds: int, server_pid: int) -> tuple[WrkResult, str]:
     wall = time.perf_counter() - started
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_after = server.cpu_times()
+    threads_after = _thread_times(server)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     wrk_cpu = (
@@ -223,7 +228,16 @@ def run_wrk(url: str, seconds: int, server_pid: int) -> tuple[WrkResult, str]:
     server_cpu = (
         server_after.user - server_before.user + server_after.system - server_before.system
     ) / wall
-    return WrkResult.parse(done.stdout, wrk_cpu, server_cpu), done.stdout
+    result = WrkResult.parse(done.stdout, wrk_cpu, server_cpu)
+    result.thread_cpu = {
+        tid: spent - threads_before.get(tid, 0.0) for tid, spent in threads_after.items()
+    }
+    return result, done.stdout
+
+
+def _thread_times(process: psutil.Process) -> dict[int, float]:
+    """CPU seconds (user + system) each thread of `process` has used, by system thread id."""
+    return {t.id: t.user_time + t.system_time for t in process.threads()}
 
 
 # --- one server, one round ---------------------------------------------------------------------
@@ -236,7 +250,7 @@ class RunResult:
     requests_served: int  # readiness checks + warm-up + measured requests
     log_dropped: float | None
     checks: list[str]
-    gc: dict[str, list[float]]
+    gc: dict[str, Any]  # the server's record: GC runs and pauses, its threads' ids
 
 
 def _sanity_checks(spec: ServerSpec, base_url: str) -> list[str]:
@@ -386,6 +400,41 @@ def instruction_table(counts: dict[str, dict[str, float]]) -> str:
     return common.md_table(headers, rows)
 
 
+#: The server threads the CPU-by-thread table names: (column, thread name).
+THREAD_COLUMNS = (
+    ("event loop", "MainThread"),
+    ("log writer", "steadyloop-log-writer"),
+    ("loop watch", "steadyloop-loopwatch"),
+)
+
+
+def _thread_rows(runs: list[RunResult]) -> list[list[str]]:
+    """Per server, the median over its runs of each thread's CPU µs per request (the threads
+    named by the server's own record of them; "other" is every other thread's)."""
+    rows = []
+    for spec in SERVERS:
+        per_column: dict[str, list[float]] = {}
+        for r in runs:
+            threads = r.gc.get("threads") if r.gc else None
+            if r.spec.name != spec.name or not isinstance(threads, dict) or not r.wrk.requests:
+                continue
+            spent = dict(r.wrk.thread_cpu)
+            for column, thread_name in THREAD_COLUMNS:
+                tid = threads.get(thread_name)
+                value = spent.pop(tid, 0.0) if tid is not None else 0.0
+                per_column.setdefault(column, []).append(value / r.wrk.requests)
+            per_column.setdefault("other", []).append(sum(spent.values()) / r.wrk.requests)
+        if per_column:
+            rows.append(
+                [spec.name]
+                + [
+                    f"{common.percentile(per_column[column], 50) * 1e6:.1f}"
+                    for column in (*(c for c, _ in THREAD_COLUMNS), "other")
+                ]
+            )
+    return rows
+
+
 def report(
     runs: list[RunResult],
     summaries: dict[str, Summary],
@@ -516,6 +565,17 @@ than on a dedicated load generator, and every server is limited the same way.
 Median of {rounds} rounds:
 
 {table}
+
+Server CPU by thread, µs per request (median of the rounds; psutil's per-thread CPU times
+over the measured run, divided by its requests; each thread found by the name the server
+records for it; "other" is every other thread of the server, uvicorn's and the app's):
+
+{common.md_table(["server", *(c for c, _ in THREAD_COLUMNS), "other"], _thread_rows(runs))}
+
+The event loop's column is the request path itself (the server's protocol, the app and the
+middleware); the log writer's is the access lines' rendering and writing, which shares the
+interpreter lock with the event loop and so adds to the time per request as much as the loop's
+own work does.
 
 Every run:
 
