@@ -204,14 +204,16 @@ class SteadyloopInProcessRunner:
     async def start(self) -> None:
         from steadyloop.jobs.worker import Worker
 
-        s = self.jobs.settings
+        config = self.jobs.config
         self.worker = Worker(
             self.jobs.store,
             self.jobs.tasks,
-            concurrency=s.job_concurrency,
-            lease=s.job_lease_seconds,
-            poll_interval=s.job_poll_interval,
-            shutdown_grace=s.job_shutdown_grace,
+            concurrency=config.concurrency,
+            lease=config.lease,
+            poll_interval=config.poll_interval,
+            shutdown_grace=config.shutdown_grace,
+            bulkheads=self.jobs.bulkheads,
+            metrics=self.jobs.metrics,
         )
         self.jobs.worker = self.worker  # as in WORKER_ROLE=all: enqueues here wake it
         await self.worker.start()
