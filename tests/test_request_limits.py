@@ -15,6 +15,7 @@ import steadyloop as sl
 from steadyloop.limits import parse_networks
 from steadyloop.server import ServerLimits, uvicorn_options
 from steadyloop.settings import Settings, SettingsError
+from steadyloop.web.middleware import RequestMiddleware
 from steadyloop.web.request_limits import (
     RequestLimits,
     RequestLimitsMiddleware,
@@ -179,20 +180,48 @@ async def test_a_head_larger_than_the_limit_gets_431() -> None:
         ([(b"x-big", b"a" * (512 - 27))], {}),
         ([(b"x-big", b"a" * 400)], {"query_string": b"q=" + b"b" * 100}),
         ([(b"host", b"h")], {"raw_path": None, "path": "/" + "p" * 600}),
+        # The request id header beside the body headers, and the first body header deciding.
+        ([(b"x-request-id", b"abc"), (b"content-length", b"0")], {}),
+        ([(b"x-request-id", b"abc"), (b"content-length", b"3")], {}),
+        ([(b"content-length", b"0"), (b"transfer-encoding", b"chunked")], {}),
+        ([(b"transfer-encoding", b"chunked"), (b"content-length", b"0")], {}),
+        ([(b"x-request-id", b"a" * 480)], {}),
     ],
 )
-def test_passes_through_is_the_head_check_and_no_body(
+async def test_passes_through_is_the_head_check_and_no_body(
     headers: list[tuple[bytes, bytes]], extra: dict[str, Any]
 ) -> None:
-    # The request middleware's per-request question, answered in one loop, must agree with
-    # the layer's own checks for every head: within the limits, or not, with a body or not.
-    layer = RequestLimitsMiddleware(
-        None,  # type: ignore[arg-type]
-        RequestLimits(header_max_count=20, header_max_bytes=512),
-    )
+    # The layer's own answer must agree with its checks for every head: within the limits,
+    # or not, with a body or not.
+    limits = RequestLimits(header_max_count=20, header_max_bytes=512)
+    layer = RequestLimitsMiddleware(None, limits)  # type: ignore[arg-type]
     scope = {**http_scope(headers), "method": "GET", **extra}
     expected = layer.check_head(scope) is None and has_no_body(scope)
     assert layer.passes_through(scope) is expected
+
+    # The request middleware makes the same judgement in its own pass over the headers: a
+    # request the layer has work for goes through the limit layers, any other straight on.
+    through_layers: list[bool] = []
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        through_layers.append(False)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = RequestMiddleware(endpoint, access_log=False, limits=limits)
+
+    async def layers(scope: Scope, receive: Receive, send: Send) -> None:
+        through_layers.append(True)
+        await endpoint(scope, receive, send)
+
+    middleware._stack = layers
+    sent: list[Message] = []
+
+    async def record(message: Message) -> None:
+        sent.append(message)
+
+    await middleware(dict(scope), replay([{"type": "http.request", "body": b""}]), record)
+    assert through_layers[0] is not expected
 
 
 def http_scope(headers: list[tuple[bytes, bytes]] | None = None) -> Scope:
