@@ -15,6 +15,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from steadyloop.limits.concurrency import ConcurrencyConfig
 NAME = "middleware_overhead"
 TITLE = "Middleware overhead: bare FastAPI vs steadyloop.install vs the peer stack"
 
-ROUNDS = 5
+ROUNDS = 7
 THREADS = 2
 CONNECTIONS = 64
 SECONDS = 10
@@ -595,6 +596,11 @@ installed the same way in every server.
 steadyloop at least {TARGET_SHARE:.0%} of bare FastAPI's requests/s: {sl.rps:,.0f} vs
 {bare.rps:,.0f} = {share:.0%}: **{"met" if met else "NOT met"}**.
 
+The same share within each round (steadyloop's requests/s over bare's in that round, the two
+run minutes apart at most): {_round_shares(runs, STEADYLOOP)}; the minimal row's:
+{_round_shares(runs, MINIMAL)}. Their spread is the machine's noise between runs of one
+server, which the medians damp but do not remove.
+
 For comparison, the peer stack serves {common.ratio(peer.rps, bare.rps):.0%} of bare, and
 steadyloop serves {common.ratio(sl.rps, peer.rps):.2f}x the peer stack's requests/s. With its
 access log off (diagnostic row, not the target), steadyloop serves
@@ -632,6 +638,19 @@ writer thread, which renders the access line, is not counted. Sources whose coun
 Chart: `{NAME}.png` (requests/s and p50/p99 latency per server).
 """
     return markdown, met
+
+
+def _round_shares(runs: list[RunResult], name: str) -> str:
+    """Each round's requests/s of the server `name` over bare's, and their median."""
+    shares = []
+    for round_no in sorted({r.round for r in runs}):
+        of_round = {r.spec.name: r.wrk.rps for r in runs if r.round == round_no}
+        if of_round.get(BARE) and name in of_round:
+            shares.append(of_round[name] / of_round[BARE])
+    if not shares:
+        return "none"
+    listed = ", ".join(f"{share:.0%}" for share in shares)
+    return f"{listed} (median {statistics.median(shares):.0%})"
 
 
 def _label(name: str) -> str:
