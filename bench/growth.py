@@ -74,6 +74,7 @@ _STORE_COLUMNS = [
     "finish",
     "enqueue rounds",
     "claim rounds",
+    "finish rounds",
 ]
 LAYER_COLUMNS = ["routes", "inner app alone", "under steadyloop's layers", "steadyloop adds"]
 OWN = "steadyloop's own"
@@ -540,6 +541,7 @@ def report(
                 + [f"{statistics.median(ops[op]):,.0f}" for op in OPS]
                 + [", ".join(f"{v:,.0f}" for v in ops["enqueue"])]
                 + [", ".join(f"{v:,.0f}" for v in ops["claim"])]
+                + [", ".join(f"{v:,.0f}" for v in ops["finish"])]
             )
         low, high = sizes[HISTORY[0]], sizes[HISTORY[-1]]
         for op in OPS:
@@ -644,8 +646,8 @@ the machine's noise. "steadyloop's own" counts the instructions of steadyloop's 
 
 {__doc__.split(chr(10), 2)[2].strip()}
 
-Rounds: {ROUNDS} per point after one warm-up round per store; medians reported, each
-round's value shown for enqueue and claim. SQLite: a file per size in a temporary
+Rounds: {ROUNDS} per point after one warm-up round per store; medians reported, with
+each round's value. SQLite: a file per size in a temporary
 directory, the store's defaults. Redis: `{REDIS_URL}`, a database of its own, flushed
 before and after. Periodic tasks: {ROUNDS} rounds too. Routes:
 {ROUTE_PROCESSES} fresh processes, {ROUTE_ROUNDS} rounds each, of {ROUTE_REQUESTS:,} requests
