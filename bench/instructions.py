@@ -21,11 +21,12 @@ import json
 import sys
 import sysconfig
 from collections import Counter
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
+_T = TypeVar("_T")
 _STDLIB = Path(sysconfig.get_paths()["stdlib"])
 WARMUP = 50
 REQUESTS = 100
@@ -72,6 +73,11 @@ def request_scope(path: str = PATH) -> dict[str, Any]:
 
 
 async def _count(app: Callable[..., Any]) -> dict[str, float]:
+    return await with_lifespan(app, lambda: count_per_request(app, [request_scope()]))
+
+
+async def with_lifespan(app: Callable[..., Any], body: Callable[[], Awaitable[_T]]) -> _T:
+    """Start `app`'s lifespan, await `body()`, then shut the app down."""
     startup: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     shutdown = asyncio.Event()
     started = asyncio.Event()
@@ -99,7 +105,7 @@ async def _count(app: Callable[..., Any]) -> dict[str, float]:
     await started.wait()
 
     try:
-        return await count_per_request(app, [request_scope()])
+        return await body()
     finally:
         shutdown.set()
         await lifespan

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import httpx
 import psutil
 
 from bench import common
+from bench import machine_counts as machine_counts_module
 from bench.instructions import REQUESTS as instructions_requests
 from bench.instructions import WARMUP as instructions_warmup
 from bench.revision import source_revision
@@ -401,6 +403,54 @@ def instruction_table(counts: dict[str, dict[str, float]]) -> str:
     return common.md_table(headers, rows)
 
 
+#: The servers counted under callgrind (bench/machine_counts.py).
+MACHINE_SERVERS = (BARE, STEADYLOOP, STEADYLOOP_QUIET, MINIMAL)
+
+
+def machine_counts() -> dict[str, dict[str, float]] | None:
+    """Per request and by thread, machine instructions and simulated cache misses of the
+    servers in `MACHINE_SERVERS` (two at a time: the counts do not depend on the load)."""
+    if not machine_counts_module.available():
+        return None
+    specs = {spec.name: spec for spec in SERVERS}
+
+    def count(name: str) -> dict[str, float]:
+        spec = specs[name]
+        env = {**os.environ, **spec.env, "LOOP_WATCH_ENABLED": "false"}
+        return machine_counts_module.per_request(spec.factory, env)
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(MACHINE_SERVERS, pool.map(count, MACHINE_SERVERS), strict=True))
+
+
+def machine_table(counts: dict[str, dict[str, float]] | None) -> str:
+    if counts is None:
+        return "valgrind is not on the PATH here: not measured."
+    bare = counts[BARE]
+    rows = [
+        [
+            name,
+            f"{c['loop Ir']:,.0f}",
+            f"{c['loop Ir'] - bare['loop Ir']:+,.0f}",
+            f"{c['loop L1 misses']:,.0f}",
+            f"{c['loop LL misses']:,.1f}",
+            f"{c['others Ir']:,.0f}",
+            f"{c['others L1 misses']:,.0f}",
+        ]
+        for name, c in counts.items()
+    ]
+    headers = [
+        "server",
+        "event loop: instructions",
+        "vs bare",
+        "L1 misses",
+        "last-level misses",
+        "other threads: instructions",
+        "L1 misses",
+    ]
+    return common.md_table(headers, rows)
+
+
 #: The server threads the CPU-by-thread table names: (column, thread name).
 THREAD_COLUMNS = (
     ("event loop", "MainThread"),
@@ -442,6 +492,7 @@ def report(
     info: dict[str, str],
     seconds: int,
     instructions: dict[str, dict[str, float]],
+    machine: dict[str, dict[str, float]] | None,
 ) -> tuple[str, bool]:
     bare = summaries[BARE]
     rows = []
@@ -635,6 +686,22 @@ writer thread, which renders the access line, is not counted. Sources whose coun
 
 {instruction_table(instructions)}
 
+## Diagnostic: machine instructions and cache misses per request, by thread
+
+Also counted, not timed: `bench/machine_counts.py` serves the same in-process requests
+under valgrind's callgrind (`--separate-threads=yes --cache-sim=yes`),
+{machine_counts_module.SHORT} and then {machine_counts_module.LONG} of them after start-up,
+and divides the difference by {machine_counts_module.LONG - machine_counts_module.SHORT:,}: one
+request's machine instructions and simulated cache misses (L1 instruction and data, and the
+last level) on the event loop's thread, and on every other thread together (the log writer,
+which renders and writes the access lines). It covers the C code under Python (the
+interpreter, the allocator, the JSON encoders) that the bytecode count does not, and it shows
+whether the writer's work costs the event loop cache misses on a cache they share. valgrind
+runs one thread at a time on one simulated cache, so two threads on two cores (a shared cache
+contended, lines moving between cores) are not in it, nor is the server's own code.
+
+{machine_table(machine)}
+
 Chart: `{NAME}.png` (requests/s and p50/p99 latency per server).
 """
     return markdown, met
@@ -749,7 +816,7 @@ def run(rounds: int = ROUNDS, seconds: int = SECONDS) -> bool:
     summaries = {
         spec.name: Summary.of([r for r in runs if r.spec.name == spec.name]) for spec in SERVERS
     }
-    markdown, met = report(runs, summaries, info, seconds, instruction_counts())
+    markdown, met = report(runs, summaries, info, seconds, instruction_counts(), machine_counts())
     path = common.write_result(NAME, markdown)
     chart(summaries, runs)
     bare = summaries[BARE]
