@@ -199,8 +199,8 @@ async def test_passes_through_is_the_head_check_and_no_body(
     expected = layer.check_head(scope) is None and has_no_body(scope)
     assert layer.passes_through(scope) is expected
 
-    # The request middleware makes the same judgement in its own pass over the headers: a
-    # request the layer has work for goes through the limit layers, any other straight on.
+    # And the request middleware acts on it: a request the layer has work for goes through
+    # the limit layers, any other straight on to the app.
     through_layers: list[bool] = []
 
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:

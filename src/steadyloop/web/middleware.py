@@ -5,8 +5,7 @@ One pure-ASGI layer does all of it because each layer costs the request its own 
 `__call__`, its checks, often a coroutine frame and a `send` wrapper. The limits keep their
 own ASGI layers (`RequestLimitsMiddleware`, `RateLimitMiddleware`, `ConcurrencyMiddleware`),
 stacked in that order over the app; this layer asks each of them whether it has work for the
-request (the request limits' question it answers itself, from its one pass over the request's
-headers), and a request none of them has work for (no body to count, no rate rule, a free
+request, and a request none of them has work for (no body to count, no rate rule, a free
 slot of a single limiter, the common case) runs the app directly, its slot taken and given
 back here. Any other request goes through the stack, which does what the layers always do.
 bench/middleware_overhead measures what the whole of it costs against a bare app.
@@ -37,12 +36,7 @@ from steadyloop.metrics import Metrics, process_metrics
 from steadyloop.web.concurrency import ConcurrencyMiddleware
 from steadyloop.web.errors import internal_error
 from steadyloop.web.ratelimit import RateLimitMiddleware
-from steadyloop.web.request_limits import (
-    BODY_HEADERS,
-    HTTP1,
-    RequestLimits,
-    RequestLimitsMiddleware,
-)
+from steadyloop.web.request_limits import RequestLimits, RequestLimitsMiddleware
 
 __all__ = ["UNMATCHED_ROUTE", "RequestMiddleware", "route_template", "valid_request_id"]
 
@@ -96,8 +90,6 @@ class RequestMiddleware:
         self.metrics = metrics if metrics is not None else process_metrics()
         self.problem_500 = problem_500
         self.header = header.lower().encode("latin-1")
-        #: The headers the request's one pass over its headers looks at.
-        self._watched_headers = frozenset({self.header, *BODY_HEADERS})
         self.access_log = access_log
         self.quiet_paths = frozenset(quiet_paths)
         # What each request records on, looked up once per method and per (method, route):
@@ -123,26 +115,13 @@ class RequestMiddleware:
             return
         started = _perf_counter()
         id_header = self.header
-        # One pass over the headers finds the request id, the head's size and the body's
-        # headers (the first Content-Length or Transfer-Encoding), for the request limits'
-        # judgement below; three passes (one per question) cost the request more.
-        headers = scope["headers"]
-        header_bytes = 0
-        given_id = body_header = None
-        watched = self._watched_headers
-        for name, value in headers:
-            header_bytes += len(name) + len(value)
-            if name in watched:
-                if name == id_header:
-                    if given_id is None:
-                        given_id = value
-                elif body_header is None:
-                    body_header = name, value
         request_id = None
-        if given_id is not None:
-            candidate = given_id.decode("latin-1")
-            if _REQUEST_ID.match(candidate) is not None:
-                request_id = candidate
+        for name, value in scope["headers"]:
+            if name == id_header:
+                candidate = value.decode("latin-1")
+                if _REQUEST_ID.match(candidate) is not None:
+                    request_id = candidate
+                break
         if request_id is None:
             # 128 random bits from the process's generator as 32 hex digits: unique enough for
             # a request id, and far cheaper than uuid4 (os.urandom is a system call, slow on
@@ -170,32 +149,12 @@ class RequestMiddleware:
         admitted_at = 0.0
         ok = False
         try:
-            # Whether a limit layer has work for this request (see the module docstring): the
-            # request limits' when the head is over a limit or a body is to be counted (as
-            # `RequestLimitsMiddleware.passes_through` judges, from the pass above).
+            # Whether a limit layer has work for this request (see the module docstring).
             app = self._stack
             path = scope["path"]
             request_limits = self._request_limits
             rate_limits = self._rate_limits
-            if (
-                request_limits is None
-                or (
-                    len(headers) <= request_limits.max_header_count
-                    # `head_size`, inline: the request line and each header's `: ` and CRLF.
-                    and header_bytes
-                    + 4 * len(headers)
-                    + len(scope["method"])
-                    + len(scope.get("raw_path") or b"")
-                    + len(scope.get("query_string", b""))
-                    + 14
-                    <= request_limits.max_head_bytes
-                    and (
-                        body_header is None
-                        or (body_header[0] == b"content-length" and body_header[1].strip() == b"0")
-                    )
-                    and scope.get("http_version", "1.1") in HTTP1
-                )
-            ) and (
+            if (request_limits is None or request_limits.passes_through(scope)) and (
                 rate_limits is None or not rate_limits.active or rate_limits.rule_for(path) is None
             ):
                 concurrency = self._concurrency

@@ -165,7 +165,6 @@ def head_size(scope: Scope) -> int:
     size = 0
     for name, value in headers:
         size += len(name) + len(value)
-    # The request middleware adds the same terms to its own sum of the headers.
     return (
         size
         + 4 * len(headers)
@@ -190,11 +189,9 @@ class RequestLimitsMiddleware:
         self.app = app
         self.limits = limits if limits is not None else RequestLimits()
         self._caps = [(_Pattern(pattern), size) for pattern, size in self.limits.body_caps]
-        #: The head limits as `passes_through` (and the request middleware, which makes the
-        #: same judgement in its own pass over the headers) compares them: 0, no limit, is
-        #: any size.
-        self.max_header_count = self.limits.header_max_count or sys.maxsize
-        self.max_head_bytes = self.limits.header_max_bytes or sys.maxsize
+        # The head limits as `passes_through` compares them (0, no limit: any size passes).
+        self._max_count = self.limits.header_max_count or sys.maxsize
+        self._max_bytes = self.limits.header_max_bytes or sys.maxsize
 
     def body_cap(self, path: str) -> int:
         """The body cap for `path` (0: none): its first matching pattern's, else the default."""
@@ -214,12 +211,11 @@ class RequestLimitsMiddleware:
 
     def passes_through(self, scope: Scope) -> bool:
         """Whether this layer has no work for the HTTP request with `scope`: its head is within
-        the limits and it has no body to count or time. The request middleware, which then
-        calls the app without this layer, makes the same judgement inline, in the one pass
-        over the headers it makes anyway (tests/test_request_limits.py holds the two equal)."""
+        the limits and it has no body to count or time (the request middleware then calls
+        the app without this layer)."""
         return (
-            len(scope["headers"]) <= self.max_header_count
-            and head_size(scope) <= self.max_head_bytes
+            len(scope["headers"]) <= self._max_count
+            and head_size(scope) <= self._max_bytes
             and has_no_body(scope)
         )
 
@@ -311,13 +307,10 @@ class _Guarded:
         # Started: the app's response stands; the server closes the unfinished exchange.
 
 
-#: The HTTP versions whose requests carry a body only with Content-Length or
-#: Transfer-Encoding.
-HTTP1 = frozenset({"1.1", "1.0"})
+_HTTP1 = frozenset({"1.1", "1.0"})
 
 
-#: The headers that announce an HTTP/1 body.
-BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+_BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 _header_name = itemgetter(0)
 
 
@@ -325,10 +318,10 @@ def has_no_body(scope: Scope) -> bool:
     """Whether an HTTP/1 request has no body, judged from its headers: neither Content-Length
     (or `Content-Length: 0`) nor Transfer-Encoding. HTTP/2 and 3 may send a body without
     either header: never judged bodiless."""
-    if scope.get("http_version", "1.1") not in HTTP1:
+    if scope.get("http_version", "1.1") not in _HTTP1:
         return False
     headers = scope["headers"]
-    if BODY_HEADERS.isdisjoint(map(_header_name, headers)):
+    if _BODY_HEADERS.isdisjoint(map(_header_name, headers)):
         return True  # looked for in C: the common case, a request without either header
     for name, value in headers:
         if name == b"content-length":
