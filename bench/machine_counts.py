@@ -14,8 +14,9 @@ What it cannot show: valgrind runs one thread at a time on one simulated cache, 
 of two threads on two cores (contention for a shared cache, lines moving between cores) is not
 in it; nor is the server's own code (uvicorn's parsing and writing).
 
-Run as `python -m bench.machine_counts MODULE:FACTORY N`: serves N requests and exits (the
-measured child); `per_request(factory, env)` runs the two children under callgrind.
+Run as `python -m bench.machine_counts MODULE:FACTORY N [PATH ...]`: serves each path once,
+then N requests spread round-robin over the paths (wrk's `/hello` when none are given), and
+exits (the measured child); `per_request(factory, env)` runs the two children under callgrind.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +46,7 @@ def available() -> bool:
     return shutil.which("valgrind") is not None
 
 
-async def _serve(app: Any, requests: int) -> None:
-    scope = request_scope()
-
+async def _serve(app: Any, requests: int, scopes: list[dict[str, Any]]) -> None:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
@@ -54,7 +54,7 @@ async def _serve(app: Any, requests: int) -> None:
         pass
 
     for n in range(requests):
-        await app(dict(scope), receive, send)
+        await app(dict(scopes[n % len(scopes)]), receive, send)
         if n % 50 == 49:
             await asyncio.sleep(0)  # let the loop turn, as a server's would between requests
 
@@ -75,13 +75,23 @@ def _summaries(directory: Path, prefix: str) -> dict[int, dict[str, int]]:
     return threads
 
 
-def _run(factory: str, requests: int, env: Mapping[str, str], directory: Path) -> Path:
+def _run(
+    factory: str,
+    requests: int,
+    env: Mapping[str, str],
+    directory: Path,
+    paths: Sequence[str],
+    last_level: tuple[int, int, int] | None,
+) -> Path:
     prefix = f"run-{requests}"
+    # The simulated last-level cache: valgrind's guess from the machine unless given.
+    cache = [f"--LL={','.join(map(str, last_level))}"] if last_level is not None else []
     subprocess.run(
         [
             "valgrind",
             "--tool=callgrind",
             "--cache-sim=yes",
+            *cache,
             "--separate-threads=yes",
             f"--callgrind-out-file={directory / prefix}",
             sys.executable,
@@ -89,6 +99,7 @@ def _run(factory: str, requests: int, env: Mapping[str, str], directory: Path) -
             "bench.machine_counts",
             factory,
             str(requests),
+            *paths,
         ],
         cwd=common.ROOT,
         env={**env, "PYTHONHASHSEED": "0"},
@@ -98,14 +109,26 @@ def _run(factory: str, requests: int, env: Mapping[str, str], directory: Path) -
     return directory / prefix
 
 
-def per_request(factory: str, env: Mapping[str, str]) -> dict[str, float]:
+def per_request(
+    factory: str,
+    env: Mapping[str, str],
+    *,
+    paths: Sequence[str] = (),
+    last_level: tuple[int, int, int] | None = None,
+) -> dict[str, float]:
     """One request's events, the event loop's (`loop Ir`, `loop L1 misses`, `loop LL misses`)
-    and every other thread's together (`others Ir`, `others L1 misses`)."""
+    and every other thread's together (`others Ir`, `others L1 misses`). `paths` spreads the
+    requests over several paths (each served once first); `last_level` sets the simulated
+    last-level cache as (bytes, ways, line bytes)."""
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
         directory = Path(tmp)
-        runs = {
-            n: _summaries(directory, _run(factory, n, env, directory).name) for n in (SHORT, LONG)
-        }
+        # The two children at once: each is counted alone, whatever else the machine runs.
+        with ThreadPoolExecutor(2) as pool:
+            outputs = {
+                n: pool.submit(_run, factory, n, env, directory, paths, last_level)
+                for n in (SHORT, LONG)
+            }
+            runs = {n: _summaries(directory, out.result().name) for n, out in outputs.items()}
     result: dict[str, float] = {}
     for label, pick in (("loop", lambda t: t == 1), ("others", lambda t: t != 1)):
         delta = {
@@ -120,11 +143,19 @@ def per_request(factory: str, env: Mapping[str, str]) -> dict[str, float]:
     return result
 
 
-def main(target: str, requests: int) -> None:
+def main(target: str, requests: int, paths: Sequence[str] = ()) -> None:
     module, _, factory = target.partition(":")
     app = getattr(importlib.import_module(module), factory)()
-    asyncio.run(with_lifespan(app, lambda: _serve(app, requests)))
+    scopes = [request_scope(path) for path in paths] or [request_scope()]
+
+    async def serve() -> None:
+        # Every path once first (in both runs, so it cancels out): first-use costs, such as
+        # a route's metrics child, are not counted as every request's.
+        await _serve(app, len(scopes), scopes)
+        await _serve(app, requests, scopes)
+
+    asyncio.run(with_lifespan(app, serve))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:])
