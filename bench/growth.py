@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import common, machine_counts
+from bench import common
 from bench.instructions import count_per_request, request_scope
 
 NAME = "growth"
@@ -84,18 +84,6 @@ _STORE_COLUMNS = [
 LAYER_COLUMNS = ["routes", "inner app alone", "under steadyloop's layers", "steadyloop adds"]
 OWN = "steadyloop's own"
 INSTRUCTION_COLUMNS = ["routes", "bare FastAPI", "with install()", "steadyloop adds", OWN]
-MACHINE_COLUMNS = [
-    "routes",
-    "bare FastAPI: instructions",
-    "with install()",
-    "steadyloop adds",
-    "bare: core-cache misses",
-    "with install()",
-    "steadyloop adds",
-]
-#: The factory the machine-count children build their app with (`routes_app`).
-ROUTES_ENV = "BENCH_GROWTH_ROUTES"
-LAYERS_ENV = "BENCH_GROWTH_LAYERS"
 
 
 # --- job stores -------------------------------------------------------------------------------
@@ -274,54 +262,6 @@ def _app(routes: int, steadyloop: bool) -> Any:
 
         sl.install(app, Settings(access_log=False, log_setup=False, loop_watch_enabled=False))
     return app
-
-
-def routes_app() -> Any:
-    """`_app` as the environment asks (`BENCH_GROWTH_ROUTES`, `BENCH_GROWTH_LAYERS`): the
-    factory of bench/machine_counts.py's children."""
-    return _app(int(os.environ[ROUTES_ENV]), os.environ[LAYERS_ENV] == "1")
-
-
-def core_cache() -> tuple[int, int, int] | None:
-    """The core's own last cache (L2) as (bytes, ways, line bytes), from Linux's sysfs, for
-    callgrind to simulate as the last level; None when the machine does not say, or callgrind
-    could not model it (its sets must be a power of two)."""
-    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
-        try:
-            if (index / "level").read_text().strip() != "2":
-                continue
-            size_text = (index / "size").read_text().strip()
-            ways = int((index / "ways_of_associativity").read_text())
-            line = int((index / "coherency_line_size").read_text())
-        except (OSError, ValueError):
-            return None
-        size = int(size_text.removesuffix("K")) * (1024 if size_text.endswith("K") else 1)
-        sets = size // (ways * line) if ways > 0 and line > 0 else 0
-        exact = sets > 0 and sets * ways * line == size
-        return (size, ways, line) if exact and sets & (sets - 1) == 0 else None
-    return None
-
-
-def _route_machine_counts() -> dict[int, dict[str, dict[str, float]]] | None:
-    """Machine instructions and simulated core-cache misses per request on the event loop
-    (bench/machine_counts.py), requests spread over every route, for the bare app and with
-    `install()`. None without valgrind."""
-    if not machine_counts.available():
-        return None
-    out: dict[int, dict[str, dict[str, float]]] = {}
-    for routes in ROUTES:
-        paths = [f"/r{i}/x" for i in range(routes)]
-        out[routes] = {
-            side: machine_counts.per_request(
-                "bench.growth:routes_app",
-                {**os.environ, ROUTES_ENV: str(routes), LAYERS_ENV: layers},
-                paths=paths,
-                last_level=core_cache(),
-            )
-            for side, layers in (("bare", "0"), ("steadyloop", "1"))
-        }
-        print(f"[{NAME}] machine counts, {routes} routes: {out[routes]}", flush=True)
-    return out
 
 
 def _route_scopes(routes: int) -> list[dict[str, Any]]:
@@ -595,7 +535,6 @@ def report(
     layers: dict[str, dict[str, list[float]]] | None = None,
     route_ratios: list[float] | None = None,
     route_instructions: dict[int, dict[str, float]] | None = None,
-    route_machine: dict[int, dict[str, dict[str, float]]] | None = None,
 ) -> tuple[str, bool]:
     verdicts: list[str] = []
     met = True
@@ -706,7 +645,6 @@ the machine's noise. "steadyloop's own" counts the instructions of steadyloop's 
         if instruction_rows
         else ""
     )
-    machine = _machine_section(route_machine, verdicts) if route_machine else ""
     text = f"""{common.md_header("Growth: costs as the stores and the app grow", info)}
 
 ## Method
@@ -748,7 +686,7 @@ steadyloop's as in the first row, done on caches the inner app has emptied.
 {ROUTE_ROUNDS * 2} rounds, the sides taking turns as above.
 
 {common.md_table(LAYER_COLUMNS, layer_rows)}
-{instructions}{machine}
+{instructions}
 ## Periodic tasks: the scheduler's CPU µs per slot fired (median)
 
 {common.md_table(["periodic tasks declared", "µs per slot fired", "rounds"], periodic_rows)}
@@ -758,50 +696,6 @@ steadyloop's as in the first row, done on caches the inner app has emptied.
 {chr(10).join(verdicts)}
 """
     return text, met
-
-
-def _machine_section(counts: dict[int, dict[str, dict[str, float]]], verdicts: list[str]) -> str:
-    """The machine-count diagnostic's table, and its ratio among the verdicts."""
-    rows = []
-    for routes, sides in counts.items():
-        bare, full = sides["bare"], sides["steadyloop"]
-        rows.append(
-            [
-                str(routes),
-                f"{bare['loop Ir']:,.0f}",
-                f"{full['loop Ir']:,.0f}",
-                f"{full['loop Ir'] - bare['loop Ir']:+,.0f}",
-                f"{bare['loop LL misses']:,.1f}",
-                f"{full['loop LL misses']:,.1f}",
-                f"{full['loop LL misses'] - bare['loop LL misses']:+,.1f}",
-            ]
-        )
-    few, many = (counts[r] for r in ROUTES)
-    added = [sides["steadyloop"]["loop Ir"] - sides["bare"]["loop Ir"] for sides in (few, many)]
-    verdicts.append(
-        f"- diagnostic (not a target): the machine instructions steadyloop adds per request, "
-        f"{ROUTES[-1]} vs {ROUTES[0]} route templates: {common.fmt_ratio(added[1] / added[0])}"
-    )
-    cache = core_cache()
-    simulated = (
-        f"a {cache[0] // 1024:,} KiB, {cache[1]}-way cache (this machine's per-core L2)"
-        if cache
-        else "valgrind's own guess of the last-level cache"
-    )
-    return f"""
-### Diagnostic: machine instructions and cache misses per request
-
-The same requests once more, counted under valgrind's callgrind (`bench/machine_counts.py`:
-{machine_counts.SHORT:,} and then {machine_counts.LONG:,} requests after every route once, the
-difference divided by {machine_counts.LONG - machine_counts.SHORT:,}), on the event loop's
-thread: the C code under Python is in it, and the cache misses are simulated, with
-{simulated} as the last level: a core's own cache is what FastAPI's scan over many routes
-empties for the code after it. One process per side (bare FastAPI, and with `install()`),
-each with its own memory layout. Deterministic for a given build and machine; two cores
-and their shared cache are not modelled.
-
-{common.md_table(MACHINE_COLUMNS, rows)}
-"""
 
 
 def chart(stores: dict[str, dict[int, dict[str, list[float]]]]) -> None:
@@ -833,12 +727,9 @@ def run() -> bool:
     routes, route_ratios = _measure_routes()
     layers = asyncio.run(_measure_layers())
     route_instructions = asyncio.run(_route_instructions())
-    route_machine = _route_machine_counts()
     periodic = asyncio.run(_measure_periodic())
     info["duration"] = f"{time.monotonic() - started:.0f} s"
-    text, met = report(
-        stores, routes, periodic, info, layers, route_ratios, route_instructions, route_machine
-    )
+    text, met = report(stores, routes, periodic, info, layers, route_ratios, route_instructions)
     path = common.write_result(NAME, text)
     chart(stores)
     print(f"[{NAME}] wrote {path} and {common.chart_path(NAME)}", flush=True)

@@ -14,9 +14,8 @@ What it cannot show: valgrind runs one thread at a time on one simulated cache, 
 of two threads on two cores (contention for a shared cache, lines moving between cores) is not
 in it; nor is the server's own code (uvicorn's parsing and writing).
 
-Run as `python -m bench.machine_counts MODULE:FACTORY N [PATH ...]`: serves each path once,
-then N requests spread round-robin over the paths (wrk's `/hello` when none are given), and
-exits (the measured child); `per_request(factory, env)` runs the two children under callgrind.
+Run as `python -m bench.machine_counts MODULE:FACTORY N`: serves N requests and exits (the
+measured child); `per_request(factory, env)` runs the two children under callgrind.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,9 @@ def available() -> bool:
     return shutil.which("valgrind") is not None
 
 
-async def _serve(app: Any, requests: int, scopes: list[dict[str, Any]]) -> None:
+async def _serve(app: Any, requests: int) -> None:
+    scope = request_scope()
+
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
@@ -54,7 +55,7 @@ async def _serve(app: Any, requests: int, scopes: list[dict[str, Any]]) -> None:
         pass
 
     for n in range(requests):
-        await app(dict(scopes[n % len(scopes)]), receive, send)
+        await app(dict(scope), receive, send)
         if n % 50 == 49:
             await asyncio.sleep(0)  # let the loop turn, as a server's would between requests
 
@@ -75,23 +76,13 @@ def _summaries(directory: Path, prefix: str) -> dict[int, dict[str, int]]:
     return threads
 
 
-def _run(
-    factory: str,
-    requests: int,
-    env: Mapping[str, str],
-    directory: Path,
-    paths: Sequence[str],
-    last_level: tuple[int, int, int] | None,
-) -> Path:
+def _run(factory: str, requests: int, env: Mapping[str, str], directory: Path) -> Path:
     prefix = f"run-{requests}"
-    # The simulated last-level cache: valgrind's guess from the machine unless given.
-    cache = [f"--LL={','.join(map(str, last_level))}"] if last_level is not None else []
     subprocess.run(
         [
             "valgrind",
             "--tool=callgrind",
             "--cache-sim=yes",
-            *cache,
             "--separate-threads=yes",
             f"--callgrind-out-file={directory / prefix}",
             sys.executable,
@@ -99,7 +90,6 @@ def _run(
             "bench.machine_counts",
             factory,
             str(requests),
-            *paths,
         ],
         cwd=common.ROOT,
         env={**env, "PYTHONHASHSEED": "0"},
@@ -109,25 +99,14 @@ def _run(
     return directory / prefix
 
 
-def per_request(
-    factory: str,
-    env: Mapping[str, str],
-    *,
-    paths: Sequence[str] = (),
-    last_level: tuple[int, int, int] | None = None,
-) -> dict[str, float]:
+def per_request(factory: str, env: Mapping[str, str]) -> dict[str, float]:
     """One request's events, the event loop's (`loop Ir`, `loop L1 misses`, `loop LL misses`)
-    and every other thread's together (`others Ir`, `others L1 misses`). `paths` spreads the
-    requests over several paths (each served once first); `last_level` sets the simulated
-    last-level cache as (bytes, ways, line bytes)."""
+    and every other thread's together (`others Ir`, `others L1 misses`)."""
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
         directory = Path(tmp)
         # The two children at once: each is counted alone, whatever else the machine runs.
         with ThreadPoolExecutor(2) as pool:
-            outputs = {
-                n: pool.submit(_run, factory, n, env, directory, paths, last_level)
-                for n in (SHORT, LONG)
-            }
+            outputs = {n: pool.submit(_run, factory, n, env, directory) for n in (SHORT, LONG)}
             runs = {n: _summaries(directory, out.result().name) for n, out in outputs.items()}
     result: dict[str, float] = {}
     for label, pick in (("loop", lambda t: t == 1), ("others", lambda t: t != 1)):
@@ -143,19 +122,11 @@ def per_request(
     return result
 
 
-def main(target: str, requests: int, paths: Sequence[str] = ()) -> None:
+def main(target: str, requests: int) -> None:
     module, _, factory = target.partition(":")
     app = getattr(importlib.import_module(module), factory)()
-    scopes = [request_scope(path) for path in paths] or [request_scope()]
-
-    async def serve() -> None:
-        # Every path once first (in both runs, so it cancels out): first-use costs, such as
-        # a route's metrics child, are not counted as every request's.
-        await _serve(app, len(scopes), scopes)
-        await _serve(app, requests, scopes)
-
-    asyncio.run(with_lifespan(app, serve))
+    asyncio.run(with_lifespan(app, lambda: _serve(app, requests)))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:])
+    main(sys.argv[1], int(sys.argv[2]))
