@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +103,9 @@ def per_request(factory: str, env: Mapping[str, str]) -> dict[str, float]:
     and every other thread's together (`others Ir`, `others L1 misses`)."""
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
         directory = Path(tmp)
-        # The two children at once: each is counted alone, whatever else the machine runs.
-        with ThreadPoolExecutor(2) as pool:
-            outputs = {n: pool.submit(_run, factory, n, env, directory) for n in (SHORT, LONG)}
-            runs = {n: _summaries(directory, out.result().name) for n, out in outputs.items()}
+        runs = {
+            n: _summaries(directory, _run(factory, n, env, directory).name) for n in (SHORT, LONG)
+        }
     result: dict[str, float] = {}
     for label, pick in (("loop", lambda t: t == 1), ("others", lambda t: t != 1)):
         delta = {
