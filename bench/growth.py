@@ -43,7 +43,7 @@ from bench.instructions import count_per_request, request_scope
 NAME = "growth"
 HISTORY = (10_000, 100_000, 1_000_000)
 #: Rounds of the periodic-task measurement.
-ROUNDS = 9
+PERIODIC_ROUNDS = 9
 #: Rounds per store and size. A round's claims and finishes take a tenth of a second or two,
 #: shorter than this machine's swings of speed (one size's finish rate has ranged by half of
 #: itself over the rounds of one run); rounds cost little, so there are many.
@@ -514,7 +514,7 @@ async def _periodic_cost(count: int) -> float:
 
 async def _measure_periodic() -> dict[int, list[float]]:
     out: dict[int, list[float]] = {count: [] for count in PERIODICS}
-    for _ in range(ROUNDS):
+    for _ in range(PERIODIC_ROUNDS):
         for count in PERIODICS:  # interleaved
             out[count].append(await _periodic_cost(count))
     for count in PERIODICS:
@@ -654,7 +654,7 @@ the machine's noise. "steadyloop's own" counts the instructions of steadyloop's 
 Rounds: {STORE_ROUNDS} per point after one warm-up round per store; medians reported, with
 each round's value. SQLite: a file per size in a temporary
 directory, the store's defaults. Redis: `{REDIS_URL}`, a database of its own, flushed
-before and after. Periodic tasks: {ROUNDS} rounds. Routes:
+before and after. Periodic tasks: {PERIODIC_ROUNDS} rounds. Routes:
 {ROUTE_PROCESSES} fresh processes, {ROUTE_ROUNDS} rounds each, of {ROUTE_REQUESTS:,} requests
 per side. Both sides are one FastAPI app with `install()`, entered through two middleware
 stacks built over its one router: its own, and the same without steadyloop's layers, so
